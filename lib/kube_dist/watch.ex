@@ -1,0 +1,135 @@
+defmodule KubeDist.Watch do
+  @moduledoc """
+  A live view of the pods in some namespaces, kept current by a Kubernetes watch
+  running in native code.
+
+  `start/1` connects to the API server (explicit options, else the in-cluster service
+  account, else a kubeconfig) and lists then watches pods. Watches with the same
+  options are shared; the watch stops when the last `t:t/0` referring to it is
+  garbage-collected.
+
+      {:ok, watch} = KubeDist.Watch.start(namespaces: ["prod"], label_selector: "app=api")
+      true = KubeDist.Watch.await_synced(watch, 5_000)
+      KubeDist.Watch.pods(watch)
+      #=> [%{name: "api-7d9c", namespace: "prod", ip: {10, 42, 2, 46}, ready: true, ...}]
+
+  ## Options
+
+    * `:namespaces` - list of namespaces, or `:all`. Default: the service account's
+      namespace (or the kubeconfig context's), else `"default"`.
+    * `:label_selector`, `:field_selector` - Kubernetes selector strings.
+    * `:api_url` - API server URL; with it, `:ca_file` and `:token_file` (or `:token`).
+    * `:service_account_dir` - where the service account is mounted
+      (default `/var/run/secrets/kubernetes.io/serviceaccount`).
+    * `:kubeconfig` - kubeconfig path (default `KUBECONFIG`, then `~/.kube/config`).
+
+  TLS verification of the API server cannot be turned off.
+  """
+
+  @enforce_keys [:resource]
+  defstruct [:resource]
+
+  @typedoc "A handle on a running watch."
+  @type t :: %__MODULE__{resource: reference()}
+
+  @typedoc "An indexed pod."
+  @type pod :: %{
+          uid: String.t(),
+          namespace: String.t(),
+          name: String.t(),
+          ip: :inet.ip_address() | nil,
+          ips: [:inet.ip_address()],
+          hostname: String.t() | nil,
+          subdomain: String.t() | nil,
+          node_name: String.t() | nil,
+          phase: :pending | :running | :succeeded | :failed | :unknown,
+          ready: boolean(),
+          terminating: boolean(),
+          labels: %{String.t() => String.t()},
+          annotations: %{String.t() => String.t()},
+          ports: [%{name: String.t() | nil, port: :inet.port_number(), container: String.t()}]
+        }
+
+  @typedoc "What subscribers receive as `{:kube_dist, tag, event}`."
+  @type event ::
+          {:added, pod()}
+          | {:changed, old :: pod(), new :: pod()}
+          | {:deleted, pod()}
+          | :synced
+          | {:api_error, String.t()}
+
+  @string_options [
+    :api_url,
+    :ca_file,
+    :token,
+    :token_file,
+    :service_account_dir,
+    :kubeconfig,
+    :label_selector,
+    :field_selector
+  ]
+
+  @doc "Starts (or joins) a watch. See the module docs for options."
+  @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
+  def start(options \\ []) do
+    with {:ok, map} <- validate(options),
+         {:ok, resource} <- KubeDist.Native.start_watch(map) do
+      {:ok, %__MODULE__{resource: resource}}
+    end
+  end
+
+  @doc """
+  Waits until the initial list is in, up to `timeout` milliseconds. Returns whether
+  it is. Runs on a dirty I/O scheduler, so it may block as long as it needs.
+  """
+  @spec await_synced(t(), non_neg_integer()) :: boolean()
+  def await_synced(%__MODULE__{resource: r}, timeout) when is_integer(timeout) and timeout >= 0,
+    do: KubeDist.Native.await_synced(r, timeout)
+
+  @doc "Every indexed pod, sorted by namespace and name, from one consistent snapshot."
+  @spec pods(t()) :: [pod()]
+  def pods(%__MODULE__{resource: r}), do: KubeDist.Native.list_pods(r)
+
+  @doc """
+  Sends `{:kube_dist, tag, event}` to `pid` for every change from now on, where `tag`
+  is the returned reference. The subscription ends when `pid` exits.
+  """
+  @spec subscribe(t(), pid()) :: reference()
+  def subscribe(%__MODULE__{resource: r}, pid \\ self()) when is_pid(pid) do
+    tag = make_ref()
+    :ok = KubeDist.Native.subscribe(r, pid, tag)
+    tag
+  end
+
+  @doc "Sync state, newest resourceVersion, error count and last error, pod count."
+  @spec health(t()) :: %{
+          synced: boolean(),
+          last_sync: non_neg_integer() | nil,
+          resource_version: String.t() | nil,
+          errors: non_neg_integer(),
+          last_error: String.t() | nil,
+          pods: non_neg_integer()
+        }
+  def health(%__MODULE__{resource: r}), do: KubeDist.Native.health(r)
+
+  defp validate(options) do
+    Enum.reduce_while(options, {:ok, %{}}, fn
+      {key, value}, {:ok, acc} when key in @string_options and (is_binary(value) or is_nil(value)) ->
+        {:cont, {:ok, Map.put(acc, key, value)}}
+
+      {:namespaces, :all}, {:ok, acc} ->
+        {:cont, {:ok, Map.put(acc, :namespaces, :all)}}
+
+      {:namespaces, list}, {:ok, acc} when is_list(list) ->
+        if Enum.all?(list, &is_binary/1),
+          do: {:cont, {:ok, Map.put(acc, :namespaces, list)}},
+          else: {:halt, {:error, "option :namespaces must be a list of strings or :all"}}
+
+      {key, value}, _ when key in @string_options or key == :namespaces ->
+        {:halt, {:error, "option #{inspect(key)} has an invalid value: #{inspect(value)}"}}
+
+      {key, _}, _ ->
+        {:halt, {:error, "unknown option #{inspect(key)}"}}
+    end)
+  end
+end

@@ -1,0 +1,77 @@
+defmodule Mix.Tasks.Compile.KubeDistNif do
+  @moduledoc """
+  Builds the KubeDist NIF with cargo and copies it into `priv/`.
+
+  hex.pm's `rustler` and `elixir_make` packages are not needed: this compiler runs
+  `cargo build --release --locked -p kube_dist_nif` in the project root, so an
+  application that lists `:kube_dist` as a dependency gets the same build.
+  Set `KUBE_DIST_CARGO` to use another cargo binary.
+  """
+  use Mix.Task.Compiler
+
+  @library "libkube_dist_nif.so"
+  @target "kube_dist_nif.so"
+
+  @impl true
+  def run(_args) do
+    root = Path.dirname(__ENV__.file)
+    cargo = System.get_env("KUBE_DIST_CARGO", "cargo")
+
+    unless System.find_executable(cargo) do
+      Mix.raise("kube_dist needs Rust's cargo (Rust >= 1.91) to build its NIF; none found on PATH")
+    end
+
+    args = ["build", "--release", "--locked", "-p", "kube_dist_nif"]
+
+    case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
+      {_, 0} -> install(root)
+      {_, status} -> Mix.raise("cargo #{Enum.join(args, " ")} failed with exit status #{status}")
+    end
+  end
+
+  defp install(root) do
+    built = Path.join([cargo_target_dir(root), "release", @library])
+    priv = Path.join(root, "priv")
+    File.mkdir_p!(priv)
+    dest = Path.join(priv, @target)
+
+    # Copy only when it changed, so an unchanged build does not force a reload.
+    if File.read(built) != File.read(dest) do
+      # Write aside and rename: a running VM that has the old file mapped keeps it.
+      File.cp!(built, dest <> ".tmp")
+      File.rename!(dest <> ".tmp", dest)
+      {:ok, []}
+    else
+      {:noop, []}
+    end
+  end
+
+  defp cargo_target_dir(root), do: System.get_env("CARGO_TARGET_DIR", Path.join(root, "target"))
+end
+
+defmodule KubeDist.MixProject do
+  use Mix.Project
+
+  @version "0.1.0"
+
+  def project do
+    [
+      app: :kube_dist,
+      version: @version,
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      compilers: [:kube_dist_nif | Mix.compilers()],
+      elixirc_paths: elixirc_paths(Mix.env()),
+      deps: [],
+      description: "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
+      package: [licenses: ["Apache-2.0"], files: ~w(lib native Cargo.toml Cargo.lock mix.exs README.md)]
+    ]
+  end
+
+  def application do
+    [extra_applications: [:logger]]
+  end
+
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+end

@@ -1,0 +1,173 @@
+//! Where the Kubernetes API is and how to authenticate: explicit options, then the
+//! in-cluster service account, then a kubeconfig. TLS verification is always on.
+
+use std::path::{Path, PathBuf};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+/// Where the service account is mounted in every pod.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// How to reach the API. Every field is optional; see [`config`] for the order.
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    /// API server URL, e.g. `https://10.0.0.1:443`.
+    pub api_url: Option<String>,
+    /// CA bundle file (PEM) to verify the API server with.
+    pub ca_file: Option<PathBuf>,
+    /// Bearer token. Prefer `token_file`, which is re-read when it rotates.
+    pub token: Option<String>,
+    /// File holding the bearer token (re-read at least once a minute).
+    pub token_file: Option<PathBuf>,
+    /// Service-account directory for in-cluster config (default [`SERVICE_ACCOUNT_DIR`]).
+    pub service_account_dir: Option<PathBuf>,
+    /// Kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    // Hand-written so a token can never reach a log line or an error term.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("api_url", &self.api_url)
+            .field("ca_file", &self.ca_file)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("service_account_dir", &self.service_account_dir)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish()
+    }
+}
+
+/// Which source a configuration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `api_url` and friends were given.
+    Explicit,
+    /// `KUBERNETES_SERVICE_HOST`/`PORT` and the service-account files.
+    InCluster,
+    /// A kubeconfig file.
+    Kubeconfig,
+}
+
+impl Source {
+    /// A short name for diagnostics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Explicit => "explicit",
+            Source::InCluster => "in_cluster",
+            Source::Kubeconfig => "kubeconfig",
+        }
+    }
+}
+
+/// A resolved client configuration, plus the namespace the credentials belong to.
+pub struct Resolved {
+    /// The kube-rs configuration.
+    pub config: kube::Config,
+    /// Where it came from.
+    pub source: Source,
+    /// The namespace to watch when none is configured.
+    pub default_namespace: String,
+}
+
+/// Builds the client configuration: explicit `api_url` first, then in-cluster (when
+/// `KUBERNETES_SERVICE_HOST` is set), then a kubeconfig.
+pub async fn config(options: &ConnectOptions) -> Result<Resolved, String> {
+    let sa_dir = options
+        .service_account_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR));
+    let sa_namespace = std::fs::read_to_string(sa_dir.join("namespace"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let mut resolved = if let Some(url) = &options.api_url {
+        let mut config = kube::Config::new(url.parse().map_err(|e| format!("invalid api_url {url:?}: {e}"))?);
+        let ca = options
+            .ca_file
+            .clone()
+            .or_else(|| Some(sa_dir.join("ca.crt")).filter(|p| p.exists()));
+        if let Some(ca) = ca {
+            config.root_cert = Some(read_ca(&ca)?);
+        }
+        config.auth_info.token = options.token.clone().map(Into::into);
+        config.auth_info.token_file = options
+            .token_file
+            .clone()
+            .or_else(|| Some(sa_dir.join("token")).filter(|p| options.token.is_none() && p.exists()))
+            .map(|p| p.display().to_string());
+        Resolved {
+            config,
+            source: Source::Explicit,
+            default_namespace: sa_namespace.clone().unwrap_or_default(),
+        }
+    } else if let Ok(host) = std::env::var("KUBERNETES_SERVICE_HOST") {
+        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+        // No DNS needed: the service host is an IP (IPv6 ones need brackets).
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let url = format!("https://{authority}");
+        let mut config = kube::Config::new(
+            url.parse()
+                .map_err(|e| format!("invalid in-cluster address {url}: {e}"))?,
+        );
+        config.root_cert = Some(read_ca(&sa_dir.join("ca.crt"))?);
+        let token = sa_dir.join("token");
+        if !token.exists() {
+            return Err(format!(
+                "in-cluster config: no service-account token at {}; is automountServiceAccountToken false?",
+                token.display()
+            ));
+        }
+        config.auth_info.token_file = Some(token.display().to_string());
+        Resolved {
+            config,
+            source: Source::InCluster,
+            default_namespace: sa_namespace.clone().unwrap_or_default(),
+        }
+    } else {
+        let kubeconfig = match &options.kubeconfig {
+            Some(path) => Kubeconfig::read_from(path),
+            None => Kubeconfig::read(),
+        }
+        .map_err(|e| format!("no API configuration: not in a cluster (KUBERNETES_SERVICE_HOST unset), no api_url given, and no usable kubeconfig: {e}"))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("kubeconfig: {e}"))?;
+        let namespace = config.default_namespace.clone();
+        Resolved {
+            config,
+            source: Source::Kubeconfig,
+            default_namespace: namespace,
+        }
+    };
+    // Never trust an unverified API server, whatever a kubeconfig says.
+    resolved.config.accept_invalid_certs = false;
+    if resolved.default_namespace.is_empty() {
+        resolved.default_namespace = "default".into();
+    }
+    Ok(resolved)
+}
+
+fn read_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?
+        .filter_map(Result::ok)
+        .map(|der| der.to_vec())
+        .collect();
+    if certs.is_empty() {
+        return Err(format!("CA bundle {} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A kube client for `config`, built inside the shared runtime's context as kube requires.
+pub fn client(config: kube::Config) -> Result<kube::Client, String> {
+    let _entered = crate::runtime::runtime().enter();
+    kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+}

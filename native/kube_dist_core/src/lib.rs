@@ -1,0 +1,10 @@
+//! KubeDist's engine, free of any BEAM dependency: connect to the Kubernetes API
+//! ([`connect`]), watch pods ([`watch`]) into a slim in-memory index ([`index`] of
+//! [`pod`] records), on one shared tokio [`runtime`]. The NIF crate is a thin layer
+//! over this one.
+
+pub mod connect;
+pub mod index;
+pub mod pod;
+pub mod runtime;
+pub mod watch;

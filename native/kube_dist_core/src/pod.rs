@@ -1,0 +1,190 @@
+//! The slim pod record the index keeps: what distribution needs, not the whole Pod.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// Pod lifecycle phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted, not all containers running.
+    Pending,
+    /// Bound to a node, containers running.
+    Running,
+    /// All containers exited successfully.
+    Succeeded,
+    /// All containers exited, one failed.
+    Failed,
+    /// Anything else.
+    Unknown,
+}
+
+impl Phase {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Unknown => "Unknown",
+        }
+    }
+
+    fn parse(phase: Option<&str>) -> Self {
+        match phase {
+            Some("Pending") => Phase::Pending,
+            Some("Running") => Phase::Running,
+            Some("Succeeded") => Phase::Succeeded,
+            Some("Failed") => Phase::Failed,
+            _ => Phase::Unknown,
+        }
+    }
+}
+
+/// A named container port, for epmd-less node declarations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPort {
+    /// Port name (`dist-api`), if any.
+    pub name: Option<Box<str>>,
+    /// Port number.
+    pub port: u16,
+    /// Container declaring it.
+    pub container: Box<str>,
+}
+
+/// What KubeDist knows of one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRecord {
+    /// `metadata.uid`
+    pub uid: Box<str>,
+    /// `metadata.namespace`
+    pub namespace: Box<str>,
+    /// `metadata.name`
+    pub name: Box<str>,
+    /// `status.podIPs` (falling back to `status.podIP`), in the order the kubelet gave.
+    pub ips: Box<[IpAddr]>,
+    /// `spec.hostname`
+    pub hostname: Option<Box<str>>,
+    /// `spec.subdomain`
+    pub subdomain: Option<Box<str>>,
+    /// `spec.nodeName`
+    pub node_name: Option<Box<str>>,
+    /// `status.phase`
+    pub phase: Phase,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    /// `metadata.labels`, sorted by key.
+    pub labels: Box<[(Box<str>, Box<str>)]>,
+    /// `metadata.annotations`, sorted by key, without kubectl's last-applied copy.
+    pub annotations: Box<[(Box<str>, Box<str>)]>,
+    /// Declared container ports.
+    pub ports: Box<[ContainerPort]>,
+}
+
+/// kubectl's copy of the whole object: large and of no use for distribution.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+impl PodRecord {
+    /// The record for `pod`, or `None` when it lacks a namespace, name or uid.
+    pub fn from_pod(pod: &Pod) -> Option<PodRecord> {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let mut ips: Vec<IpAddr> = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|ips| ips.iter().filter_map(|ip| ip.ip.parse().ok()).collect())
+            .unwrap_or_default();
+        if ips.is_empty() {
+            ips.extend(
+                status
+                    .and_then(|s| s.pod_ip.as_deref())
+                    .and_then(|ip| ip.parse::<IpAddr>().ok()),
+            );
+        }
+        let strings = |map: Option<&std::collections::BTreeMap<String, String>>| -> Box<[(Box<str>, Box<str>)]> {
+            map.into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect()
+        };
+        let ports = spec
+            .into_iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| {
+                c.ports.iter().flatten().filter_map(move |p| {
+                    Some(ContainerPort {
+                        name: p.name.as_deref().map(Into::into),
+                        port: u16::try_from(p.container_port).ok()?,
+                        container: c.name.as_str().into(),
+                    })
+                })
+            })
+            .collect();
+        let nonempty = |s: Option<&String>| s.filter(|s| !s.is_empty()).map(|s| s.as_str().into());
+        Some(PodRecord {
+            uid: nonempty(meta.uid.as_ref())?,
+            namespace: nonempty(meta.namespace.as_ref())?,
+            name: nonempty(meta.name.as_ref())?,
+            ips: ips.into(),
+            hostname: nonempty(spec.and_then(|s| s.hostname.as_ref())),
+            subdomain: nonempty(spec.and_then(|s| s.subdomain.as_ref())),
+            node_name: nonempty(spec.and_then(|s| s.node_name.as_ref())),
+            phase: Phase::parse(status.and_then(|s| s.phase.as_deref())),
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            terminating: meta.deletion_timestamp.is_some(),
+            labels: strings(meta.labels.as_ref()),
+            annotations: strings(meta.annotations.as_ref()),
+            ports,
+        })
+    }
+
+    /// The pod's first IP (the one `status.podIP` names), if assigned.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ips.first().copied()
+    }
+
+    /// A label's value.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        lookup(&self.labels, key)
+    }
+
+    /// An annotation's value.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        lookup(&self.annotations, key)
+    }
+
+    /// Heap bytes this record holds, for the memory benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        let pairs = |p: &[(Box<str>, Box<str>)]| p.iter().map(|(k, v)| k.len() + v.len() + 32).sum::<usize>();
+        let opt = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+        self.uid.len()
+            + self.namespace.len()
+            + self.name.len()
+            + self.ips.len() * std::mem::size_of::<IpAddr>()
+            + opt(&self.hostname)
+            + opt(&self.subdomain)
+            + opt(&self.node_name)
+            + pairs(&self.labels)
+            + pairs(&self.annotations)
+            + self
+                .ports
+                .iter()
+                .map(|p| {
+                    std::mem::size_of::<ContainerPort>() + p.container.len() + p.name.as_ref().map_or(0, |n| n.len())
+                })
+                .sum::<usize>()
+    }
+}
+
+fn lookup<'a>(pairs: &'a [(Box<str>, Box<str>)], key: &str) -> Option<&'a str> {
+    pairs
+        .binary_search_by(|(k, _)| (**k).cmp(key))
+        .ok()
+        .map(|i| &*pairs[i].1)
+}

@@ -1,0 +1,260 @@
+//! One watch: kube-runtime's watcher (list, then watch from the list's
+//! resourceVersion, bookmarks, re-list on `410 Gone`, backoff with jitter) per
+//! namespace, feeding the pod index and telling subscribers what changed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+
+use crate::index::{PodChange, PodIndex};
+use crate::pod::PodRecord;
+
+/// What to watch: the namespaces (`None`: all) and optional selectors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatchSpec {
+    /// Namespaces to watch; `None` means every namespace.
+    pub namespaces: Vec<Option<String>>,
+    /// `labelSelector`
+    pub label_selector: Option<String>,
+    /// `fieldSelector`
+    pub field_selector: Option<String>,
+}
+
+/// What subscribers hear.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    /// A pod was added, changed or deleted.
+    Pod(PodChange),
+    /// Every namespace has completed a (re-)list: the index matches the server.
+    Synced,
+    /// The API failed; the index keeps its last known state. Sent once per new error.
+    ApiError(String),
+}
+
+/// A subscriber callback; returning `false` unsubscribes it.
+pub type Subscriber = Box<dyn FnMut(&WatchEvent) -> bool + Send>;
+
+/// The watch's health, for diagnostics.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// Every namespace has been listed at least once.
+    pub synced: bool,
+    /// When the last (re-)list completed.
+    pub last_sync: Option<SystemTime>,
+    /// The newest resourceVersion seen on an object.
+    pub resource_version: Option<String>,
+    /// Errors seen since the start.
+    pub errors: u64,
+    /// The last error, cleared once the watch works again.
+    pub last_error: Option<String>,
+    /// Pods indexed.
+    pub pods: usize,
+}
+
+struct State {
+    index: RwLock<PodIndex>,
+    synced: tokio::sync::watch::Sender<bool>,
+    health: Mutex<Health>,
+    subscribers: Mutex<Vec<Subscriber>>,
+}
+
+/// A running watch. Dropping it stops the watch.
+pub struct Watch {
+    state: Arc<State>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    /// Starts watching on `runtime`.
+    pub fn start(client: Client, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
+        let state = Arc::new(State {
+            index: RwLock::new(PodIndex::new()),
+            synced: tokio::sync::watch::channel(false).0,
+            health: Mutex::new(Health::default()),
+            subscribers: Mutex::new(Vec::new()),
+        });
+        let mut config = watcher::Config::default();
+        if let Some(labels) = &spec.label_selector {
+            config = config.labels(labels);
+        }
+        if let Some(fields) = &spec.field_selector {
+            config = config.fields(fields);
+        }
+        let apis = spec
+            .namespaces
+            .iter()
+            .map(|ns| {
+                let api = match ns {
+                    Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+                    None => Api::<Pod>::all(client.clone()),
+                };
+                (ns.clone(), api)
+            })
+            .collect();
+        let task = runtime.spawn(run(apis, config, state.clone()));
+        Watch { state, task }
+    }
+
+    /// Waits until every namespace has been listed, up to `timeout`; true if synced.
+    pub async fn synced(&self, timeout: Duration) -> bool {
+        let mut rx = self.state.synced.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|synced| *synced))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether the initial list is in.
+    pub fn is_synced(&self) -> bool {
+        *self.state.synced.borrow()
+    }
+
+    /// The index, for reading.
+    pub fn index(&self) -> RwLockReadGuard<'_, PodIndex> {
+        self.state.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a subscriber; it hears every event from now on.
+    pub fn subscribe(&self, subscriber: Subscriber) {
+        self.state
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(subscriber);
+    }
+
+    /// The watch's health now.
+    pub fn health(&self) -> Health {
+        let mut health = self.state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        health.pods = self.index().len();
+        health
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn run(apis: Vec<(Option<String>, Api<Pod>)>, config: watcher::Config, state: Arc<State>) {
+    let namespaces = apis.len();
+    let streams = apis.into_iter().map(|(ns, api)| {
+        watcher::watcher(api, config.clone())
+            .default_backoff()
+            .map(move |event| (ns.clone(), event))
+            .boxed()
+    });
+    let mut events = futures::stream::select_all(streams);
+    // A re-list arrives as Init, InitApply..., InitDone; it replaces the namespace's
+    // pods only when complete, so readers never see a half-listed index.
+    let mut relists: HashMap<Option<String>, Vec<PodRecord>> = HashMap::new();
+    let mut listed: HashSet<Option<String>> = HashSet::new();
+    while let Some((ns, event)) = events.next().await {
+        let changes = match event {
+            Ok(Event::Init) => {
+                relists.insert(ns, Vec::new());
+                continue;
+            }
+            Ok(Event::InitApply(pod)) => {
+                state.saw(&pod);
+                relists.entry(ns).or_default().extend(PodRecord::from_pod(&pod));
+                continue;
+            }
+            Ok(Event::InitDone) => {
+                let records = relists.remove(&ns).unwrap_or_default();
+                let changes = state.write_index().replace(ns.as_deref(), records);
+                listed.insert(ns);
+                let mut health = state.health();
+                health.last_sync = Some(SystemTime::now());
+                health.last_error = None;
+                drop(health);
+                state.publish(changes.into_iter().map(WatchEvent::Pod));
+                if listed.len() == namespaces {
+                    state.synced.send_replace(true);
+                    state.health().synced = true;
+                    state.publish([WatchEvent::Synced]);
+                }
+                continue;
+            }
+            Ok(Event::Apply(pod)) => {
+                state.saw(&pod);
+                PodRecord::from_pod(&pod).and_then(|r| state.write_index().upsert(r))
+            }
+            Ok(Event::Delete(pod)) => {
+                state.saw(&pod);
+                let (namespace, name) = (
+                    pod.metadata.namespace.unwrap_or_default(),
+                    pod.metadata.name.unwrap_or_default(),
+                );
+                state.write_index().remove(&namespace, &name)
+            }
+            Err(error) => {
+                let message = describe(&error, ns.as_deref());
+                let mut health = state.health();
+                health.errors += 1;
+                let new = health.last_error.as_deref() != Some(message.as_str());
+                health.last_error = Some(message.clone());
+                drop(health);
+                if new {
+                    tracing::warn!("{message}");
+                    state.publish([WatchEvent::ApiError(message)]);
+                }
+                continue;
+            }
+        };
+        state.health().last_error = None;
+        state.publish(changes.into_iter().map(WatchEvent::Pod));
+    }
+}
+
+impl State {
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, PodIndex> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn saw(&self, pod: &Pod) {
+        if let Some(rv) = &pod.metadata.resource_version {
+            self.health().resource_version = Some(rv.clone());
+        }
+    }
+
+    fn publish(&self, events: impl IntoIterator<Item = WatchEvent>) {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        for event in events {
+            subscribers.retain_mut(|subscriber| subscriber(&event));
+        }
+    }
+}
+
+/// A readable account of a watch failure that says what to fix.
+fn describe(error: &watcher::Error, namespace: Option<&str>) -> String {
+    let scope = namespace.map_or("all namespaces".to_string(), |ns| format!("namespace {ns:?}"));
+    let api_error = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(&**status),
+        watcher::Error::WatchError(status) => Some(&**status),
+        _ => None,
+    };
+    match api_error {
+        Some(status) if status.code == 401 => format!(
+            "pods in {scope}: 401 Unauthorized: the API rejected the token (expired or rotated service-account token, or wrong credentials)"
+        ),
+        Some(status) if status.code == 403 => format!(
+            "pods in {scope}: 403 Forbidden: {}. Fix: grant get, list and watch on pods to this service account (a Role and RoleBinding in each watched namespace)",
+            status.message
+        ),
+        Some(status) => format!("pods in {scope}: {} {}", status.code, status.message),
+        None => format!("pods in {scope}: {error}"),
+    }
+}

@@ -1,0 +1,106 @@
+//! The NIF boundary: Elixir terms in, [`kube_dist_core`] calls, Elixir terms out.
+//!
+//! Rules kept by every function here: anything that can wait runs on a dirty
+//! scheduler or on the tokio runtime; a panic becomes `{:error, {:panic, message}}`;
+//! nothing blocks a normal scheduler.
+
+mod encode;
+mod options;
+mod registry;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube_dist_core::runtime::runtime;
+use kube_dist_core::watch::{Watch, WatchEvent};
+use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
+
+mod atoms {
+    rustler::atoms! { ok, error, panic, kube_dist, synced, api_error, added, changed, deleted }
+}
+
+/// The Elixir-side handle of a watch. Watches with equal options are shared; the
+/// watch stops when the last handle is garbage-collected.
+pub struct WatchHandle(Arc<Watch>);
+
+#[rustler::resource_impl]
+impl rustler::Resource for WatchHandle {}
+
+/// Runs `f`, turning a panic into `{:error, {:panic, message}}` so a bug in here
+/// cannot take the VM down or leave a caller without an answer.
+fn guarded<'a>(env: Env<'a>, f: impl FnOnce() -> Result<Term<'a>, String>) -> Term<'a> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(term)) => term,
+        Ok(Err(reason)) => (atoms::error(), reason).encode(env),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            (atoms::error(), (atoms::panic(), message)).encode(env)
+        }
+    }
+}
+
+/// `start_watch(options)`: connects and starts (or joins) a watch.
+#[rustler::nif(schedule = "DirtyIo")]
+fn start_watch<'a>(env: Env<'a>, options: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let options = options::decode(options)?;
+        let watch = registry::watch(options)?;
+        Ok((atoms::ok(), ResourceArc::new(WatchHandle(watch))).encode(env))
+    })
+}
+
+/// `await_synced(handle, timeout_ms)`: true once the initial list is in.
+#[rustler::nif(schedule = "DirtyIo")]
+fn await_synced(env: Env<'_>, handle: ResourceArc<WatchHandle>, timeout_ms: u64) -> Term<'_> {
+    guarded(env, || {
+        let synced = runtime().block_on(handle.0.synced(Duration::from_millis(timeout_ms)));
+        Ok(synced.encode(env))
+    })
+}
+
+/// `list_pods(handle)`: every indexed pod as a map, from one consistent snapshot.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
+    guarded(env, || {
+        let pods = handle.0.index().pods();
+        Ok(pods.iter().map(|p| encode::pod(env, p)).collect::<Vec<_>>().encode(env))
+    })
+}
+
+/// `health(handle)`: sync state, resourceVersion, errors and pod count.
+#[rustler::nif]
+fn health(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
+    guarded(env, || Ok(encode::health(env, &handle.0.health())))
+}
+
+/// `subscribe(handle, pid, tag)`: `pid` receives `{:kube_dist, tag, event}` for every
+/// change from now on, until it exits.
+#[rustler::nif]
+fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, tag: Term<'a>) -> Term<'a> {
+    guarded(env, || {
+        let owned = OwnedEnv::new();
+        let tag = owned.save(tag);
+        handle.0.subscribe(Box::new(move |event: &WatchEvent| {
+            // Runs on a tokio thread, never a scheduler, so sending is allowed; a failed
+            // send means the subscriber is dead, and it is dropped.
+            let mut message_env = OwnedEnv::new();
+            message_env
+                .send_and_clear(&pid, |env| {
+                    (
+                        atoms::kube_dist(),
+                        owned.run(|tag_env| tag.load(tag_env).in_env(env)),
+                        encode::event(env, event),
+                    )
+                })
+                .is_ok()
+        }));
+        Ok(atoms::ok().encode(env))
+    })
+}
+
+rustler::init!("Elixir.KubeDist.Native");

@@ -1,0 +1,41 @@
+//! Shared watches: callers asking for the same API and the same pods get the same
+//! watch, which lives until its last handle is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use kube_dist_core::connect;
+use kube_dist_core::runtime::runtime;
+use kube_dist_core::watch::{Watch, WatchSpec};
+use once_cell::sync::Lazy;
+
+use crate::options::Options;
+
+static WATCHES: Lazy<Mutex<HashMap<String, Weak<Watch>>>> = Lazy::new(Default::default);
+
+/// The watch for `options`, started if no live one matches.
+pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
+    let resolved = runtime().block_on(connect::config(&options.connect))?;
+    let namespaces = if options.namespaces.is_empty() {
+        vec![Some(resolved.default_namespace.clone())]
+    } else {
+        options.namespaces.clone()
+    };
+    let spec = WatchSpec {
+        namespaces,
+        label_selector: options.label_selector,
+        field_selector: options.field_selector,
+    };
+    // The key holds what identifies the API and the pods; the token is not part of it
+    // (and never leaves this process), the URL and token file are.
+    let key = format!("{:?}|{:?}|{:?}", resolved.config.cluster_url, options.connect, spec);
+    let mut watches = WATCHES.lock().unwrap_or_else(|p| p.into_inner());
+    watches.retain(|_, w| w.strong_count() > 0);
+    if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {
+        return Ok(existing);
+    }
+    let client = connect::client(resolved.config)?;
+    let watch = Arc::new(Watch::start(client, &spec, runtime().handle()));
+    watches.insert(key, Arc::downgrade(&watch));
+    Ok(watch)
+}

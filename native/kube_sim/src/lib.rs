@@ -1,0 +1,347 @@
+//! `kube_sim`: a Kubernetes API server simulator for the core/v1 Pod API.
+//!
+//! It speaks the real wire protocol (HTTPS, bearer tokens, `Status` errors, discovery,
+//! list/watch with resourceVersions, bookmarks, paging, selectors, Tables for kubectl)
+//! so that kube-rs and kubectl run against it unmodified. Tests drive it through this
+//! library, or through the `kube_sim` binary and its loopback control port.
+//!
+//! Layers, top to bottom: [`Simulator`] (listeners, files for clients), [`api`] (HTTP
+//! routes), [`watch`] (event streams), [`store`] (objects and history), with [`auth`],
+//! [`faults`], [`selector`], [`patch`], [`table`] and [`status`] beside them.
+
+pub mod api;
+pub mod auth;
+pub mod control;
+pub mod faults;
+pub mod fixtures;
+pub mod patch;
+pub mod selector;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod tls;
+pub mod watch;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Pod;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::Listener;
+use crate::auth::Auth;
+use crate::faults::{Faults, Outage, Stats};
+use crate::status::ApiError;
+use crate::store::{Deletion, Store};
+use crate::tls::CertAuthority;
+
+/// How to start a simulator.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The HTTPS API address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The plain-HTTP control address, if wanted. Keep it on loopback.
+    pub control: Option<SocketAddr>,
+    /// Changes kept for resuming watches and paging; older versions get `410 Expired`.
+    pub history_limit: usize,
+    /// How often watches that allow bookmarks get one.
+    pub bookmark_interval: Duration,
+    /// Extra DNS names or IPs for the serving certificate (e.g. an address pods use).
+    pub extra_sans: Vec<String>,
+    /// The namespace of the service account KubeDist runs as.
+    pub service_account_namespace: String,
+    /// The service account's name.
+    pub service_account_name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control: None,
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+            extra_sans: Vec::new(),
+            service_account_namespace: "default".into(),
+            service_account_name: "kube-dist".into(),
+        }
+    }
+}
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The objects.
+    pub store: Store,
+    /// Tokens and RBAC.
+    pub auth: Auth,
+    /// Fault switches.
+    pub faults: Faults,
+    /// Counters.
+    pub stats: Stats,
+    /// The start configuration.
+    pub config: Config,
+    service_account_dir: Mutex<Option<PathBuf>>,
+}
+
+impl Shared {
+    /// Deletes a pod; a graceful deletion finishes by itself after the grace period.
+    pub fn delete_pod(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<Arc<Pod>, ApiError> {
+        match self.store.delete(namespace, name, grace_seconds)? {
+            Deletion::Removed(pod) => Ok(pod),
+            Deletion::Terminating(pod, grace) => {
+                let (ns, name, shared) = (namespace.to_string(), name.to_string(), Arc::downgrade(self));
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if let Some(shared) = shared.upgrade() {
+                        shared.store.finish_termination(&ns, &name, &uid);
+                    }
+                });
+                Ok(pod)
+            }
+        }
+    }
+
+    /// Rotates the service-account token, rewriting the projected token file if one was laid out.
+    pub fn rotate_token(&self) -> String {
+        let token = self.auth.rotate_service_account_token();
+        if let Some(dir) = self
+            .service_account_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            // Like the kubelet: write aside, then rename, so readers never see half a token.
+            let tmp = dir.join("..token.tmp");
+            let _ = std::fs::write(&tmp, &token).and_then(|_| std::fs::rename(&tmp, dir.join("token")));
+        }
+        token
+    }
+}
+
+/// A running simulator. Dropping it does not stop the listeners; they live as long as
+/// the tokio runtime they were started on.
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    control_addr: Option<SocketAddr>,
+    ca: CertAuthority,
+}
+
+impl Simulator {
+    /// Starts the listeners on the current tokio runtime.
+    pub async fn start(config: Config) -> io::Result<Simulator> {
+        let ca = CertAuthority::new("kube-sim-ca").map_err(io::Error::other)?;
+        let mut sans = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "kubernetes.default.svc".to_string(),
+        ];
+        sans.extend(config.extra_sans.iter().cloned());
+        let serving = ca.issue(&sans).map_err(io::Error::other)?;
+        let acceptor = TlsAcceptor::from(serving.server_config().map_err(io::Error::other)?);
+        let shared = Arc::new(Shared {
+            store: Store::new(config.history_limit),
+            auth: Auth::new(&config.service_account_namespace, &config.service_account_name),
+            faults: Faults::default(),
+            stats: Stats::default(),
+            config: config.clone(),
+            service_account_dir: Mutex::new(None),
+        });
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(serve(listener, Some(acceptor), shared.clone(), Listener::Api));
+        let control_addr = match config.control {
+            Some(control) => {
+                let listener = TcpListener::bind(control).await?;
+                let addr = listener.local_addr()?;
+                tokio::spawn(serve(listener, None, shared.clone(), Listener::Control));
+                Some(addr)
+            }
+            None => None,
+        };
+        Ok(Simulator {
+            shared,
+            addr,
+            control_addr,
+            ca,
+        })
+    }
+
+    /// The API's base URL, `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The API's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The control port's base URL, if one was asked for.
+    pub fn control_url(&self) -> Option<String> {
+        self.control_addr.map(|a| format!("http://{a}"))
+    }
+
+    /// The CA certificate clients must trust, PEM-encoded.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
+
+    /// The simulator's CA, to issue more certificates from (TLS distribution tests).
+    pub fn ca(&self) -> &CertAuthority {
+        &self.ca
+    }
+
+    /// The service account's current token.
+    pub fn token(&self) -> String {
+        self.shared.auth.service_account_token()
+    }
+
+    /// The admin token.
+    pub fn admin_token(&self) -> String {
+        self.shared.auth.admin_token()
+    }
+
+    /// Shared state: the store, auth, faults and counters.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Creates a pod as the admin would.
+    pub fn create_pod(&self, namespace: &str, pod: Pod) -> Result<Arc<Pod>, ApiError> {
+        self.shared.store.create(namespace, pod)
+    }
+
+    /// Changes a pod's status as the kubelet would.
+    pub fn set_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut k8s_openapi::api::core::v1::PodStatus),
+    ) -> Result<Arc<Pod>, ApiError> {
+        self.shared.store.update(namespace, name, |old| {
+            let mut new = old.clone();
+            change(new.status.get_or_insert_with(Default::default));
+            Ok(new)
+        })
+    }
+
+    /// Deletes a pod (gracefully when it is bound to a node, as on a real cluster).
+    pub fn delete_pod(&self, namespace: &str, name: &str, grace_seconds: Option<i64>) -> Result<Arc<Pod>, ApiError> {
+        self.shared.delete_pod(namespace, name, grace_seconds)
+    }
+
+    /// Starts an outage: `503`s, or dropped connections, for `duration`.
+    pub fn outage(&self, kind: Outage, duration: Duration) {
+        self.shared.faults.outage(kind, duration);
+    }
+
+    /// Rotates the service-account token.
+    pub fn rotate_token(&self) -> String {
+        self.shared.rotate_token()
+    }
+
+    /// Writes a kubeconfig for the admin (`admin = true`) or the service account.
+    pub fn write_kubeconfig(&self, path: &Path, admin: bool) -> io::Result<()> {
+        let (user, token) = if admin {
+            ("kube-sim-admin", self.admin_token())
+        } else {
+            ("kube-dist", self.token())
+        };
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: {user}\n    namespace: {ns}\ncurrent-context: kube-sim\n",
+            url = self.url(),
+            ns = self.shared.config.service_account_namespace,
+        );
+        write_private(path, &yaml)
+    }
+
+    /// Lays out a service-account directory as the kubelet mounts it
+    /// (`token`, `ca.crt`, `namespace`); token rotations rewrite its `token`.
+    pub fn write_service_account(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        write_private(&dir.join("token"), &self.token())?;
+        std::fs::write(dir.join("ca.crt"), self.ca_pem())?;
+        std::fs::write(dir.join("namespace"), &self.shared.config.service_account_namespace)?;
+        *self
+            .shared
+            .service_account_dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>, kind: Listener) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (shared, tls) = (shared.clone(), tls.clone());
+        tokio::spawn(async move {
+            if kind == Listener::Api && shared.faults.current_outage() == Some(Outage::Offline) {
+                return;
+            }
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        serve_connection(TokioIo::new(stream), shared, kind).await;
+                    }
+                }
+                None => serve_connection(TokioIo::new(tcp), shared, kind).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, shared: Arc<Shared>, kind: Listener)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move {
+            if kind == Listener::Api && shared.faults.current_outage() == Some(Outage::Offline) {
+                // An error from the service makes hyper drop the connection unanswered.
+                return Err(io::Error::other("simulated restart"));
+            }
+            if kind == Listener::Control {
+                if let Some(response) = control::handle(&shared, req.method(), req.uri().path(), req.uri().query()) {
+                    return Ok(response);
+                }
+            }
+            Ok(api::handle(shared, req, kind).await)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await;
+}

@@ -1,0 +1,780 @@
+//! The pod store: the objects, their resourceVersions, a bounded change history and
+//! the fan-out of every change to open watches.
+//!
+//! Every change bumps one global resourceVersion, as etcd's revision does. The history
+//! lets a watch resume from an older version, and lets a paged list stay consistent
+//! at its first page's version by rolling later changes back; once a version falls out
+//! of the history, both answer `410 Expired` like the real server after compaction.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::broadcast;
+
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+
+/// A pod's identity in the store: `(namespace, name)`.
+pub type Key = (String, String);
+
+/// The kind of a change, as named in watch events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// The object was created.
+    Added,
+    /// The object was updated.
+    Modified,
+    /// The object was removed.
+    Deleted,
+}
+
+impl EventType {
+    /// The watch event `type` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change to one pod.
+#[derive(Debug)]
+pub struct Change {
+    /// The resourceVersion this change created.
+    pub rv: u64,
+    /// What happened.
+    pub kind: EventType,
+    /// The object before the change (`None` for `Added`).
+    pub old: Option<Arc<Pod>>,
+    /// The object after the change; for `Deleted`, its last state.
+    pub new: Arc<Pod>,
+    json: OnceLock<Bytes>,
+}
+
+impl Change {
+    /// The new object as JSON, serialised once however many watches send it.
+    pub fn object_json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.new).unwrap_or_default()))
+    }
+
+    fn key(&self) -> Key {
+        key_of(&self.new)
+    }
+}
+
+/// Which pods a list or watch selects.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// `None` for all namespaces.
+    pub namespace: Option<String>,
+    /// `?labelSelector=`
+    pub labels: LabelSelector,
+    /// `?fieldSelector=`
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    /// Whether `pod` is selected.
+    pub fn matches(&self, pod: &Pod) -> bool {
+        let in_namespace = match &self.namespace {
+            Some(ns) => pod.metadata.namespace.as_deref() == Some(ns.as_str()),
+            None => true,
+        };
+        in_namespace && self.labels.matches(pod.metadata.labels.as_ref()) && self.fields.matches(pod)
+    }
+
+    fn selects_everything_in_scope(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+}
+
+/// The resourceVersion semantics of a list request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListVersion {
+    /// No `resourceVersion`, or `"0"`: the current state.
+    Latest,
+    /// `resourceVersion=N` (with `resourceVersionMatch=NotOlderThan` or none).
+    NotOlderThan(u64),
+    /// `resourceVersion=N&resourceVersionMatch=Exact`.
+    Exact(u64),
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The selected pods, ordered by namespace then name.
+    pub items: Vec<Arc<Pod>>,
+    /// The resourceVersion the page is consistent with.
+    pub rv: u64,
+    /// Token for the next page, if any.
+    pub continue_token: Option<String>,
+    /// Pods left after this page (only for unfiltered lists, as the real server).
+    pub remaining: Option<i64>,
+}
+
+/// What a new watch starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchStart {
+    /// Replay every change after this resourceVersion.
+    After(u64),
+    /// Send the current objects as `ADDED` first.
+    WithInitialState,
+    /// Only changes from now on.
+    Now,
+}
+
+/// Everything a watch needs, taken atomically so no change falls between the parts.
+#[derive(Debug)]
+pub struct WatchFeed {
+    /// The current objects, for `WatchStart::WithInitialState`.
+    pub initial: Vec<Arc<Pod>>,
+    /// Historic changes to replay, for `WatchStart::After`.
+    pub replay: Vec<Arc<Change>>,
+    /// The resourceVersion the feed starts after.
+    pub rv: u64,
+    /// Live changes.
+    pub live: broadcast::Receiver<Arc<Change>>,
+}
+
+/// The outcome of a delete.
+#[derive(Debug)]
+pub enum Deletion {
+    /// The pod is gone.
+    Removed(Arc<Pod>),
+    /// The pod is terminating and goes after the grace period.
+    Terminating(Arc<Pod>, Duration),
+}
+
+struct Inner {
+    pods: BTreeMap<Key, Arc<Pod>>,
+    rv: u64,
+    history: VecDeque<Arc<Change>>,
+    history_limit: usize,
+    /// The oldest resourceVersion a watch or continue token may start from.
+    oldest_rv: u64,
+}
+
+/// The simulator's pod storage.
+pub struct Store {
+    inner: Mutex<Inner>,
+    changes: broadcast::Sender<Arc<Change>>,
+}
+
+/// A fresh resourceVersion space starts high, as real clusters' do, so clients never
+/// mistake a version for a count.
+const FIRST_RV: u64 = 1000;
+
+impl Store {
+    /// A store keeping at most `history_limit` changes for resuming watches.
+    pub fn new(history_limit: usize) -> Self {
+        let (changes, _) = broadcast::channel(history_limit.clamp(1024, 65536));
+        Store {
+            inner: Mutex::new(Inner {
+                pods: BTreeMap::new(),
+                rv: FIRST_RV,
+                history: VecDeque::new(),
+                history_limit: history_limit.max(1),
+                oldest_rv: FIRST_RV,
+            }),
+            changes,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking request must not wedge the whole simulator.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Number of pods stored.
+    pub fn len(&self) -> usize {
+        self.lock().pods.len()
+    }
+
+    /// Whether no pod is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets the change history, so older resourceVersions answer `410 Expired`.
+    pub fn compact(&self) {
+        let mut inner = self.lock();
+        inner.history.clear();
+        inner.oldest_rv = inner.rv;
+    }
+
+    /// One pod.
+    pub fn get(&self, namespace: &str, name: &str) -> Result<Arc<Pod>, ApiError> {
+        let key = (namespace.to_string(), name.to_string());
+        self.lock()
+            .pods
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(name))
+    }
+
+    /// Creates a pod in `namespace`, filling in what the server owns.
+    pub fn create(&self, namespace: &str, mut pod: Pod) -> Result<Arc<Pod>, ApiError> {
+        let meta = &mut pod.metadata;
+        if let Some(ns) = &meta.namespace {
+            if ns != namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+        if meta.name.as_deref().unwrap_or("").is_empty() {
+            match &meta.generate_name {
+                Some(prefix) if !prefix.is_empty() => meta.name = Some(format!("{prefix}{}", random_suffix())),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "",
+                        "metadata.name: Required value: name or generateName is required",
+                    ))
+                }
+            }
+        }
+        validate(&pod)?;
+        let meta = &mut pod.metadata;
+        meta.namespace = Some(namespace.to_string());
+        meta.uid = Some(new_uid());
+        meta.creation_timestamp = Some(now());
+        meta.generation = Some(1);
+        meta.deletion_timestamp = None;
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.phase.get_or_insert_with(|| "Pending".to_string());
+
+        let mut inner = self.lock();
+        let key = key_of(&pod);
+        if inner.pods.contains_key(&key) {
+            return Err(ApiError::already_exists(&key.1));
+        }
+        Ok(self.commit(&mut inner, EventType::Added, None, pod))
+    }
+
+    /// Updates a pod through `change`, which sees the stored object and returns the new
+    /// one. A change that alters nothing commits nothing, as on the real server.
+    pub fn update(
+        &self,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&Pod) -> Result<Pod, ApiError>,
+    ) -> Result<Arc<Pod>, ApiError> {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let old = inner.pods.get(&key).cloned().ok_or_else(|| ApiError::not_found(name))?;
+        let mut new = change(&old)?;
+        if let Some(rv) = new.metadata.resource_version.as_deref().filter(|rv| !rv.is_empty()) {
+            if Some(rv) != old.metadata.resource_version.as_deref() {
+                return Err(ApiError::conflict(name));
+            }
+        }
+        // Identity and server-owned fields cannot be changed by clients.
+        let meta = &mut new.metadata;
+        meta.name = old.metadata.name.clone();
+        meta.namespace = old.metadata.namespace.clone();
+        meta.uid = old.metadata.uid.clone();
+        meta.creation_timestamp = old.metadata.creation_timestamp.clone();
+        meta.deletion_timestamp = old.metadata.deletion_timestamp.clone();
+        meta.deletion_grace_period_seconds = old.metadata.deletion_grace_period_seconds;
+        meta.resource_version = old.metadata.resource_version.clone();
+        meta.generation = old.metadata.generation;
+        if new.spec != old.spec {
+            meta.generation = Some(old.metadata.generation.unwrap_or(0) + 1);
+        }
+        validate(&new)?;
+        if new == *old {
+            return Ok(old);
+        }
+        Ok(self.commit(&mut inner, EventType::Modified, Some(old), new))
+    }
+
+    /// Deletes a pod. A pod bound to a node and not yet finished terminates gracefully,
+    /// like a kubelet-managed pod; an unscheduled or finished pod goes at once.
+    pub fn delete(&self, namespace: &str, name: &str, grace_seconds: Option<i64>) -> Result<Deletion, ApiError> {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let old = inner.pods.get(&key).cloned().ok_or_else(|| ApiError::not_found(name))?;
+        let spec_grace = old
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let scheduled = old
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            old.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        );
+        let grace = if scheduled && !finished {
+            grace_seconds.unwrap_or(spec_grace).max(0)
+        } else {
+            0
+        };
+        if grace == 0 {
+            let removed = self.remove(&mut inner, &key);
+            return Ok(Deletion::Removed(removed));
+        }
+        if old.metadata.deletion_timestamp.is_some() {
+            // Already terminating: a second delete may only shorten the wait.
+            let current = old.metadata.deletion_grace_period_seconds.unwrap_or(grace);
+            if grace >= current {
+                return Ok(Deletion::Terminating(old, Duration::from_secs(current as u64)));
+            }
+        }
+        let mut terminating = (*old).clone();
+        let deadline = unix_now() + grace;
+        terminating.metadata.deletion_timestamp =
+            Time(Timestamp::from_second(deadline).unwrap_or(Timestamp::UNIX_EPOCH)).into();
+        terminating.metadata.deletion_grace_period_seconds = Some(grace);
+        let updated = self.commit(&mut inner, EventType::Modified, Some(old), terminating);
+        Ok(Deletion::Terminating(updated, Duration::from_secs(grace as u64)))
+    }
+
+    /// Removes a terminating pod once its grace period is over, unless it was replaced
+    /// by a pod of the same name meanwhile.
+    pub fn finish_termination(&self, namespace: &str, name: &str, uid: &str) {
+        let mut inner = self.lock();
+        let key = (namespace.to_string(), name.to_string());
+        let same = inner
+            .pods
+            .get(&key)
+            .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid));
+        if same {
+            self.remove(&mut inner, &key);
+        }
+    }
+
+    fn remove(&self, inner: &mut Inner, key: &Key) -> Arc<Pod> {
+        let old = inner.pods.get(key).cloned().expect("caller checked the key");
+        let last = (*old).clone();
+        self.commit(inner, EventType::Deleted, Some(old), last)
+    }
+
+    fn commit(&self, inner: &mut Inner, kind: EventType, old: Option<Arc<Pod>>, mut pod: Pod) -> Arc<Pod> {
+        inner.rv += 1;
+        pod.metadata.resource_version = Some(inner.rv.to_string());
+        let pod = Arc::new(pod);
+        let key = key_of(&pod);
+        if kind == EventType::Deleted {
+            inner.pods.remove(&key);
+        } else {
+            inner.pods.insert(key, pod.clone());
+        }
+        let change = Arc::new(Change {
+            rv: inner.rv,
+            kind,
+            old,
+            new: pod.clone(),
+            json: OnceLock::new(),
+        });
+        inner.history.push_back(change.clone());
+        while inner.history.len() > inner.history_limit {
+            if let Some(dropped) = inner.history.pop_front() {
+                inner.oldest_rv = dropped.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send(change);
+        pod
+    }
+
+    /// One page of the pods selected by `filter`.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        version: ListVersion,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<ListPage, ApiError> {
+        let inner = self.lock();
+        let (rv, start) = match continue_token {
+            Some(token) => {
+                let (rv, start) = decode_continue(token)?;
+                if rv < inner.oldest_rv {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                (rv, Some(start))
+            }
+            None => match version {
+                ListVersion::Latest => (inner.rv, None),
+                ListVersion::NotOlderThan(v) | ListVersion::Exact(v) if v > inner.rv => {
+                    return Err(ApiError::too_large_resource_version(v, inner.rv))
+                }
+                ListVersion::NotOlderThan(_) => (inner.rv, None),
+                ListVersion::Exact(v) if v < inner.oldest_rv => {
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {v} ({})",
+                        inner.oldest_rv
+                    )))
+                }
+                ListVersion::Exact(v) => (v, None),
+            },
+        };
+        let view = inner.state_at(rv, start.as_ref(), filter.namespace.as_deref());
+        let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let mut selected = view.into_iter().filter(|(_, pod)| filter.matches(pod));
+        let items: Vec<Arc<Pod>> = selected.by_ref().take(limit).map(|(_, pod)| pod).collect();
+        let rest: Vec<(Key, Arc<Pod>)> = selected.collect();
+        let continue_token = rest.first().map(|(key, _)| encode_continue(rv, key));
+        let remaining = (continue_token.is_some() && filter.selects_everything_in_scope()).then_some(rest.len() as i64);
+        Ok(ListPage {
+            items,
+            rv,
+            continue_token,
+            remaining,
+        })
+    }
+
+    /// Opens a change feed for a watch.
+    pub fn watch(&self, start: WatchStart, filter: &Filter) -> Result<WatchFeed, ApiError> {
+        let inner = self.lock();
+        let live = self.changes.subscribe();
+        let mut feed = WatchFeed {
+            initial: Vec::new(),
+            replay: Vec::new(),
+            rv: inner.rv,
+            live,
+        };
+        match start {
+            WatchStart::Now => {}
+            WatchStart::WithInitialState => {
+                feed.initial = inner.pods.values().filter(|p| filter.matches(p)).cloned().collect();
+            }
+            WatchStart::After(v) if v > inner.rv => return Err(ApiError::too_large_resource_version(v, inner.rv)),
+            WatchStart::After(v) if v < inner.oldest_rv => {
+                return Err(ApiError::expired(format!(
+                    "too old resource version: {v} ({})",
+                    inner.oldest_rv
+                )))
+            }
+            WatchStart::After(v) => {
+                feed.replay = inner.history.iter().filter(|c| c.rv > v).cloned().collect();
+                feed.rv = v;
+            }
+        }
+        Ok(feed)
+    }
+}
+
+impl Inner {
+    /// The pods of `namespace` (or all) as they were at `rv`, from key `start` on,
+    /// rolling back every later change in the history.
+    fn state_at(&self, rv: u64, start: Option<&Key>, namespace: Option<&str>) -> BTreeMap<Key, Arc<Pod>> {
+        let in_scope = |key: &Key| namespace.is_none_or(|ns| key.0 == ns) && start.is_none_or(|s| key >= s);
+        let mut view: BTreeMap<Key, Arc<Pod>> = match (start, namespace) {
+            (Some(s), _) => self
+                .pods
+                .range(s.clone()..)
+                .filter(|(k, _)| in_scope(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            (None, Some(ns)) => self
+                .pods
+                .range((ns.to_string(), String::new())..)
+                .take_while(|(k, _)| k.0 == ns)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            (None, None) => self.pods.clone(),
+        };
+        // Newest first, so each key ends with its state just before the oldest later change.
+        for change in self.history.iter().rev().take_while(|c| c.rv > rv) {
+            let key = change.key();
+            if !in_scope(&key) {
+                continue;
+            }
+            match (&change.kind, &change.old) {
+                (EventType::Added, _) | (_, None) => view.remove(&key),
+                (_, Some(old)) => view.insert(key, old.clone()),
+            };
+        }
+        view
+    }
+}
+
+fn key_of(pod: &Pod) -> Key {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The validation a real server would reject with 422 and that our tests could trip on.
+fn validate(pod: &Pod) -> Result<(), ApiError> {
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    let valid_name = name.len() <= 253
+        && !name.is_empty()
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        });
+    if !valid_name {
+        return Err(ApiError::invalid(
+            name,
+            format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        ));
+    }
+    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
+    if containers.is_empty() {
+        return Err(ApiError::invalid(name, "spec.containers: Required value"));
+    }
+    for (i, c) in containers.iter().enumerate() {
+        if c.name.is_empty() {
+            return Err(ApiError::invalid(
+                name,
+                format!("spec.containers[{i}].name: Required value"),
+            ));
+        }
+        if c.image.as_deref().unwrap_or("").is_empty() {
+            return Err(ApiError::invalid(
+                name,
+                format!("spec.containers[{i}].image: Required value"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(Timestamp::from_second(unix_now()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// Seconds since the epoch (timestamps in the API have second precision).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.finish()
+}
+
+fn new_uid() -> String {
+    let (a, b) = (random_u64(), random_u64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | (b >> 48) & 0x3fff,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut n = random_u64();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
+            n /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
+fn encode_continue(rv: u64, start: &Key) -> String {
+    let token = serde_json::json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": format!("{}/{}", start.0, start.1) });
+    base64::engine::general_purpose::STANDARD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
+    let rv = value["rv"].as_u64().ok_or_else(invalid)?;
+    let (ns, name) = value["start"]
+        .as_str()
+        .and_then(|s| s.split_once('/'))
+        .ok_or_else(invalid)?;
+    Ok((rv, (ns.to_string(), name.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "app".into(),
+                    image: Some("app:1".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn everything() -> Filter {
+        Filter::default()
+    }
+
+    #[test]
+    fn paged_list_stays_consistent_while_pods_change() {
+        let store = Store::new(100);
+        for i in 0..5 {
+            store.create("ns", pod(&format!("p{i}"))).unwrap();
+        }
+        let first = store.list(&everything(), ListVersion::Latest, Some(2), None).unwrap();
+        assert_eq!(first.remaining, Some(3));
+        store.delete("ns", "p3", None).unwrap();
+        store.create("ns", pod("p9")).unwrap();
+        let second = store
+            .list(
+                &everything(),
+                ListVersion::Latest,
+                Some(10),
+                first.continue_token.as_deref(),
+            )
+            .unwrap();
+        let names: Vec<_> = second.items.iter().map(|p| p.metadata.name.clone().unwrap()).collect();
+        assert_eq!(names, ["p2", "p3", "p4"]);
+        assert_eq!(second.rv, first.rv);
+        assert!(second.continue_token.is_none());
+    }
+
+    #[test]
+    fn compaction_expires_old_versions() {
+        let store = Store::new(100);
+        store.create("ns", pod("a")).unwrap();
+        let rv = store.resource_version();
+        store.create("ns", pod("b")).unwrap();
+        assert_eq!(
+            store.watch(WatchStart::After(rv), &everything()).unwrap().replay.len(),
+            1
+        );
+        store.compact();
+        assert_eq!(store.watch(WatchStart::After(rv), &everything()).unwrap_err().code, 410);
+        let page = store.list(&everything(), ListVersion::Latest, Some(1), None).unwrap();
+        store.create("ns", pod("c")).unwrap();
+        store.compact();
+        assert_eq!(
+            store
+                .list(&everything(), ListVersion::Latest, None, page.continue_token.as_deref())
+                .unwrap_err()
+                .code,
+            410
+        );
+    }
+
+    #[test]
+    fn history_limit_bounds_resumable_versions() {
+        let store = Store::new(2);
+        let start = store.resource_version();
+        for i in 0..3 {
+            store.create("ns", pod(&format!("p{i}"))).unwrap();
+        }
+        assert_eq!(
+            store.watch(WatchStart::After(start), &everything()).unwrap_err().code,
+            410
+        );
+        assert_eq!(
+            store
+                .watch(WatchStart::After(start + 1), &everything())
+                .unwrap()
+                .replay
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn noop_update_commits_nothing_and_stale_update_conflicts() {
+        let store = Store::new(10);
+        let created = store.create("ns", pod("a")).unwrap();
+        let rv = store.resource_version();
+        let same = store.update("ns", "a", |p| Ok(p.clone())).unwrap();
+        assert_eq!(store.resource_version(), rv);
+        assert_eq!(same.metadata.resource_version, created.metadata.resource_version);
+        store
+            .update("ns", "a", |p| {
+                let mut p = p.clone();
+                p.metadata.labels = Some([("x".into(), "y".into())].into());
+                Ok(p)
+            })
+            .unwrap();
+        let stale = store.update("ns", "a", |_| Ok((*created).clone()));
+        assert_eq!(stale.unwrap_err().code, 409);
+    }
+
+    #[test]
+    fn graceful_delete_only_for_scheduled_pods() {
+        let store = Store::new(10);
+        store.create("ns", pod("loose")).unwrap();
+        assert!(matches!(
+            store.delete("ns", "loose", None).unwrap(),
+            Deletion::Removed(_)
+        ));
+        let mut bound = pod("bound");
+        bound.spec.as_mut().unwrap().node_name = Some("node-1".into());
+        let created = store.create("ns", bound).unwrap();
+        let Deletion::Terminating(p, grace) = store.delete("ns", "bound", Some(5)).unwrap() else {
+            panic!("expected graceful")
+        };
+        assert!(p.metadata.deletion_timestamp.is_some());
+        assert_eq!(grace, Duration::from_secs(5));
+        store.finish_termination("ns", "bound", created.metadata.uid.as_deref().unwrap());
+        assert_eq!(store.get("ns", "bound").unwrap_err().code, 404);
+    }
+
+    #[test]
+    fn invalid_pods_are_rejected() {
+        let store = Store::new(10);
+        assert_eq!(store.create("ns", pod("Bad_Name")).unwrap_err().code, 422);
+        let mut empty = pod("empty");
+        empty.spec = None;
+        assert_eq!(store.create("ns", empty).unwrap_err().code, 422);
+        let mut generated = pod("");
+        generated.metadata.generate_name = Some("web-".into());
+        assert!(store
+            .create("ns", generated)
+            .unwrap()
+            .metadata
+            .name
+            .as_deref()
+            .unwrap()
+            .starts_with("web-"));
+    }
+}
