@@ -18,7 +18,9 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
     cargo = System.get_env("KUBE_DIST_CARGO", "cargo")
 
     unless System.find_executable(cargo) do
-      Mix.raise("kube_dist needs Rust's cargo (Rust >= 1.91) to build its NIF; none found on PATH")
+      Mix.raise(
+        "kube_dist needs Rust's cargo (Rust >= 1.91) to build its NIF; none found on PATH"
+      )
     end
 
     args = ["build", "--release", "--locked", "-p", "kube_dist_nif"]
@@ -63,8 +65,14 @@ defmodule KubeDist.MixProject do
       compilers: [:kube_dist_nif | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
-      description: "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
-      package: [licenses: ["Apache-2.0"], files: ~w(lib native Cargo.toml Cargo.lock mix.exs README.md)]
+      # KubeDist.Simulator (demo and tests only) uses :httpc; the library itself does not.
+      xref: [exclude: [:httpc]],
+      description:
+        "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
+      package: [
+        licenses: ["Apache-2.0"],
+        files: ~w(lib native Cargo.toml Cargo.lock mix.exs README.md)
+      ]
     ]
   end
 

@@ -25,8 +25,11 @@ defmodule KubeDist.Native do
 
   defp priv_dir do
     case :code.priv_dir(:kube_dist) do
-      {:error, :bad_name} -> :filename.join(:filename.dirname(:code.which(__MODULE__)), ~c"../priv")
-      dir -> dir
+      {:error, :bad_name} ->
+        :filename.join(:filename.dirname(:code.which(__MODULE__)), ~c"../priv")
+
+      dir ->
+        dir
     end
   end
 

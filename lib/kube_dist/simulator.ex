@@ -47,7 +47,12 @@ defmodule KubeDist.Simulator do
         Enum.flat_map(List.wrap(opts[:san]), &["--san", &1])
 
     port =
-      Port.open({:spawn_executable, binary()}, [:binary, :exit_status, {:line, 65_536}, args: args])
+      Port.open({:spawn_executable, binary()}, [
+        :binary,
+        :exit_status,
+        {:line, 65_536},
+        args: args
+      ])
 
     receive do
       {^port, {:data, {:eol, line}}} ->
@@ -74,16 +79,32 @@ defmodule KubeDist.Simulator do
   @doc "Options for `KubeDist.Watch.start/1` that reach this simulator as its service account."
   @spec watch_options(t()) :: keyword()
   def watch_options(%__MODULE__{url: url, dir: dir}) do
-    [api_url: url, ca_file: Path.join(dir, "ca.crt"), token_file: Path.join(dir, "serviceaccount/token")]
+    [
+      api_url: url,
+      ca_file: Path.join(dir, "ca.crt"),
+      token_file: Path.join(dir, "serviceaccount/token")
+    ]
   end
 
   @doc """
   Sends an admin request to the Pod API through the control port (no TLS, no token,
   never subject to injected faults). Returns `{:ok, status, body}`.
   """
-  @spec request(t(), :get | :post | :put | :patch | :delete, String.t(), iodata() | nil, String.t()) ::
+  @spec request(
+          t(),
+          :get | :post | :put | :patch | :delete,
+          String.t(),
+          iodata() | nil,
+          String.t()
+        ) ::
           {:ok, non_neg_integer(), binary()} | {:error, term()}
-  def request(%__MODULE__{control: control}, method, path, body \\ nil, content_type \\ "application/json") do
+  def request(
+        %__MODULE__{control: control},
+        method,
+        path,
+        body \\ nil,
+        content_type \\ "application/json"
+      ) do
     url = String.to_charlist(control <> path)
 
     request =

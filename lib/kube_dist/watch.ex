@@ -92,7 +92,9 @@ defmodule KubeDist.Watch do
 
   @doc """
   Sends `{:kube_dist, tag, event}` to `pid` for every change from now on, where `tag`
-  is the returned reference. The subscription ends when `pid` exits.
+  is the returned reference. The subscription ends when `pid` exits, or with the
+  watch: keep `watch` referenced (in your process state, say) for as long as you
+  want events, since a watch stops when its last handle is garbage-collected.
   """
   @spec subscribe(t(), pid()) :: reference()
   def subscribe(%__MODULE__{resource: r}, pid \\ self()) when is_pid(pid) do
@@ -114,7 +116,8 @@ defmodule KubeDist.Watch do
 
   defp validate(options) do
     Enum.reduce_while(options, {:ok, %{}}, fn
-      {key, value}, {:ok, acc} when key in @string_options and (is_binary(value) or is_nil(value)) ->
+      {key, value}, {:ok, acc}
+      when key in @string_options and (is_binary(value) or is_nil(value)) ->
         {:cont, {:ok, Map.put(acc, key, value)}}
 
       {:namespaces, :all}, {:ok, acc} ->

@@ -7,7 +7,16 @@ defmodule KubeDist.Test.JSON do
   talk to the Kubernetes API simulator. It is not meant for production use.
   """
 
-  @unescape %{?" => ?", ?\\ => ?\\, ?/ => ?/, ?b => ?\b, ?f => ?\f, ?n => ?\n, ?r => ?\r, ?t => ?\t}
+  @unescape %{
+    ?" => ?",
+    ?\\ => ?\\,
+    ?/ => ?/,
+    ?b => ?\b,
+    ?f => ?\f,
+    ?n => ?\n,
+    ?r => ?\r,
+    ?t => ?\t
+  }
 
   defguardp is_hex(c) when c in ?0..?9 or c in ?a..?f or c in ?A..?F
 
@@ -49,7 +58,10 @@ defmodule KubeDist.Test.JSON do
   defp escape_byte(?\t), do: "\\t"
   defp escape_byte(?\b), do: "\\b"
   defp escape_byte(?\f), do: "\\f"
-  defp escape_byte(b) when b < 0x20, do: "\\u" <> String.pad_leading(Integer.to_string(b, 16), 4, "0")
+
+  defp escape_byte(b) when b < 0x20,
+    do: "\\u" <> String.pad_leading(Integer.to_string(b, 16), 4, "0")
+
   defp escape_byte(byte), do: <<byte>>
 
   ## Decoding
@@ -126,7 +138,10 @@ defmodule KubeDist.Test.JSON do
 
   defp string(<<?", rest::binary>>, acc), do: {IO.iodata_to_binary(acc), rest}
   defp string(<<?\\, rest::binary>>, acc), do: escape(rest, acc)
-  defp string(<<c, _::binary>> = rest, _acc) when c < 0x20, do: fail(rest, "control character in string")
+
+  defp string(<<c, _::binary>> = rest, _acc) when c < 0x20,
+    do: fail(rest, "control character in string")
+
   defp string(<<c::utf8, rest::binary>>, acc), do: string(rest, [acc, <<c::utf8>>])
   defp string("", _acc), do: fail("", "unterminated string")
   defp string(rest, _acc), do: fail(rest, "invalid UTF-8 in string")
@@ -145,8 +160,11 @@ defmodule KubeDist.Test.JSON do
     case hex4(input) do
       {high, <<"\\u", rest::binary>>} when high in 0xD800..0xDBFF ->
         case hex4(rest) do
-          {low, rest} when low in 0xDC00..0xDFFF -> {0x10000 + (high - 0xD800) * 0x400 + low - 0xDC00, rest}
-          _ -> fail(input, "invalid surrogate pair")
+          {low, rest} when low in 0xDC00..0xDFFF ->
+            {0x10000 + (high - 0xD800) * 0x400 + low - 0xDC00, rest}
+
+          _ ->
+            fail(input, "invalid surrogate pair")
         end
 
       {code, _rest} when code in 0xD800..0xDFFF ->
@@ -157,8 +175,9 @@ defmodule KubeDist.Test.JSON do
     end
   end
 
-  defp hex4(<<a, b, c, d, rest::binary>>) when is_hex(a) and is_hex(b) and is_hex(c) and is_hex(d),
-    do: {String.to_integer(<<a, b, c, d>>, 16), rest}
+  defp hex4(<<a, b, c, d, rest::binary>>)
+       when is_hex(a) and is_hex(b) and is_hex(c) and is_hex(d),
+       do: {String.to_integer(<<a, b, c, d>>, 16), rest}
 
   defp hex4(rest), do: fail(rest, "invalid \\u escape")
 
@@ -182,7 +201,9 @@ defmodule KubeDist.Test.JSON do
   defp fraction(<<?., rest::binary>>), do: {digits1(rest), false}
   defp fraction(rest), do: {rest, true}
 
-  defp exponent({<<e, s, rest::binary>>, _}) when e in [?e, ?E] and s in [?+, ?-], do: {digits1(rest), false}
+  defp exponent({<<e, s, rest::binary>>, _}) when e in [?e, ?E] and s in [?+, ?-],
+    do: {digits1(rest), false}
+
   defp exponent({<<e, rest::binary>>, _}) when e in [?e, ?E], do: {digits1(rest), false}
   defp exponent(result), do: result
 

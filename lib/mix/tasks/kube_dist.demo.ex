@@ -33,7 +33,14 @@ defmodule Mix.Tasks.KubeDist.Demo do
 
     tag = KubeDist.Watch.subscribe(watch)
 
-    step(sim, tag, "create pod api-0", :post, "/api/v1/namespaces/#{@namespace}/pods", pod_json("api-0"))
+    step(
+      sim,
+      tag,
+      "create pod api-0",
+      :post,
+      "/api/v1/namespaces/#{@namespace}/pods",
+      pod_json("api-0")
+    )
 
     step(
       sim,
@@ -46,7 +53,13 @@ defmodule Mix.Tasks.KubeDist.Demo do
       "application/merge-patch+json"
     )
 
-    step(sim, tag, "delete pod-1 at once", :delete, "/api/v1/namespaces/#{@namespace}/pods/pod-1?gracePeriodSeconds=0")
+    step(
+      sim,
+      tag,
+      "delete pod-1 at once",
+      :delete,
+      "/api/v1/namespaces/#{@namespace}/pods/pod-1?gracePeriodSeconds=0"
+    )
 
     print_pods(KubeDist.Watch.pods(watch))
     say("Watch health: #{inspect(KubeDist.Watch.health(watch))}")
@@ -57,7 +70,10 @@ defmodule Mix.Tasks.KubeDist.Demo do
     {:ok, status, _} = KubeDist.Simulator.request(sim, method, path, body, type)
     event = await_pod_event(tag)
     ms = (System.monotonic_time(:microsecond) - started) / 1000
-    say("#{title} -> HTTP #{status}; watch reported #{describe(event)} after #{Float.round(ms, 1)} ms")
+
+    say(
+      "#{title} -> HTTP #{status}; watch reported #{describe(event)} after #{Float.round(ms, 1)} ms"
+    )
   end
 
   defp await_pod_event(tag) do
@@ -71,7 +87,10 @@ defmodule Mix.Tasks.KubeDist.Demo do
 
   defp describe({:added, pod}), do: "ADDED #{pod.name}"
   defp describe({:deleted, pod}), do: "DELETED #{pod.name}"
-  defp describe({:changed, _old, new}), do: "CHANGED #{new.name} (#{new.phase}, ready=#{new.ready})"
+
+  defp describe({:changed, _old, new}),
+    do: "CHANGED #{new.name} (#{new.phase}, ready=#{new.ready})"
+
   defp describe(:timeout), do: "nothing (timeout)"
 
   defp pod_json(name) do

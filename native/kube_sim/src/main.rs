@@ -76,7 +76,8 @@ async fn run(args: Args) -> std::io::Result<()> {
     for i in 0..args.pods {
         // Loopback addresses: seeded pods are data only, and anything that tries to
         // reach one stays on this machine.
-        let ip = format!("127.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256);
+        let n = i + 1;
+        let ip = format!("127.{}.{}.{}", 1 + n / 65536, (n / 256) % 256, n % 256);
         let pod = fixtures::with_labels(fixtures::ready_pod(&format!("pod-{i}"), &ip), &[("app", "seeded")]);
         sim.create_pod(&args.namespace, pod).map_err(std::io::Error::other)?;
     }

@@ -1,0 +1,67 @@
+defmodule KubeDist.WatchTest do
+  use KubeDist.SimCase, async: true
+
+  alias KubeDist.{Simulator, Watch}
+
+  @moduletag sim_options: [pods: 3]
+
+  test "lists the simulator's pods through the NIF", %{sim: sim} do
+    {:ok, watch} = Watch.start(Simulator.watch_options(sim))
+    assert Watch.await_synced(watch, 10_000)
+
+    pods = Watch.pods(watch)
+    assert Enum.map(pods, & &1.name) == ["pod-0", "pod-1", "pod-2"]
+    assert Enum.map(pods, & &1.ip) == [{127, 1, 0, 1}, {127, 1, 0, 2}, {127, 1, 0, 3}]
+    assert Enum.all?(pods, &(&1.ready and &1.phase == :running and &1.namespace == "default"))
+    assert %{"app" => "seeded"} = hd(pods).labels
+
+    server_uids =
+      sim |> server_pods("default") |> Enum.map(& &1["metadata"]["uid"]) |> Enum.sort()
+
+    assert Enum.sort(Enum.map(pods, & &1.uid)) == server_uids
+    assert %{synced: true, pods: 3, errors: 0} = Watch.health(watch)
+  end
+
+  test "subscribers hear additions, readiness, termination and deletion", %{sim: sim} do
+    {:ok, watch} = Watch.start(Simulator.watch_options(sim))
+    assert Watch.await_synced(watch, 10_000)
+    tag = Watch.subscribe(watch)
+
+    create_pod(sim, "default", "web-1")
+    assert {:added, %{name: "web-1", ip: nil, phase: :pending}} = next_event(tag)
+
+    set_running(sim, "default", "web-1", "127.0.5.1")
+    assert {:changed, %{ready: false}, %{ready: true, ip: {127, 0, 5, 1}}} = next_event(tag)
+
+    {:ok, 200, _} =
+      api(sim, :delete, "/api/v1/namespaces/default/pods/web-1?gracePeriodSeconds=1")
+
+    assert {:changed, %{terminating: false}, %{terminating: true}} = next_event(tag)
+    assert {:deleted, %{name: "web-1"}} = next_event(tag)
+    # The handle must stay referenced: a watch stops when its last handle is collected.
+    assert Watch.health(watch).pods == 3
+  end
+
+  test "unknown options and bad values are refused with a reason" do
+    assert {:error, "unknown option :namespace"} = Watch.start(namespace: "x")
+
+    assert {:error, "option :namespaces must be a list of strings or :all"} =
+             Watch.start(namespaces: [:x])
+
+    assert {:error, message} = Watch.start(api_url: "not a url", token: "t")
+    assert message =~ "invalid api_url"
+  end
+
+  test "a rejected token surfaces as an :api_error event and in health", %{sim: sim} do
+    options =
+      Keyword.merge(Simulator.watch_options(sim), token_file: nil, token: "s3cr3t-token-value")
+
+    {:ok, watch} = Watch.start(options)
+    tag = Watch.subscribe(watch)
+    assert {:api_error, message} = next_event(tag)
+    assert message =~ "401 Unauthorized"
+    refute message =~ "s3cr3t"
+    refute Watch.await_synced(watch, 100)
+    assert %{synced: false, last_error: ^message} = Watch.health(watch)
+  end
+end
