@@ -185,10 +185,10 @@ defmodule KubeDist.Test.JSON do
     {rest, int_only?} = input |> drop_minus() |> integer_part() |> fraction() |> exponent()
     text = binary_part(input, 0, byte_size(input) - byte_size(rest))
 
-    cond do
-      int_only? -> {String.to_integer(text), rest}
-      match?({_, ""}, Float.parse(text)) -> {elem(Float.parse(text), 0), rest}
-      true -> fail(input, "number out of range")
+    case int_only? || Float.parse(text) do
+      true -> {String.to_integer(text), rest}
+      {float, ""} -> {float, rest}
+      _ -> fail(input, "number out of range")
     end
   end
 

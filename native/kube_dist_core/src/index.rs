@@ -1,8 +1,16 @@
-//! The pod index: the current records, keyed by namespace and name.
+//! The pod index: current pod records, and the lookups that turn any Kubernetes host
+//! form into a pod and its IP in O(1).
+//!
+//! IP safety: Kubernetes reuses pod IPs. Every IP has an owner, the pod that most
+//! recently acquired it; a pod only resolves while it owns its IP, so a terminating
+//! pod whose IP was handed to a newer pod stops resolving, and no lookup can return an
+//! IP that now belongs to someone else.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::host::Host;
 use crate::pod::PodRecord;
 
 /// What an index update did to one pod.
@@ -21,12 +29,31 @@ pub enum PodChange {
     Deleted(Arc<PodRecord>),
 }
 
+/// The answer to a host lookup.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// The host is this IP; the pod, when one owns it.
+    Found(IpAddr, Option<Arc<PodRecord>>),
+    /// No live pod answers to the host.
+    NotFound,
+    /// Several pods answer to it and none is preferred; sorted by namespace.
+    Ambiguous(Vec<Arc<PodRecord>>),
+}
+
 type Key = (Box<str>, Box<str>);
 
-/// All indexed pods.
+fn key(pod: &PodRecord) -> Key {
+    (pod.namespace.clone(), pod.name.clone())
+}
+
+/// All indexed pods and their lookup tables.
 #[derive(Debug, Default)]
 pub struct PodIndex {
     pods: HashMap<Key, Arc<PodRecord>>,
+    by_name: HashMap<Box<str>, Vec<Key>>,
+    by_hostname: HashMap<(Box<str>, Box<str>), Vec<Key>>,
+    /// Pods holding each IP, in the order they acquired it: the last one owns it.
+    ip_holders: HashMap<IpAddr, Vec<Key>>,
 }
 
 impl PodIndex {
@@ -59,47 +86,164 @@ impl PodIndex {
 
     /// Adds or replaces a pod; `None` when nothing changed.
     pub fn upsert(&mut self, record: PodRecord) -> Option<PodChange> {
-        let key = (record.namespace.clone(), record.name.clone());
-        match self.pods.get(&key) {
-            Some(old) if **old == record => None,
-            Some(old) => {
-                let old = old.clone();
-                let new = Arc::new(record);
-                self.pods.insert(key, new.clone());
-                Some(PodChange::Changed { old, new })
-            }
-            None => {
-                let new = Arc::new(record);
-                self.pods.insert(key, new.clone());
-                Some(PodChange::Added(new))
-            }
+        let new = Arc::new(record);
+        let old = self.pods.get(&key(&new)).cloned();
+        match &old {
+            Some(old) if **old == *new => return None,
+            Some(old) => self.unlink(old, Some(&new)),
+            None => {}
         }
+        self.link(&new, old.as_deref());
+        self.pods.insert(key(&new), new.clone());
+        Some(match old {
+            Some(old) => PodChange::Changed { old, new },
+            None => PodChange::Added(new),
+        })
     }
 
-    /// Removes a pod.
+    /// Removes a pod; it stops resolving at once.
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<PodChange> {
-        self.pods
-            .remove(&(namespace.into(), name.into()))
-            .map(PodChange::Deleted)
+        let old = self.pods.remove(&(namespace.into(), name.into()))?;
+        self.unlink(&old, None);
+        Some(PodChange::Deleted(old))
     }
 
     /// Replaces every pod in `namespace` (`None`: all) with `records`, as after a
     /// (re-)list, and returns only the differences, so a re-list after `410 Gone` or an
     /// outage reports what really changed and nothing else.
     pub fn replace(&mut self, namespace: Option<&str>, records: Vec<PodRecord>) -> Vec<PodChange> {
-        let fresh: HashMap<Key, ()> = records
-            .iter()
-            .map(|r| ((r.namespace.clone(), r.name.clone()), ()))
-            .collect();
+        let fresh: std::collections::HashSet<Key> = records.iter().map(key).collect();
         let gone: Vec<Key> = self
             .pods
             .keys()
             .filter(|(ns, _)| namespace.is_none_or(|n| **ns == *n))
-            .filter(|key| !fresh.contains_key(*key))
+            .filter(|k| !fresh.contains(*k))
             .cloned()
             .collect();
         let mut changes: Vec<PodChange> = gone.iter().filter_map(|(ns, name)| self.remove(ns, name)).collect();
         changes.extend(records.into_iter().filter_map(|r| self.upsert(r)));
         changes
     }
+
+    fn link(&mut self, pod: &Arc<PodRecord>, before: Option<&PodRecord>) {
+        let k = key(pod);
+        if before.is_none() {
+            self.by_name.entry(pod.name.clone()).or_default().push(k.clone());
+        }
+        if let (Some(h), Some(s)) = (&pod.hostname, &pod.subdomain) {
+            let same = before.is_some_and(|b| b.hostname == pod.hostname && b.subdomain == pod.subdomain);
+            if !same {
+                self.by_hostname.entry((h.clone(), s.clone())).or_default().push(k.clone());
+            }
+        }
+        for ip in pod.ips.iter() {
+            if !before.is_some_and(|b| b.ips.contains(ip)) {
+                // Acquired now: this pod becomes the IP's owner.
+                self.ip_holders.entry(*ip).or_default().push(k.clone());
+            }
+        }
+    }
+
+    /// Drops `pod` from the lookup tables, keeping what `after` (its next version) still holds.
+    fn unlink(&mut self, pod: &PodRecord, after: Option<&PodRecord>) {
+        let k = key(pod);
+        if after.is_none() {
+            remove_from(&mut self.by_name, &pod.name, &k);
+        }
+        if let (Some(h), Some(s)) = (&pod.hostname, &pod.subdomain) {
+            let same = after.is_some_and(|a| a.hostname == pod.hostname && a.subdomain == pod.subdomain);
+            if !same {
+                remove_from(&mut self.by_hostname, &(h.clone(), s.clone()), &k);
+            }
+        }
+        for ip in pod.ips.iter() {
+            if !after.is_some_and(|a| a.ips.contains(ip)) {
+                remove_from(&mut self.ip_holders, ip, &k);
+            }
+        }
+    }
+
+    /// The pod that owns `ip`.
+    pub fn owner(&self, ip: &IpAddr) -> Option<&Arc<PodRecord>> {
+        self.ip_holders.get(ip).and_then(|holders| holders.last()).and_then(|k| self.pods.get(k))
+    }
+
+    /// The IP `pod` resolves to: its first IP, while it still owns it.
+    pub fn resolvable_ip(&self, pod: &PodRecord) -> Option<IpAddr> {
+        let ip = pod.ip()?;
+        let owner = self.ip_holders.get(&ip)?.last()?;
+        (owner.0 == pod.namespace && owner.1 == pod.name).then_some(ip)
+    }
+
+    /// Resolves a classified host. Among several candidates, one in `home` (the
+    /// caller's own namespace) wins; otherwise the answer is `Ambiguous`.
+    pub fn resolve(&self, host: &Host, home: Option<&str>) -> Resolution {
+        let pods = |keys: Option<&Vec<Key>>| -> Vec<&Arc<PodRecord>> {
+            keys.into_iter().flatten().filter_map(|k| self.pods.get(k)).collect()
+        };
+        let candidates = match host {
+            Host::Ip(ip) => return Resolution::Found(*ip, self.owner(ip).cloned()),
+            // The name spells the IP: the answer is that IP, if a pod of the namespace owns it.
+            Host::DashedIp { ip, namespace } => {
+                return match self.owner(ip).filter(|p| *p.namespace == **namespace) {
+                    Some(pod) => Resolution::Found(*ip, Some(pod.clone())),
+                    None => Resolution::NotFound,
+                };
+            }
+            Host::Name(name) => pods(self.by_name.get(name.as_str())),
+            Host::Pod { name, namespace } => self.get(namespace, name).into_iter().collect(),
+            Host::NameDotNamespace(a, b) => match self.get(b, a) {
+                Some(pod) => vec![pod],
+                None => pods(self.by_hostname.get(&(a.as_str().into(), b.as_str().into()))),
+            },
+            Host::Hostname { hostname, subdomain, namespace } => {
+                let key = (hostname.as_str().into(), subdomain.as_str().into());
+                pods(self.by_hostname.get(&key)).into_iter().filter(|p| *p.namespace == **namespace).collect()
+            }
+            Host::Other => Vec::new(),
+        };
+        let mut usable: Vec<(&Arc<PodRecord>, IpAddr)> =
+            candidates.into_iter().filter_map(|p| Some((p, self.resolvable_ip(p)?))).collect();
+        if usable.len() > 1 {
+            if let Some(home) = home {
+                let at_home: Vec<_> = usable.iter().filter(|(p, _)| &*p.namespace == home).cloned().collect();
+                if at_home.len() == 1 {
+                    usable = at_home;
+                }
+            }
+        }
+        match usable.as_slice() {
+            [] => Resolution::NotFound,
+            [(pod, ip)] => Resolution::Found(*ip, Some((*pod).clone())),
+            many => {
+                let mut pods: Vec<Arc<PodRecord>> = many.iter().map(|(p, _)| (*p).clone()).collect();
+                pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+                Resolution::Ambiguous(pods)
+            }
+        }
+    }
+
+    /// Bytes the index holds on the heap (records and tables), for the memory benchmark.
+    pub fn heap_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<Key>() + std::mem::size_of::<Arc<PodRecord>>() + 16;
+        let records: usize = self.pods.values().map(|p| p.heap_bytes() + std::mem::size_of::<PodRecord>()).sum();
+        let keys = |n: usize| n * (std::mem::size_of::<Key>() + 24);
+        records
+            + self.pods.capacity() * entry
+            + keys(self.by_name.len() * 2)
+            + keys(self.by_hostname.len() * 2)
+            + keys(self.ip_holders.len() * 2)
+    }
 }
+
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Key>>, at: &K, key: &Key) {
+    if let Some(keys) = map.get_mut(at) {
+        keys.retain(|k| k != key);
+        if keys.is_empty() {
+            map.remove(at);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,7 @@
 //! over this one.
 
 pub mod connect;
+pub mod host;
 pub mod index;
 pub mod pod;
 pub mod runtime;

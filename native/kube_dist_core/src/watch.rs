@@ -12,7 +12,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
-use crate::index::{PodChange, PodIndex};
+use crate::index::{PodChange, PodIndex, Resolution};
 use crate::pod::PodRecord;
 
 /// What to watch: the namespaces (`None`: all) and optional selectors.
@@ -24,6 +24,8 @@ pub struct WatchSpec {
     pub label_selector: Option<String>,
     /// `fieldSelector`
     pub field_selector: Option<String>,
+    /// The cluster's DNS domain, for fully qualified host names (`cluster.local`).
+    pub cluster_domain: String,
 }
 
 /// What subscribers hear.
@@ -58,6 +60,9 @@ pub struct Health {
 }
 
 struct State {
+    cluster_domain: String,
+    /// The first watched namespace: the one a name found in several namespaces resolves in.
+    home: Option<String>,
     index: RwLock<PodIndex>,
     synced: tokio::sync::watch::Sender<bool>,
     health: Mutex<Health>,
@@ -74,6 +79,8 @@ impl Watch {
     /// Starts watching on `runtime`.
     pub fn start(client: Client, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
         let state = Arc::new(State {
+            cluster_domain: spec.cluster_domain.clone(),
+            home: spec.namespaces.first().cloned().flatten(),
             index: RwLock::new(PodIndex::new()),
             synced: tokio::sync::watch::channel(false).0,
             health: Mutex::new(Health::default()),
@@ -117,6 +124,12 @@ impl Watch {
     /// The index, for reading.
     pub fn index(&self) -> RwLockReadGuard<'_, PodIndex> {
         self.state.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves a host name in any Kubernetes form (see [`crate::host`]) from the index.
+    pub fn resolve(&self, host: &str) -> Resolution {
+        let host = crate::host::parse(host, &self.state.cluster_domain);
+        self.index().resolve(&host, self.state.home.as_deref())
     }
 
     /// Adds a subscriber; it hears every event from now on.

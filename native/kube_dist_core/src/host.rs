@@ -1,0 +1,179 @@
+//! Reading a host name as Kubernetes DNS would: which pod-identifying form it is.
+//!
+//! The forms, with `<domain>` the cluster domain (usually `cluster.local`), any of
+//! them with or without a trailing dot and in any letter case:
+//!
+//! | host | meaning |
+//! |---|---|
+//! | `10.42.2.46`, `fd00::1` | an IP |
+//! | `web-0` | a pod name, in whichever watched namespace has it |
+//! | `web-0.prod` | pod `web-0` in namespace `prod` (or hostname `web-0` of subdomain `prod`) |
+//! | `web-0.prod.pod` | pod `web-0` in namespace `prod` |
+//! | `10-42-2-46.prod.pod[.<domain>]` | the pod of namespace `prod` holding that IP |
+//! | `web-0.db.prod[.svc[.<domain>]]` | the pod with hostname `web-0` and subdomain `db` in `prod` |
+
+use std::net::IpAddr;
+
+/// A host name, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IP literal.
+    Ip(IpAddr),
+    /// A bare pod name.
+    Name(String),
+    /// `a.b`: pod `a` in namespace `b`, or hostname `a` of subdomain `b`.
+    NameDotNamespace(String, String),
+    /// `name.namespace.pod`: a pod by name.
+    Pod {
+        /// Pod name.
+        name: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// `a-b-c-d.namespace.pod`: the pod holding an IP.
+    DashedIp {
+        /// The IP spelled by the first label.
+        ip: IpAddr,
+        /// Namespace.
+        namespace: String,
+    },
+    /// `hostname.subdomain.namespace[.svc]`: a pod by `spec.hostname` and `spec.subdomain`.
+    Hostname {
+        /// `spec.hostname`
+        hostname: String,
+        /// `spec.subdomain`
+        subdomain: String,
+        /// Namespace.
+        namespace: String,
+    },
+    /// Anything else: not a Kubernetes pod name.
+    Other,
+}
+
+/// The longest host name DNS allows; longer input is not a pod name.
+const MAX_HOST: usize = 253;
+
+/// Classifies `host` for a cluster whose DNS domain is `cluster_domain`.
+pub fn parse(host: &str, cluster_domain: &str) -> Host {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > MAX_HOST {
+        return Host::Other;
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Host::Ip(ip);
+    }
+    let host = host.to_ascii_lowercase();
+    let domain = cluster_domain.trim_matches('.').to_ascii_lowercase();
+    let (rest, qualified) = match host.strip_suffix(domain.as_str()).and_then(|r| r.strip_suffix('.')) {
+        Some(rest) if !domain.is_empty() => (rest, true),
+        _ => (host.as_str(), false),
+    };
+    let labels: Vec<&str> = rest.split('.').collect();
+    if !labels.iter().all(|l| is_label(l)) {
+        return Host::Other;
+    }
+    let own = |s: &str| s.to_string();
+    match labels.as_slice() {
+        [name] if !qualified => Host::Name(own(name)),
+        [a, b] if !qualified => Host::NameDotNamespace(own(a), own(b)),
+        [first, namespace, "pod"] => match dashed_ip(first) {
+            Some(ip) => Host::DashedIp { ip, namespace: own(namespace) },
+            None if !qualified => Host::Pod { name: own(first), namespace: own(namespace) },
+            None => Host::Other,
+        },
+        [hostname, subdomain, namespace, "svc"] => {
+            Host::Hostname { hostname: own(hostname), subdomain: own(subdomain), namespace: own(namespace) }
+        }
+        [hostname, subdomain, namespace] if !qualified => {
+            Host::Hostname { hostname: own(hostname), subdomain: own(subdomain), namespace: own(namespace) }
+        }
+        _ => Host::Other,
+    }
+}
+
+/// A DNS label: 1 to 63 of `a-z0-9-` (already lowercased), not starting or ending in `-`.
+fn is_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// `10-42-2-46` -> 10.42.2.46; `fd00--1` -> fd00::1, as CoreDNS spells pod IPs.
+fn dashed_ip(label: &str) -> Option<IpAddr> {
+    let v4 = label.replace('-', ".");
+    if let Ok(ip @ IpAddr::V4(_)) = v4.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    match label.replace('-', ":").parse::<IpAddr>() {
+        Ok(ip @ IpAddr::V6(_)) => Some(ip),
+        _ => None,
+    }
+}
+
+/// The cluster domain named by a pod's `/etc/resolv.conf`: its search list holds
+/// `<namespace>.svc.<domain>`, `svc.<domain>` and `<domain>`.
+pub fn cluster_domain_from_resolv_conf(resolv_conf: &str) -> Option<String> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("search"))
+        .flat_map(str::split_whitespace)
+        .find_map(|entry| entry.strip_prefix("svc.").map(|d| d.trim_end_matches('.').to_string()))
+        .filter(|d| !d.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = "cluster.local";
+
+    #[test]
+    fn every_form_is_recognised() {
+        let s = |x: &str| x.to_string();
+        assert_eq!(parse("10.42.2.46", DOMAIN), Host::Ip("10.42.2.46".parse().unwrap()));
+        assert_eq!(parse("fd00::1", DOMAIN), Host::Ip("fd00::1".parse().unwrap()));
+        assert_eq!(parse("Web-0", DOMAIN), Host::Name(s("web-0")));
+        assert_eq!(parse("web-0.prod", DOMAIN), Host::NameDotNamespace(s("web-0"), s("prod")));
+        assert_eq!(parse("web-0.prod.pod", DOMAIN), Host::Pod { name: s("web-0"), namespace: s("prod") });
+        let dashed = Host::DashedIp { ip: "10.42.2.46".parse().unwrap(), namespace: s("prod") };
+        assert_eq!(parse("10-42-2-46.prod.pod.cluster.local.", DOMAIN), dashed);
+        assert_eq!(parse("10-42-2-46.prod.pod", DOMAIN), dashed);
+        assert_eq!(
+            parse("fd00--1.prod.pod.cluster.local", DOMAIN),
+            Host::DashedIp { ip: "fd00::1".parse().unwrap(), namespace: s("prod") }
+        );
+        let by_hostname = Host::Hostname { hostname: s("web-0"), subdomain: s("db"), namespace: s("prod") };
+        assert_eq!(parse("web-0.db.prod.svc.cluster.local", DOMAIN), by_hostname);
+        assert_eq!(parse("web-0.db.prod.svc", DOMAIN), by_hostname);
+        assert_eq!(parse("web-0.db.prod", DOMAIN), by_hostname);
+    }
+
+    #[test]
+    fn other_domains_and_garbage_are_not_pods() {
+        assert_eq!(parse("example.com.svc.other.domain", DOMAIN), Host::Other);
+        assert_eq!(parse("web-0.prod.pod.cluster.local", DOMAIN), Host::Other, "only IP pod names are qualified");
+        assert_eq!(parse("", DOMAIN), Host::Other);
+        assert_eq!(parse("a..b", DOMAIN), Host::Other);
+        assert_eq!(parse("-bad", DOMAIN), Host::Other);
+        assert_eq!(parse("under_score", DOMAIN), Host::Other);
+        assert_eq!(parse(&"a".repeat(64), DOMAIN), Host::Other);
+        assert_eq!(parse(&"a.".repeat(200), DOMAIN), Host::Other);
+        assert_eq!(parse("a.b.c.d.e", DOMAIN), Host::Other);
+        assert_eq!(parse("cluster.local", DOMAIN), Host::NameDotNamespace("cluster".into(), "local".into()));
+    }
+
+    #[test]
+    fn custom_cluster_domains() {
+        let dashed = parse("10-1-2-3.ns.pod.corp.example", "corp.example");
+        assert_eq!(dashed, Host::DashedIp { ip: "10.1.2.3".parse().unwrap(), namespace: "ns".into() });
+    }
+
+    #[test]
+    fn cluster_domain_comes_from_the_search_list() {
+        let conf = "search prod.svc.k8s.corp svc.k8s.corp k8s.corp\nnameserver 10.96.0.10\noptions ndots:5\n";
+        assert_eq!(cluster_domain_from_resolv_conf(conf).as_deref(), Some("k8s.corp"));
+        assert_eq!(cluster_domain_from_resolv_conf("nameserver 1.1.1.1\n"), None);
+    }
+}
