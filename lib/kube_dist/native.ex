@@ -39,6 +39,7 @@ defmodule KubeDist.Native do
   def start_watch(_options), do: not_loaded()
   def await_synced(_handle, _timeout_ms), do: not_loaded()
   def list_pods(_handle), do: not_loaded()
+  def resolve(_handle, _host, _with_pod), do: not_loaded()
   def health(_handle), do: not_loaded()
   def subscribe(_handle, _pid, _tag), do: not_loaded()
 

@@ -22,6 +22,8 @@ defmodule KubeDist.Watch do
     * `:service_account_dir` - where the service account is mounted
       (default `/var/run/secrets/kubernetes.io/serviceaccount`).
     * `:kubeconfig` - kubeconfig path (default `KUBECONFIG`, then `~/.kube/config`).
+    * `:cluster_domain` - the cluster DNS domain for qualified names. Default: read from
+      the search list of `/etc/resolv.conf` inside a pod, else `"cluster.local"`.
 
   TLS verification of the API server cannot be turned off.
   """
@@ -66,7 +68,8 @@ defmodule KubeDist.Watch do
     :service_account_dir,
     :kubeconfig,
     :label_selector,
-    :field_selector
+    :field_selector,
+    :cluster_domain
   ]
 
   @doc "Starts (or joins) a watch. See the module docs for options."
@@ -102,6 +105,36 @@ defmodule KubeDist.Watch do
     :ok = KubeDist.Native.subscribe(r, pid, tag)
     tag
   end
+
+  @typedoc "A host name: a pod name or any other Kubernetes host form, or an IP."
+  @type host :: String.t() | charlist() | atom()
+
+  @doc """
+  Resolves `host` to an IP from the index, without any network round trip.
+
+  Accepts every form Kubernetes DNS gives a pod: `web-0` (a bare pod name),
+  `web-0.prod`, `web-0.prod.pod`, `10-42-2-46.prod.pod.cluster.local`,
+  `web-0.db.prod.svc.cluster.local` (`spec.hostname` and `spec.subdomain`, or shorter
+  prefixes of it), or an IP. A bare name found in several watched namespaces resolves
+  in the first one watched, or else is `{:error, :ambiguous}`.
+
+  A deleted pod stops resolving at once; a terminating pod still resolves (so its
+  connections drain) until its IP is given to another pod.
+  """
+  @spec resolve(t(), host()) :: {:ok, :inet.ip_address()} | :error | {:error, :ambiguous}
+  def resolve(%__MODULE__{resource: r}, host),
+    do: KubeDist.Native.resolve(r, to_host(host), false)
+
+  @doc """
+  Like `resolve/2`, also returning the pod (or `nil` for an IP no indexed pod owns).
+  """
+  @spec lookup(t(), host()) ::
+          {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous}
+  def lookup(%__MODULE__{resource: r}, host), do: KubeDist.Native.resolve(r, to_host(host), true)
+
+  defp to_host(host) when is_binary(host), do: host
+  defp to_host(host) when is_list(host), do: List.to_string(host)
+  defp to_host(host) when is_atom(host), do: Atom.to_string(host)
 
   @doc "Sync state, newest resourceVersion, error count and last error, pod count."
   @spec health(t()) :: %{

@@ -21,28 +21,38 @@ defmodule KubeDist.SimCase do
     {:ok, sim: sim}
   end
 
-  @doc "Creates a pod (one container, bound to node-1); `opts`: `:labels`, `:ip`, `:ready`."
+  @doc """
+  Creates a pod (one container, bound to node-1). Options: `:labels`, `:ip` (then it is
+  Running, and Ready unless `ready: false`), `:hostname`, `:subdomain`, `:grace`.
+  """
   def create_pod(sim, namespace, name, opts \\ []) do
-    pod = %{
-      metadata: %{name: name, labels: Map.new(Keyword.get(opts, :labels, []))},
-      spec: %{
+    spec =
+      %{
         nodeName: "node-1",
         terminationGracePeriodSeconds: Keyword.get(opts, :grace, 30),
         containers: [%{name: "app", image: "app:1"}]
       }
-    }
+      |> put_present(:hostname, opts[:hostname])
+      |> put_present(:subdomain, opts[:subdomain])
+
+    pod = %{metadata: %{name: name, labels: Map.new(Keyword.get(opts, :labels, []))}, spec: spec}
 
     {:ok, 201, _} = api(sim, :post, "/api/v1/namespaces/#{namespace}/pods", pod)
     if ip = opts[:ip], do: set_running(sim, namespace, name, ip, Keyword.get(opts, :ready, true))
     :ok
   end
 
-  @doc "Plays the kubelet: the pod is Running at `ip`, with Ready = `ready`."
+  defp put_present(map, _key, nil), do: map
+  defp put_present(map, key, value), do: Map.put(map, key, value)
+
+  @doc "Plays the kubelet: the pod is Running at `ip` (or a list of IPs), with Ready = `ready`."
   def set_running(sim, namespace, name, ip, ready \\ true) do
+    ips = List.wrap(ip)
+
     status = %{
       phase: "Running",
-      podIP: ip,
-      podIPs: [%{ip: ip}],
+      podIP: hd(ips),
+      podIPs: Enum.map(ips, &%{ip: &1}),
       conditions: [%{type: "Ready", status: if(ready, do: "True", else: "False")}]
     }
 
@@ -81,7 +91,51 @@ defmodule KubeDist.SimCase do
     Simulator.request(sim, method, path, body && JSON.encode!(body), type)
   end
 
-  @doc "Waits for the next `{:kube_dist, tag, event}` matching `pattern`-like `fun`."
+  @doc "Merge-patches a pod's metadata/spec as an admin."
+  def patch_pod(sim, namespace, name, patch) do
+    {:ok, 200, _} =
+      api(
+        sim,
+        :patch,
+        "/api/v1/namespaces/#{namespace}/pods/#{name}",
+        patch,
+        "application/merge-patch+json"
+      )
+
+    :ok
+  end
+
+  @doc "The simulator's counters (requests by verb and path, bytes, open watches)."
+  def sim_stats(sim) do
+    {:ok, 200, body} = Simulator.request(sim, :get, "/_sim/stats")
+    JSON.decode!(body)
+  end
+
+  @doc "A fault or control route; see `KubeDist.Simulator.fault/3`."
+  def fault!(sim, route, params \\ []) do
+    {:ok, 200, _} = Simulator.fault(sim, route, params)
+    :ok
+  end
+
+  @doc "Polls `fun` every 50 ms until it returns a truthy value, up to `timeout` ms."
+  def eventually(fun, timeout \\ 15_000) do
+    poll(fun, System.monotonic_time(:millisecond) + timeout, timeout)
+  end
+
+  defp poll(fun, deadline, timeout) do
+    cond do
+      result = fun.() ->
+        result
+
+      System.monotonic_time(:millisecond) > deadline ->
+        flunk("condition not met within #{timeout} ms")
+
+      true ->
+        Process.sleep(50) && poll(fun, deadline, timeout)
+    end
+  end
+
+  @doc "The next `{:kube_dist, tag, event}` for `tag`."
   def next_event(tag, timeout \\ 5_000) do
     receive do
       {:kube_dist, ^tag, event} -> event

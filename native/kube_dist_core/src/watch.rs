@@ -57,6 +57,8 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Pods indexed.
     pub pods: usize,
+    /// What failed last: an HTTP status, or 0 when the API could not be reached.
+    pub last_error_kind: u16,
 }
 
 struct State {
@@ -189,9 +191,11 @@ async fn run(apis: Vec<(Option<String>, Api<Pod>)>, config: watcher::Config, sta
                 drop(health);
                 state.publish(changes.into_iter().map(WatchEvent::Pod));
                 if listed.len() == namespaces {
-                    state.synced.send_replace(true);
-                    state.health().synced = true;
+                    // Tell subscribers before waking `synced` waiters: whoever subscribes
+                    // after waiting must not receive a stale `Synced`.
                     state.publish([WatchEvent::Synced]);
+                    state.health().synced = true;
+                    state.synced.send_replace(true);
                 }
                 continue;
             }
@@ -207,12 +211,16 @@ async fn run(apis: Vec<(Option<String>, Api<Pod>)>, config: watcher::Config, sta
                 );
                 state.write_index().remove(&namespace, &name)
             }
+            // A 410 only means "re-list", which the watcher is doing: not worth an alarm.
+            Err(error) if is_expired(&error) => continue,
             Err(error) => {
-                let message = describe(&error, ns.as_deref());
+                let (kind, message) = describe(&error, ns.as_deref());
                 let mut health = state.health();
                 health.errors += 1;
-                let new = health.last_error.as_deref() != Some(message.as_str());
+                // Once per kind of failure, however often the retries fail.
+                let new = health.last_error.is_none() || health.last_error_kind != kind;
                 health.last_error = Some(message.clone());
+                health.last_error_kind = kind;
                 drop(health);
                 if new {
                     tracing::warn!("{message}");
@@ -249,8 +257,18 @@ impl State {
     }
 }
 
-/// A readable account of a watch failure that says what to fix.
-fn describe(error: &watcher::Error, namespace: Option<&str>) -> String {
+fn is_expired(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
+}
+
+/// A readable account of a watch failure that says what to fix, and its kind: the
+/// HTTP status, or 0 when the API server could not be reached at all.
+fn describe(error: &watcher::Error, namespace: Option<&str>) -> (u16, String) {
     let scope = namespace.map_or("all namespaces".to_string(), |ns| format!("namespace {ns:?}"));
     let api_error = match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
@@ -259,7 +277,7 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> String {
         watcher::Error::WatchError(status) => Some(&**status),
         _ => None,
     };
-    match api_error {
+    let message = match api_error {
         Some(status) if status.code == 401 => format!(
             "pods in {scope}: 401 Unauthorized: the API rejected the token (expired or rotated service-account token, or wrong credentials)"
         ),
@@ -268,6 +286,7 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> String {
             status.message
         ),
         Some(status) => format!("pods in {scope}: {} {}", status.code, status.message),
-        None => format!("pods in {scope}: {error}"),
-    }
+        None => format!("pods in {scope}: cannot reach the API server ({error}); retrying with backoff"),
+    };
+    (api_error.map_or(0, |s| s.code), message)
 }

@@ -17,7 +17,7 @@ use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, synced, api_error, added, changed, deleted }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -69,6 +69,28 @@ fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     guarded(env, || {
         let pods = handle.0.index().pods();
         Ok(pods.iter().map(|p| encode::pod(env, p)).collect::<Vec<_>>().encode(env))
+    })
+}
+
+/// `resolve(handle, host, with_pod)`: `{:ok, ip}` (or `{:ok, ip, pod | nil}` with
+/// `with_pod`), `:error` when no pod answers, `{:error, :ambiguous}`. A hash lookup:
+/// it runs on a normal scheduler in microseconds.
+#[rustler::nif]
+fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: rustler::Binary<'a>, with_pod: bool) -> Term<'a> {
+    use kube_dist_core::index::Resolution;
+    guarded(env, || {
+        let Ok(host) = std::str::from_utf8(host.as_slice()) else {
+            return Ok(atoms::error().encode(env));
+        };
+        Ok(match handle.0.resolve(host) {
+            Resolution::Found(ip, pod) if with_pod => {
+                let pod = pod.map_or_else(|| rustler::types::atom::nil().encode(env), |p| encode::pod(env, &p));
+                (atoms::ok(), encode::ip(env, ip), pod).encode(env)
+            }
+            Resolution::Found(ip, _) => (atoms::ok(), encode::ip(env, ip)).encode(env),
+            Resolution::NotFound => atoms::error().encode(env),
+            Resolution::Ambiguous(_) => (atoms::error(), atoms::ambiguous()).encode(env),
+        })
     })
 }
 

@@ -6,7 +6,7 @@ use kube_dist_core::connect::ConnectOptions;
 use rustler::{Term, TermType};
 
 mod keys {
-    rustler::atoms! { api_url, ca_file, token, token_file, service_account_dir, kubeconfig, namespaces, label_selector, field_selector, all }
+    rustler::atoms! { api_url, ca_file, token, token_file, service_account_dir, kubeconfig, namespaces, label_selector, field_selector, cluster_domain, all }
 }
 
 /// Everything `start_watch` was asked for.
@@ -20,6 +20,8 @@ pub struct Options {
     pub label_selector: Option<String>,
     /// Optional field selector.
     pub field_selector: Option<String>,
+    /// The cluster DNS domain, if given.
+    pub cluster_domain: Option<String>,
 }
 
 /// Decodes the options map (atom keys; absent or `nil` values mean "not set").
@@ -64,5 +66,6 @@ pub fn decode(map: Term<'_>) -> Result<Options, String> {
         namespaces,
         label_selector: string(keys::label_selector(), "label_selector")?.filter(|s| !s.is_empty()),
         field_selector: string(keys::field_selector(), "field_selector")?.filter(|s| !s.is_empty()),
+        cluster_domain: string(keys::cluster_domain(), "cluster_domain")?.filter(|s| !s.is_empty()),
     })
 }

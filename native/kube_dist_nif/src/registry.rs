@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use kube_dist_core::connect;
+use kube_dist_core::{connect, host};
 use kube_dist_core::runtime::runtime;
 use kube_dist_core::watch::{Watch, WatchSpec};
 use once_cell::sync::Lazy;
@@ -21,10 +21,15 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     } else {
         options.namespaces.clone()
     };
+    let cluster_domain = options.cluster_domain.clone().unwrap_or_else(|| {
+        let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        host::cluster_domain_from_resolv_conf(&resolv_conf).unwrap_or_else(|| "cluster.local".into())
+    });
     let spec = WatchSpec {
         namespaces,
         label_selector: options.label_selector,
         field_selector: options.field_selector,
+        cluster_domain,
     };
     // The key holds what identifies the API and the pods; the token is not part of it
     // (and never leaves this process), the URL and token file are.
