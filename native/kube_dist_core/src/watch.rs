@@ -286,7 +286,25 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> (u16, String) {
             status.message
         ),
         Some(status) => format!("pods in {scope}: {} {}", status.code, status.message),
-        None => format!("pods in {scope}: cannot reach the API server ({error}); retrying with backoff"),
+        None => {
+            let cause = root_cause(error);
+            let hint = if cause.to_lowercase().contains("certificate") {
+                ". Fix: the API server's certificate is not signed by the configured CA (ca_file, or the service account's ca.crt)"
+            } else {
+                "; retrying with backoff"
+            };
+            format!("pods in {scope}: cannot reach the API server: {cause}{hint}")
+        }
     };
     (api_error.map_or(0, |s| s.code), message)
+}
+
+/// The innermost error of a chain: "client error (Connect)" says little, the certificate
+/// or connection failure under it says what is wrong.
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
