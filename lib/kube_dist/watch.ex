@@ -6,7 +6,7 @@ defmodule KubeDist.Watch do
   `start/1` connects to the API server (explicit options, else the in-cluster service
   account, else a kubeconfig) and lists then watches pods. Watches with the same
   options are shared; the watch stops when the last `t:t/0` referring to it is
-  garbage-collected.
+  garbage-collected and none of its subscribers is alive.
 
       {:ok, watch} = KubeDist.Watch.start(namespaces: ["prod"], label_selector: "app=api")
       true = KubeDist.Watch.await_synced(watch, 5_000)
@@ -95,9 +95,8 @@ defmodule KubeDist.Watch do
 
   @doc """
   Sends `{:kube_dist, tag, event}` to `pid` for every change from now on, where `tag`
-  is the returned reference. The subscription ends when `pid` exits, or with the
-  watch: keep `watch` referenced (in your process state, say) for as long as you
-  want events, since a watch stops when its last handle is garbage-collected.
+  is the returned reference. The subscription keeps the watch running for as long
+  as `pid` lives, even if no handle on it is left, and ends when `pid` exits.
   """
   @spec subscribe(t(), pid()) :: reference()
   def subscribe(%__MODULE__{resource: r}, pid \\ self()) when is_pid(pid) do
@@ -136,14 +135,15 @@ defmodule KubeDist.Watch do
   defp to_host(host) when is_list(host), do: List.to_string(host)
   defp to_host(host) when is_atom(host), do: Atom.to_string(host)
 
-  @doc "Sync state, newest resourceVersion, error count and last error, pod count."
+  @doc "Sync state, newest resourceVersion, error count and last error, pod count, index size."
   @spec health(t()) :: %{
           synced: boolean(),
           last_sync: non_neg_integer() | nil,
           resource_version: String.t() | nil,
           errors: non_neg_integer(),
           last_error: String.t() | nil,
-          pods: non_neg_integer()
+          pods: non_neg_integer(),
+          index_bytes: non_neg_integer()
         }
   def health(%__MODULE__{resource: r}), do: KubeDist.Native.health(r)
 

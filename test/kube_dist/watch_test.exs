@@ -38,8 +38,38 @@ defmodule KubeDist.WatchTest do
 
     assert {:changed, %{terminating: false}, %{terminating: true}} = next_event(tag)
     assert {:deleted, %{name: "web-1"}} = next_event(tag)
-    # The handle must stay referenced: a watch stops when its last handle is collected.
-    assert Watch.health(watch).pods == 3
+  end
+
+  test "a subscription keeps its watch alive until the subscriber exits", %{sim: sim} do
+    parent = self()
+
+    subscriber =
+      spawn(fn ->
+        receive_loop = fn loop ->
+          receive do
+            :stop -> :ok
+            {:kube_dist, _, event} -> send(parent, {:forwarded, event}) && loop.(loop)
+          end
+        end
+
+        receive_loop.(receive_loop)
+      end)
+
+    # The handle lives only in a short-lived task: afterwards only the subscription holds the watch.
+    Task.async(fn ->
+      {:ok, watch} = Watch.start(Simulator.watch_options(sim))
+      true = Watch.await_synced(watch, 10_000)
+      Watch.subscribe(watch, subscriber)
+    end)
+    |> Task.await()
+
+    :erlang.garbage_collect()
+    create_pod(sim, "default", "seen-by-subscriber")
+    assert_receive {:forwarded, {:added, %{name: "seen-by-subscriber"}}}, 5_000
+    assert sim_stats(sim)["open_watches"] == 1
+
+    send(subscriber, :stop)
+    eventually(fn -> sim_stats(sim)["open_watches"] == 0 end)
   end
 
   test "unknown options and bad values are refused with a reason" do

@@ -57,6 +57,8 @@ pub struct Health {
     pub last_error: Option<String>,
     /// Pods indexed.
     pub pods: usize,
+    /// Heap bytes held by the index (records and lookup tables).
+    pub index_bytes: usize,
     /// What failed last: an HTTP status, or 0 when the API could not be reached.
     pub last_error_kind: u16,
 }
@@ -68,7 +70,8 @@ struct State {
     index: RwLock<PodIndex>,
     synced: tokio::sync::watch::Sender<bool>,
     health: Mutex<Health>,
-    subscribers: Mutex<Vec<Subscriber>>,
+    subscribers: Mutex<Vec<(u64, Subscriber)>>,
+    next_subscriber: std::sync::atomic::AtomicU64,
 }
 
 /// A running watch. Dropping it stops the watch.
@@ -87,6 +90,7 @@ impl Watch {
             synced: tokio::sync::watch::channel(false).0,
             health: Mutex::new(Health::default()),
             subscribers: Mutex::new(Vec::new()),
+            next_subscriber: std::sync::atomic::AtomicU64::new(1),
         });
         let mut config = watcher::Config::default();
         if let Some(labels) = &spec.label_selector {
@@ -134,19 +138,38 @@ impl Watch {
         self.index().resolve(&host, self.state.home.as_deref())
     }
 
-    /// Adds a subscriber; it hears every event from now on.
-    pub fn subscribe(&self, subscriber: Subscriber) {
-        self.state
-            .subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(subscriber);
+    /// A fresh subscriber id, for [`Watch::subscribe_as`].
+    pub fn subscriber_id(&self) -> u64 {
+        self.state.next_subscriber.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds a subscriber; it hears every event from now on. Returns its id.
+    pub fn subscribe(&self, subscriber: Subscriber) -> u64 {
+        let id = self.subscriber_id();
+        self.subscribe_as(id, subscriber);
+        id
+    }
+
+    /// Adds a subscriber under an id from [`Watch::subscriber_id`].
+    pub fn subscribe_as(&self, id: u64, subscriber: Subscriber) {
+        self.state.subscribers().push((id, subscriber));
+    }
+
+    /// Removes a subscriber.
+    pub fn unsubscribe(&self, id: u64) {
+        let mut subscribers = self.state.subscribers();
+        let removed: Vec<_> = subscribers.extract_if(.., |(i, _)| *i == id).collect();
+        drop(subscribers);
+        // Dropped outside the lock: a subscriber may hold the last reference to this watch.
+        drop(removed);
     }
 
     /// The watch's health now.
     pub fn health(&self) -> Health {
         let mut health = self.state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        health.pods = self.index().len();
+        let index = self.index();
+        health.pods = index.len();
+        health.index_bytes = index.heap_bytes();
         health
     }
 }
@@ -249,11 +272,19 @@ impl State {
         }
     }
 
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Subscriber)>> {
+        self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn publish(&self, events: impl IntoIterator<Item = WatchEvent>) {
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
+        let mut subscribers = self.subscribers();
         for event in events {
-            subscribers.retain_mut(|subscriber| subscriber(&event));
+            gone.extend(subscribers.extract_if(.., |(_, subscriber)| !subscriber(&event)));
         }
+        drop(subscribers);
+        // Dropped outside the lock: a subscriber may hold the last reference to its watch.
+        drop(gone);
     }
 }
 

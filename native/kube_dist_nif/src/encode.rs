@@ -12,7 +12,7 @@ mod keys {
     rustler::atoms! {
         nil, uid, namespace, name, ip, ips, hostname, subdomain, node_name, phase, ready,
         terminating, labels, annotations, ports, port, container,
-        synced, last_sync, resource_version, errors, last_error, pods,
+        synced, last_sync, resource_version, errors, last_error, pods, index_bytes,
         added, changed, deleted, api_error,
         pending, running, succeeded, failed, unknown
     }
@@ -114,6 +114,7 @@ pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
             optional(env, health.last_error.as_deref()),
         ),
         (keys::pods().encode(env), health.pods.encode(env)),
+        (keys::index_bytes().encode(env), health.index_bytes.encode(env)),
     ];
     map(env, &entries)
 }

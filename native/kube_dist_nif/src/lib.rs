@@ -27,6 +27,22 @@ pub struct WatchHandle(Arc<Watch>);
 #[rustler::resource_impl]
 impl rustler::Resource for WatchHandle {}
 
+/// One subscriber of a watch. It keeps the watch alive while the subscribing process
+/// lives, and unsubscribes when that process goes down (a process monitor).
+pub struct Subscription {
+    watch: Arc<Watch>,
+    id: u64,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for Subscription {
+    const IMPLEMENTS_DOWN: bool = true;
+
+    fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: rustler::Monitor) {
+        self.watch.unsubscribe(self.id);
+    }
+}
+
 /// Runs `f`, turning a panic into `{:error, {:panic, message}}` so a bug in here
 /// cannot take the VM down or leave a caller without an answer.
 fn guarded<'a>(env: Env<'a>, f: impl FnOnce() -> Result<Term<'a>, String>) -> Term<'a> {
@@ -101,13 +117,21 @@ fn health(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
 }
 
 /// `subscribe(handle, pid, tag)`: `pid` receives `{:kube_dist, tag, event}` for every
-/// change from now on, until it exits.
+/// change from now on, until it exits; meanwhile the subscription keeps the watch alive.
 #[rustler::nif]
 fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, tag: Term<'a>) -> Term<'a> {
     guarded(env, || {
         let owned = OwnedEnv::new();
         let tag = owned.save(tag);
-        handle.0.subscribe(Box::new(move |event: &WatchEvent| {
+        let id = handle.0.subscriber_id();
+        let subscription = ResourceArc::new(Subscription { watch: handle.0.clone(), id });
+        if subscription.monitor(Some(env), &pid).is_none() {
+            return Err("the subscriber process is not alive".into());
+        }
+        handle.0.subscribe_as(id, Box::new(move |event: &WatchEvent| {
+            // Owning the subscription here is what keeps the watch alive; the monitor's
+            // `down` removes this closure, and with it the last reference.
+            let _keep = &subscription;
             // Runs on a tokio thread, never a scheduler, so sending is allowed; a failed
             // send means the subscriber is dead, and it is dropped.
             let mut message_env = OwnedEnv::new();

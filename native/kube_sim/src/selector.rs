@@ -35,16 +35,19 @@ impl LabelSelector {
         let (mut requirements, mut after_comma) = (Vec::new(), false);
         loop {
             match p.peek() {
-                Token::Ident(_) | Token::Sym("!") => {}
-                Token::End if !after_comma => break,
-                t if after_comma => return Err(format!("found '{}', expected: identifier after ','", t.text())),
-                t => return Err(format!("found '{}', expected: !, identifier, or 'end of string'", t.text())),
+                t if is_ident(t) || t == "!" => {}
+                "" if !after_comma => break,
+                t if after_comma => return Err(format!("found '{t}', expected: identifier after ','")),
+                t => return Err(format!("found '{t}', expected: !, identifier, or 'end of string'")),
             }
-            requirements.push(p.requirement().map_err(|e| format!("unable to parse requirement: {e}"))?);
+            let requirement = p
+                .requirement()
+                .map_err(|e| format!("unable to parse requirement: {e}"))?;
+            requirements.push(requirement);
             match p.next() {
-                Token::End => break,
-                Token::Sym(",") => after_comma = true,
-                t => return Err(format!("found '{}', expected: ',' or 'end of string'", t.text())),
+                "" => break,
+                "," => after_comma = true,
+                t => return Err(format!("found '{t}', expected: ',' or 'end of string'")),
             }
         }
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
@@ -72,88 +75,74 @@ impl LabelSelector {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Ident(String),
-    Sym(&'static str),
-    End,
-}
-
-impl Token {
-    fn text(&self) -> &str {
-        match self {
-            Token::Ident(s) => s,
-            Token::Sym(s) => s,
-            Token::End => "",
-        }
-    }
-}
-
-/// Two-character symbols come first so the longest wins. `<` and `>` (kube's `gt`/`lt`, not
-/// supported here) are symbols so that `k>1` fails on the operator rather than on the key.
+/// Longest first, so `!=` wins over `!`. `<` and `>` (kube's `gt`/`lt`, unsupported here) are symbols
+/// so that `k>1` fails on its operator rather than on its key.
 const SYMBOLS: [&str; 9] = ["==", "!=", "=", "!", "(", ")", ",", "<", ">"];
 
-/// `in` and `notin` stay identifiers: as in kube, they are operators only where one is expected.
-fn lex(mut s: &str) -> Vec<Token> {
+/// Tokens are slices of `s`, and `""` marks the end. `in` and `notin` are lexed as identifiers
+/// because kube treats them as operators only where an operator is expected.
+fn lex(mut s: &str) -> Vec<&str> {
     let mut tokens = Vec::new();
     loop {
         s = s.trim_start_matches([' ', '\t', '\r', '\n']);
+        let len = match SYMBOLS.iter().find(|sym| s.starts_with(*sym)) {
+            Some(sym) => sym.len(),
+            None => s.find(|c: char| "=!(),<> \t\r\n".contains(c)).unwrap_or(s.len()),
+        };
+        tokens.push(&s[..len]);
         if s.is_empty() {
-            tokens.push(Token::End);
             return tokens;
         }
-        let (token, len) = match SYMBOLS.into_iter().find(|sym| s.starts_with(sym)) {
-            Some(sym) => (Token::Sym(sym), sym.len()),
-            None => {
-                let len = s.find(|c: char| "=!(),<> \t\r\n".contains(c)).unwrap_or(s.len());
-                (Token::Ident(s[..len].to_string()), len)
-            }
-        };
-        tokens.push(token);
         s = &s[len..];
     }
 }
 
-struct Parser {
-    tokens: Vec<Token>,
+fn is_ident(token: &str) -> bool {
+    !token.is_empty() && !SYMBOLS.contains(&token)
+}
+
+struct Parser<'a> {
+    tokens: Vec<&'a str>,
     pos: usize,
 }
 
-impl Parser {
-    fn peek(&self) -> &Token {
-        &self.tokens[self.pos]
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &'a str {
+        self.tokens[self.pos]
     }
 
-    fn next(&mut self) -> Token {
-        let token = self.tokens[self.pos].clone();
-        // `End` is last and sticky, so reading past it keeps returning `End`.
+    fn next(&mut self) -> &'a str {
+        let token = self.peek();
+        // The final `""` is sticky, so reading past the end keeps returning it.
         self.pos = (self.pos + 1).min(self.tokens.len() - 1);
         token
     }
 
+    fn ident(&mut self) -> Result<String, String> {
+        match self.next() {
+            t if is_ident(t) => Ok(t.to_string()),
+            t => Err(format!("found '{t}', expected: identifier")),
+        }
+    }
+
     fn requirement(&mut self) -> Result<Requirement, String> {
-        let negated = *self.peek() == Token::Sym("!");
+        let negated = self.peek() == "!";
         if negated {
             self.next();
         }
-        let key = match self.next() {
-            Token::Ident(key) => check_key(key)?,
-            t => return Err(format!("found '{}', expected: identifier", t.text())),
-        };
-        if negated || matches!(self.peek(), Token::End | Token::Sym(",")) {
-            let op = if negated { Op::DoesNotExist } else { Op::Exists };
-            return Ok(Requirement { key, op, values: Vec::new() });
-        }
-        let op = match self.next() {
-            Token::Sym("=" | "==") => Op::Equals,
-            Token::Sym("!=") => Op::NotEquals,
-            Token::Ident(word) if word == "in" => Op::In,
-            Token::Ident(word) if word == "notin" => Op::NotIn,
-            t => return Err(format!("found '{}', expected: in, notin, =, ==, !=", t.text())),
-        };
-        let mut values = match op {
-            Op::In | Op::NotIn => self.set()?,
-            _ => vec![self.exact_value()?],
+        let key = check_key(self.ident()?)?;
+        let (op, mut values) = if negated {
+            (Op::DoesNotExist, Vec::new())
+        } else if matches!(self.peek(), "" | ",") {
+            (Op::Exists, Vec::new())
+        } else {
+            match self.next() {
+                "=" | "==" => (Op::Equals, vec![self.exact_value()?]),
+                "!=" => (Op::NotEquals, vec![self.exact_value()?]),
+                "in" => (Op::In, self.set()?),
+                "notin" => (Op::NotIn, self.set()?),
+                t => return Err(format!("found '{t}', expected: in, notin, =, ==, !=")),
+            }
         };
         values.sort();
         values.dedup();
@@ -165,38 +154,35 @@ impl Parser {
 
     fn exact_value(&mut self) -> Result<String, String> {
         match self.peek() {
-            Token::End | Token::Sym(",") => Ok(String::new()),
-            _ => match self.next() {
-                Token::Ident(value) => Ok(value),
-                t => Err(format!("found '{}', expected: identifier", t.text())),
-            },
+            "" | "," => Ok(String::new()),
+            _ => self.ident(),
         }
     }
 
     fn set(&mut self) -> Result<Vec<String>, String> {
-        let open = self.next();
-        if open != Token::Sym("(") {
-            return Err(format!("found '{}' expected: '('", open.text()));
+        match self.next() {
+            "(" => {}
+            t => return Err(format!("found '{t}' expected: '('")),
         }
         let (mut values, mut want_value) = (Vec::new(), true);
         loop {
-            match (self.next(), want_value) {
-                (Token::Ident(value), true) => {
-                    values.push(value);
+            match self.next() {
+                t if want_value && is_ident(t) => {
+                    values.push(t.to_string());
                     want_value = false;
                 }
                 // As in kube, a value left out, as in `()`, `(a,)` or `(a,,b)`, is the empty string.
-                (t @ Token::Sym("," | ")"), _) => {
+                t @ ("," | ")") => {
                     if want_value {
                         values.push(String::new());
                     }
-                    if t == Token::Sym(")") {
+                    if t == ")" {
                         return Ok(values);
                     }
                     want_value = true;
                 }
-                (t, true) => return Err(format!("found '{}', expected: ',', ')' or identifier", t.text())),
-                (t, false) => return Err(format!("found '{}', expected: ',' or ')'", t.text())),
+                t if want_value => return Err(format!("found '{t}', expected: ',', ')' or identifier")),
+                t => return Err(format!("found '{t}', expected: ',' or ')'")),
             }
         }
     }
@@ -235,22 +221,10 @@ fn check_value(key: &str, value: &str) -> Result<(), String> {
     if value.is_empty() || is_label_name(value) {
         return Ok(());
     }
-    Err(format!("invalid label value: \"{value}\": at key: \"{key}\": a valid label must be an empty string or at most 63 alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric"))
+    let why = "a valid label must be an empty string or 1-63 alphanumeric characters, '-', '_' or '.', \
+               starting and ending with an alphanumeric";
+    Err(format!("invalid label value: \"{value}\": at key: \"{key}\": {why}"))
 }
-
-/// The pod fields kube-apiserver lets clients select on.
-const POD_FIELDS: [&str; 10] = [
-    "metadata.name",
-    "metadata.namespace",
-    "spec.nodeName",
-    "spec.restartPolicy",
-    "spec.schedulerName",
-    "spec.serviceAccountName",
-    "spec.hostNetwork",
-    "status.phase",
-    "status.podIP",
-    "status.nominatedNodeName",
-];
 
 /// A parsed field selector for pods, as in `?fieldSelector=`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -270,7 +244,7 @@ impl FieldSelector {
             terms.push((field.to_string(), unescape(raw)?, equal));
         }
         // kube-apiserver parses the whole selector before checking field names; keep its error precedence.
-        if let Some((field, ..)) = terms.iter().find(|(f, ..)| !POD_FIELDS.contains(&f.as_str())) {
+        if let Some((field, ..)) = terms.iter().find(|(f, ..)| field_value(&Pod::default(), f).is_none()) {
             return Err(format!("field label not supported: {field}"));
         }
         terms.sort();
@@ -284,11 +258,14 @@ impl FieldSelector {
 
     /// Whether `pod` satisfies every term.
     pub fn matches(&self, pod: &Pod) -> bool {
-        self.terms.iter().all(|(field, value, equal)| (field_value(pod, field) == *value) == *equal)
+        self.terms
+            .iter()
+            .all(|(field, value, equal)| (field_value(pod, field).as_ref() == Some(value)) == *equal)
     }
 }
 
-fn field_value(pod: &Pod, field: &str) -> String {
+/// A pod's value for `field`, empty when the pod lacks it as in kube; `None` for unsupported fields.
+fn field_value(pod: &Pod, field: &str) -> Option<String> {
     let (spec, status) = (pod.spec.as_ref(), pod.status.as_ref());
     let value = match field {
         "metadata.name" => pod.metadata.name.clone(),
@@ -306,9 +283,9 @@ fn field_value(pod: &Pod, field: &str) -> String {
             first.or_else(|| s.pod_ip.clone())
         }),
         "status.nominatedNodeName" => status.and_then(|s| s.nominated_node_name.clone()),
-        _ => None,
+        _ => return None,
     };
-    value.unwrap_or_default()
+    Some(value.unwrap_or_default())
 }
 
 /// Splits on commas not escaped by a backslash, keeping escapes for `unescape`.
@@ -333,7 +310,9 @@ fn split_terms(s: &str) -> Vec<&str> {
 fn split_term(term: &str) -> Option<(&str, bool, &str)> {
     term.char_indices().find_map(|(i, _)| {
         let rest = &term[i..];
-        let (op, equal) = [("!=", false), ("==", true), ("=", true)].into_iter().find(|(op, _)| rest.starts_with(op))?;
+        let (op, equal) = [("!=", false), ("==", true), ("=", true)]
+            .into_iter()
+            .find(|(op, _)| rest.starts_with(op))?;
         Some((&term[..i], equal, &rest[op.len()..]))
     })
 }
@@ -344,7 +323,10 @@ fn unescape(raw: &str) -> Result<String, String> {
         match c {
             '\\' => match chars.next() {
                 Some(e @ ('\\' | ',' | '=')) => out.push(e),
-                e => return Err(format!("invalid field selector: invalid escape sequence: \\{}", e.map(String::from).unwrap_or_default())),
+                e => {
+                    let sequence = e.map_or(String::new(), String::from);
+                    return Err(format!("invalid field selector: invalid escape sequence: \\{sequence}"));
+                }
             },
             // kube prints this rune as a number; a character is more useful.
             ',' | '=' => return Err(format!("invalid field selector: unescaped character in value: {c}")),
@@ -352,4 +334,211 @@ fn unescape(raw: &str) -> Result<String, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Labels = &'static [(&'static str, &'static str)];
+
+    const DEMO: Labels = &[("app.kubernetes.io/name", "demo"), ("tier", "b")];
+
+    fn selects(selector: &str, labels: Option<Labels>) -> bool {
+        let labels = labels.map(|l| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        LabelSelector::parse(selector).unwrap().matches(labels.as_ref())
+    }
+
+    #[test]
+    fn label_operators_match_like_kube() {
+        let cases: &[(&str, Labels, bool)] = &[
+            ("app=web", &[("app", "web")], true),
+            ("app==web", &[("app", "web")], true),
+            ("app=web", &[("app", "api")], false),
+            ("app=web", &[], false),
+            ("app=", &[("app", "")], true),
+            ("app=", &[], false),
+            ("app!=web", &[("app", "api")], true),
+            ("app!=web", &[("app", "web")], false),
+            ("app!=web", &[], true),
+            ("tier in (a,b)", &[("tier", "b")], true),
+            ("tier in (a,b)", &[("tier", "c")], false),
+            ("tier in (a,b)", &[], false),
+            ("tier notin (a,b)", &[("tier", "c")], true),
+            ("tier notin (a,b)", &[("tier", "a")], false),
+            ("tier notin (a,b)", &[], true),
+            ("tier in ()", &[("tier", "")], true),
+            ("tier in (a,,b)", &[("tier", "")], true),
+            ("canary", &[("canary", "")], true),
+            ("canary", &[], false),
+            ("!canary", &[("app", "x")], true),
+            ("!canary", &[("canary", "y")], false),
+            ("", DEMO, true),
+            (" app.kubernetes.io/name = demo ,tier in ( a , b ),! x ", DEMO, true),
+            ("tier\tin(a,b),app.kubernetes.io/name", DEMO, true),
+            ("tier in (a,b),app.kubernetes.io/name=other", DEMO, false),
+            ("in in (notin),notin", &[("in", "notin"), ("notin", "")], true),
+        ];
+        for &(selector, labels, expected) in cases {
+            assert_eq!(selects(selector, Some(labels)), expected, "{selector:?}");
+        }
+    }
+
+    #[test]
+    fn absent_labels_satisfy_negations() {
+        for selector in ["app!=web", "tier notin (a)", "!x", ""] {
+            assert!(selects(selector, None), "{selector:?}");
+        }
+        assert!(!selects("x", None) && !selects("x=", None) && !selects("x in ()", None));
+    }
+
+    #[test]
+    fn label_selectors_normalise() {
+        assert!(LabelSelector::parse(" ").unwrap().is_empty());
+        assert!(!LabelSelector::parse("a").unwrap().is_empty());
+        let canonical = LabelSelector::parse("a,b in (x,y)").unwrap();
+        assert_eq!(LabelSelector::parse("b in (y,x,x), a").unwrap(), canonical);
+    }
+
+    #[test]
+    fn label_syntax_errors() {
+        let requirement_errors = [
+            ("tier in (a", "found '', expected: ',' or ')'"),
+            ("tier in (a b)", "found 'b', expected: ',' or ')'"),
+            ("tier in (=)", "found '=', expected: ',', ')' or identifier"),
+            ("tier in a", "found 'a' expected: '('"),
+            ("tier within (a)", "found 'within', expected: in, notin, =, ==, !="),
+            ("k>1", "found '>', expected: in, notin, =, ==, !="),
+            ("x=)", "found ')', expected: identifier"),
+            ("! =x", "found '=', expected: identifier"),
+        ];
+        for (selector, error) in requirement_errors {
+            let error = format!("unable to parse requirement: {error}");
+            assert_eq!(LabelSelector::parse(selector).unwrap_err(), error);
+        }
+        let selector_errors = [
+            ("!=x", "found '!=', expected: !, identifier, or 'end of string'"),
+            ("a,", "found '', expected: identifier after ','"),
+            ("a,,b", "found ',', expected: identifier after ','"),
+            ("app=we b", "found 'b', expected: ',' or 'end of string'"),
+            ("!a=b", "found '=', expected: ',' or 'end of string'"),
+        ];
+        for (selector, error) in selector_errors {
+            assert_eq!(LabelSelector::parse(selector).unwrap_err(), error);
+        }
+    }
+
+    #[test]
+    fn label_keys_and_values_are_validated() {
+        let (name, long) = ("v".repeat(63), "v".repeat(64));
+        let prefixed = format!("{}/{name}", "a".repeat(253));
+        for valid in [&format!("k={name}"), &prefixed, "a.b-c.io/K_8.s in (,x)"] {
+            assert!(LabelSelector::parse(valid).is_ok(), "{valid:?}");
+        }
+        let error = |s: &str| LabelSelector::parse(s).unwrap_err();
+        let bad_value = r#"unable to parse requirement: invalid label value: "-web": at key: "app": a valid"#;
+        assert!(error("app=-web").starts_with(bad_value));
+        assert!(error(&format!("k={long}")).contains("invalid label value"));
+        assert!(error(&format!("k in (a,{long})")).contains("invalid label value"));
+        let bad_key = r#"unable to parse requirement: invalid label key "-app": name part"#;
+        assert!(error("-app=x").starts_with(bad_key));
+        let long_prefix = format!("{}/x", "a".repeat(254));
+        for key in [
+            "Example.com/x",
+            "/x",
+            "ex..com/x",
+            "ex-.com/x",
+            "a/b/c",
+            "a/",
+            "k_",
+            &long_prefix,
+            &long,
+        ] {
+            let expected = format!("invalid label key \"{key}\"");
+            assert!(error(&format!("{key}=v")).contains(&expected), "{key:?}");
+        }
+    }
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn field_selects(selector: &str, pod: &Pod) -> bool {
+        FieldSelector::parse(selector).unwrap().matches(pod)
+    }
+
+    #[test]
+    fn every_pod_field_with_every_operator() {
+        let pod = pod(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "prod"},
+            "spec": {"containers": [], "nodeName": "node-1", "restartPolicy": "Always", "hostNetwork": true,
+                     "schedulerName": "default-scheduler", "serviceAccountName": "default"},
+            "status": {"phase": "Running", "podIP": "10.0.0.7", "nominatedNodeName": "node-2"},
+        }));
+        let selects = |s: &str| field_selects(s, &pod);
+        for (field, value) in [
+            ("metadata.name", "web-1"),
+            ("metadata.namespace", "prod"),
+            ("spec.nodeName", "node-1"),
+            ("spec.restartPolicy", "Always"),
+            ("spec.schedulerName", "default-scheduler"),
+            ("spec.serviceAccountName", "default"),
+            ("spec.hostNetwork", "true"),
+            ("status.phase", "Running"),
+            ("status.podIP", "10.0.0.7"),
+            ("status.nominatedNodeName", "node-2"),
+        ] {
+            assert!(selects(&format!("{field}={value}")) && selects(&format!("{field}=={value}")));
+            assert!(!selects(&format!("{field}=other")) && !selects(&format!("{field}==other")));
+            assert!(selects(&format!("{field}!=other")) && !selects(&format!("{field}!={value}")));
+        }
+        assert!(selects("metadata.name=web-1,status.phase!=Pending"));
+        assert!(!selects("metadata.name=web-1,status.phase=Pending"), "terms are ANDed");
+    }
+
+    #[test]
+    fn missing_pod_values_are_empty() {
+        let bare = Pod::default();
+        let selects = |s: &str| field_selects(s, &bare);
+        assert!(selects("metadata.name=,metadata.namespace=,spec.nodeName="));
+        assert!(selects("status.podIP=,status.phase!=Running,spec.schedulerName="));
+        assert!(selects("spec.hostNetwork=false") && !selects("spec.hostNetwork="));
+        let dual_stack = pod(serde_json::json!({"status": {"podIPs": [{"ip": "fd00::7"}, {"ip": "10.0.0.7"}]}}));
+        assert!(field_selects("status.podIP=fd00::7", &dual_stack));
+        let everything = FieldSelector::parse("").unwrap();
+        assert!(everything.is_empty() && everything.matches(&bare));
+        assert!(!FieldSelector::parse("spec.nodeName=").unwrap().is_empty());
+    }
+
+    #[test]
+    fn field_values_unescape() {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(r"a,b=c\d".into());
+        assert!(field_selects(r"metadata.name=a\,b\=c\\d", &pod));
+        assert!(field_selects(r"metadata.name!=a\,b,spec.nodeName=", &pod));
+    }
+
+    #[test]
+    fn field_parse_errors() {
+        let error = |s: &str| FieldSelector::parse(s).unwrap_err();
+        for (selector, field) in [
+            ("spec.bogus=x", "spec.bogus"),
+            ("metadata.name=x, spec.nodeName=y", " spec.nodeName"),
+        ] {
+            assert_eq!(error(selector), format!("field label not supported: {field}"));
+        }
+        assert_eq!(error("=x"), "field label not supported: ");
+        let syntax = "invalid selector: 'metadata.name=x,spec'; can't understand 'spec'";
+        assert_eq!(error("metadata.name=x,spec"), syntax);
+        let escapes = [
+            (r"metadata.name=a\x", r"invalid escape sequence: \x"),
+            (r"metadata.name=a\", r"invalid escape sequence: \"),
+            (r"spec.bogus=x,metadata.name=\q", r"invalid escape sequence: \q"),
+            ("metadata.name=a=b", "unescaped character in value: ="),
+            ("metadata.name!==b", "unescaped character in value: ="),
+        ];
+        for (selector, problem) in escapes {
+            assert_eq!(error(selector), format!("invalid field selector: {problem}"));
+        }
+    }
 }
