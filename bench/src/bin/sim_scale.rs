@@ -18,13 +18,25 @@ const STAMP: &str = "\"bench/sent\":\"";
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::from_env();
-    let (pods, watches, rate, seconds) =
-        (args.get("pods", 10_000usize), args.get("watches", 100usize), args.get("rate", 1_000usize), args.get("seconds", 10u64));
+    let (pods, watches, rate, seconds) = (
+        args.get("pods", 10_000usize),
+        args.get("watches", 100usize),
+        args.get("rate", 1_000usize),
+        args.get("seconds", 10u64),
+    );
     let changes = rate * seconds as usize;
-    let config = Config { history_limit: changes + pods + 10, bookmark_interval: Duration::from_secs(60), ..Config::default() };
+    let config = Config {
+        history_limit: changes + pods + 10,
+        bookmark_interval: Duration::from_secs(60),
+        ..Config::default()
+    };
     let sim = Simulator::start(config).await.expect("simulator starts");
     for i in 0..pods {
-        sim.create_pod(NS, fixtures::ready_pod(&format!("pod-{i}"), &format!("127.2.{}.{}", i / 256, i % 256))).unwrap();
+        sim.create_pod(
+            NS,
+            fixtures::ready_pod(&format!("pod-{i}"), &format!("127.2.{}.{}", i / 256, i % 256)),
+        )
+        .unwrap();
     }
     let client = client(&sim);
 
@@ -53,9 +65,11 @@ async fn main() {
     let mut readers = Vec::new();
     for _ in 0..watches {
         let (client, lags) = (client.clone(), lags.clone());
-        let request = http::Request::get(format!("/api/v1/namespaces/{NS}/pods?watch=true&resourceVersion={rv}&timeoutSeconds=3600"))
-            .body(Vec::new())
-            .unwrap();
+        let request = http::Request::get(format!(
+            "/api/v1/namespaces/{NS}/pods?watch=true&resourceVersion={rv}&timeoutSeconds=3600"
+        ))
+        .body(Vec::new())
+        .unwrap();
         let stream = client.request_stream(request).await.expect("watch opens");
         readers.push(tokio::spawn(async move {
             // Reads raw lines and finds the stamp: the reader must stay cheaper than the server.
@@ -94,7 +108,10 @@ async fn main() {
                 .store
                 .update(NS, &name, |p| {
                     let mut p = p.clone();
-                    p.metadata.annotations.get_or_insert_with(Default::default).insert("bench/sent".into(), stamp);
+                    p.metadata
+                        .annotations
+                        .get_or_insert_with(Default::default)
+                        .insert("bench/sent".into(), stamp);
                     Ok(p)
                 })
                 .unwrap();
@@ -104,7 +121,10 @@ async fn main() {
     let drive_time = started.elapsed();
     let mut delivered = 0;
     for reader in readers {
-        delivered += tokio::time::timeout(Duration::from_secs(30), reader).await.map(|r| r.unwrap_or(0)).unwrap_or(0);
+        delivered += tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .map(|r| r.unwrap_or(0))
+            .unwrap_or(0);
     }
     let cpu = cpu_time() - cpu_before;
     let wall = started.elapsed();
@@ -112,15 +132,27 @@ async fn main() {
     let stats = sim.shared().stats.snapshot();
     println!("sim_scale: {pods} pods, {watches} watches, {changes} changes at {rate}/s");
     println!("  initial paged list of {pods} pods (limit 500): {}", fmt(list_time));
-    println!("  changes driven in {:.2} s ({:.0}/s)", drive_time.as_secs_f64(), changes as f64 / drive_time.as_secs_f64());
-    println!("  events delivered: {delivered} of {} ({:.1}%)", changes * watches, 100.0 * delivered as f64 / (changes * watches) as f64);
+    println!(
+        "  changes driven in {:.2} s ({:.0}/s)",
+        drive_time.as_secs_f64(),
+        changes as f64 / drive_time.as_secs_f64()
+    );
+    println!(
+        "  events delivered: {delivered} of {} ({:.1}%)",
+        changes * watches,
+        100.0 * delivered as f64 / (changes * watches) as f64
+    );
     println!(
         "  change -> watch lag: p50 {} p99 {} max {}",
         fmt(percentile(&mut lags, 50.0)),
         fmt(percentile(&mut lags, 99.0)),
         fmt(percentile(&mut lags, 100.0))
     );
-    println!("  CPU (server + readers): {:.0}% of one core; bytes sent {} MB", 100.0 * cpu.as_secs_f64() / wall.as_secs_f64(), stats.bytes_sent / 1_000_000);
+    println!(
+        "  CPU (server + readers): {:.0}% of one core; bytes sent {} MB",
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        stats.bytes_sent / 1_000_000
+    );
 }
 
 fn client(sim: &Simulator) -> kube::Client {

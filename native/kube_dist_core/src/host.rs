@@ -77,16 +77,26 @@ pub fn parse(host: &str, cluster_domain: &str) -> Host {
         [name] if !qualified => Host::Name(own(name)),
         [a, b] if !qualified => Host::NameDotNamespace(own(a), own(b)),
         [first, namespace, "pod"] => match dashed_ip(first) {
-            Some(ip) => Host::DashedIp { ip, namespace: own(namespace) },
-            None if !qualified => Host::Pod { name: own(first), namespace: own(namespace) },
+            Some(ip) => Host::DashedIp {
+                ip,
+                namespace: own(namespace),
+            },
+            None if !qualified => Host::Pod {
+                name: own(first),
+                namespace: own(namespace),
+            },
             None => Host::Other,
         },
-        [hostname, subdomain, namespace, "svc"] => {
-            Host::Hostname { hostname: own(hostname), subdomain: own(subdomain), namespace: own(namespace) }
-        }
-        [hostname, subdomain, namespace] if !qualified => {
-            Host::Hostname { hostname: own(hostname), subdomain: own(subdomain), namespace: own(namespace) }
-        }
+        [hostname, subdomain, namespace, "svc"] => Host::Hostname {
+            hostname: own(hostname),
+            subdomain: own(subdomain),
+            namespace: own(namespace),
+        },
+        [hostname, subdomain, namespace] if !qualified => Host::Hostname {
+            hostname: own(hostname),
+            subdomain: own(subdomain),
+            namespace: own(namespace),
+        },
         _ => Host::Other,
     }
 }
@@ -95,7 +105,9 @@ pub fn parse(host: &str, cluster_domain: &str) -> Host {
 fn is_label(label: &str) -> bool {
     let bytes = label.as_bytes();
     (1..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -135,16 +147,35 @@ mod tests {
         assert_eq!(parse("10.42.2.46", DOMAIN), Host::Ip("10.42.2.46".parse().unwrap()));
         assert_eq!(parse("fd00::1", DOMAIN), Host::Ip("fd00::1".parse().unwrap()));
         assert_eq!(parse("Web-0", DOMAIN), Host::Name(s("web-0")));
-        assert_eq!(parse("web-0.prod", DOMAIN), Host::NameDotNamespace(s("web-0"), s("prod")));
-        assert_eq!(parse("web-0.prod.pod", DOMAIN), Host::Pod { name: s("web-0"), namespace: s("prod") });
-        let dashed = Host::DashedIp { ip: "10.42.2.46".parse().unwrap(), namespace: s("prod") };
+        assert_eq!(
+            parse("web-0.prod", DOMAIN),
+            Host::NameDotNamespace(s("web-0"), s("prod"))
+        );
+        assert_eq!(
+            parse("web-0.prod.pod", DOMAIN),
+            Host::Pod {
+                name: s("web-0"),
+                namespace: s("prod")
+            }
+        );
+        let dashed = Host::DashedIp {
+            ip: "10.42.2.46".parse().unwrap(),
+            namespace: s("prod"),
+        };
         assert_eq!(parse("10-42-2-46.prod.pod.cluster.local.", DOMAIN), dashed);
         assert_eq!(parse("10-42-2-46.prod.pod", DOMAIN), dashed);
         assert_eq!(
             parse("fd00--1.prod.pod.cluster.local", DOMAIN),
-            Host::DashedIp { ip: "fd00::1".parse().unwrap(), namespace: s("prod") }
+            Host::DashedIp {
+                ip: "fd00::1".parse().unwrap(),
+                namespace: s("prod")
+            }
         );
-        let by_hostname = Host::Hostname { hostname: s("web-0"), subdomain: s("db"), namespace: s("prod") };
+        let by_hostname = Host::Hostname {
+            hostname: s("web-0"),
+            subdomain: s("db"),
+            namespace: s("prod"),
+        };
         assert_eq!(parse("web-0.db.prod.svc.cluster.local", DOMAIN), by_hostname);
         assert_eq!(parse("web-0.db.prod.svc", DOMAIN), by_hostname);
         assert_eq!(parse("web-0.db.prod", DOMAIN), by_hostname);
@@ -153,7 +184,11 @@ mod tests {
     #[test]
     fn other_domains_and_garbage_are_not_pods() {
         assert_eq!(parse("example.com.svc.other.domain", DOMAIN), Host::Other);
-        assert_eq!(parse("web-0.prod.pod.cluster.local", DOMAIN), Host::Other, "only IP pod names are qualified");
+        assert_eq!(
+            parse("web-0.prod.pod.cluster.local", DOMAIN),
+            Host::Other,
+            "only IP pod names are qualified"
+        );
         assert_eq!(parse("", DOMAIN), Host::Other);
         assert_eq!(parse("a..b", DOMAIN), Host::Other);
         assert_eq!(parse("-bad", DOMAIN), Host::Other);
@@ -161,13 +196,22 @@ mod tests {
         assert_eq!(parse(&"a".repeat(64), DOMAIN), Host::Other);
         assert_eq!(parse(&"a.".repeat(200), DOMAIN), Host::Other);
         assert_eq!(parse("a.b.c.d.e", DOMAIN), Host::Other);
-        assert_eq!(parse("cluster.local", DOMAIN), Host::NameDotNamespace("cluster".into(), "local".into()));
+        assert_eq!(
+            parse("cluster.local", DOMAIN),
+            Host::NameDotNamespace("cluster".into(), "local".into())
+        );
     }
 
     #[test]
     fn custom_cluster_domains() {
         let dashed = parse("10-1-2-3.ns.pod.corp.example", "corp.example");
-        assert_eq!(dashed, Host::DashedIp { ip: "10.1.2.3".parse().unwrap(), namespace: "ns".into() });
+        assert_eq!(
+            dashed,
+            Host::DashedIp {
+                ip: "10.1.2.3".parse().unwrap(),
+                namespace: "ns".into()
+            }
+        );
     }
 
     #[test]

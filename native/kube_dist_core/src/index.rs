@@ -133,7 +133,10 @@ impl PodIndex {
         if let (Some(h), Some(s)) = (&pod.hostname, &pod.subdomain) {
             let same = before.is_some_and(|b| b.hostname == pod.hostname && b.subdomain == pod.subdomain);
             if !same {
-                self.by_hostname.entry((h.clone(), s.clone())).or_default().push(k.clone());
+                self.by_hostname
+                    .entry((h.clone(), s.clone()))
+                    .or_default()
+                    .push(k.clone());
             }
         }
         for ip in pod.ips.iter() {
@@ -165,7 +168,10 @@ impl PodIndex {
 
     /// The pod that owns `ip`.
     pub fn owner(&self, ip: &IpAddr) -> Option<&Arc<PodRecord>> {
-        self.ip_holders.get(ip).and_then(|holders| holders.last()).and_then(|k| self.pods.get(k))
+        self.ip_holders
+            .get(ip)
+            .and_then(|holders| holders.last())
+            .and_then(|k| self.pods.get(k))
     }
 
     /// The IP `pod` resolves to: its first IP, while it still owns it.
@@ -196,14 +202,23 @@ impl PodIndex {
                 Some(pod) => vec![pod],
                 None => pods(self.by_hostname.get(&(a.as_str().into(), b.as_str().into()))),
             },
-            Host::Hostname { hostname, subdomain, namespace } => {
+            Host::Hostname {
+                hostname,
+                subdomain,
+                namespace,
+            } => {
                 let key = (hostname.as_str().into(), subdomain.as_str().into());
-                pods(self.by_hostname.get(&key)).into_iter().filter(|p| *p.namespace == **namespace).collect()
+                pods(self.by_hostname.get(&key))
+                    .into_iter()
+                    .filter(|p| *p.namespace == **namespace)
+                    .collect()
             }
             Host::Other => Vec::new(),
         };
-        let mut usable: Vec<(&Arc<PodRecord>, IpAddr)> =
-            candidates.into_iter().filter_map(|p| Some((p, self.resolvable_ip(p)?))).collect();
+        let mut usable: Vec<(&Arc<PodRecord>, IpAddr)> = candidates
+            .into_iter()
+            .filter_map(|p| Some((p, self.resolvable_ip(p)?)))
+            .collect();
         if usable.len() > 1 {
             if let Some(home) = home {
                 let at_home: Vec<_> = usable.iter().filter(|(p, _)| &*p.namespace == home).cloned().collect();
@@ -226,7 +241,11 @@ impl PodIndex {
     /// Bytes the index holds on the heap (records and tables), for the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<Key>() + std::mem::size_of::<Arc<PodRecord>>() + 16;
-        let records: usize = self.pods.values().map(|p| p.heap_bytes() + std::mem::size_of::<PodRecord>()).sum();
+        let records: usize = self
+            .pods
+            .values()
+            .map(|p| p.heap_bytes() + std::mem::size_of::<PodRecord>())
+            .sum();
         let keys = |n: usize| n * (std::mem::size_of::<Key>() + 24);
         records
             + self.pods.capacity() * entry

@@ -140,7 +140,9 @@ impl Watch {
 
     /// A fresh subscriber id, for [`Watch::subscribe_as`].
     pub fn subscriber_id(&self) -> u64 {
-        self.state.next_subscriber.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.state
+            .next_subscriber
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds a subscriber; it hears every event from now on. Returns its id.

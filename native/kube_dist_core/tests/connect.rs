@@ -14,13 +14,20 @@ use kube_sim::{fixtures, Config, Simulator};
 async fn list_names(resolved: connect::Resolved) -> Vec<String> {
     let client = kube::Client::try_from(resolved.config).unwrap();
     let api: kube::Api<Pod> = kube::Api::namespaced(client, "default");
-    api.list(&ListParams::default()).await.unwrap().items.into_iter().map(|p| p.metadata.name.unwrap()).collect()
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| p.metadata.name.unwrap())
+        .collect()
 }
 
 #[tokio::test]
 async fn sources_in_order_and_tls_always_verified() {
     let sim = Simulator::start(Config::default()).await.unwrap();
-    sim.create_pod("default", fixtures::ready_pod("a", "127.0.0.1")).unwrap();
+    sim.create_pod("default", fixtures::ready_pod("a", "127.0.0.1"))
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sa = dir.path().join("sa");
     sim.write_service_account(&sa).unwrap();
@@ -39,7 +46,10 @@ async fn sources_in_order_and_tls_always_verified() {
     // In a pod: the service host and port from the environment, no DNS.
     std::env::set_var("KUBERNETES_SERVICE_HOST", "127.0.0.1");
     std::env::set_var("KUBERNETES_SERVICE_PORT", sim.addr().port().to_string());
-    let in_cluster = ConnectOptions { service_account_dir: Some(sa.clone()), ..Default::default() };
+    let in_cluster = ConnectOptions {
+        service_account_dir: Some(sa.clone()),
+        ..Default::default()
+    };
     let resolved = connect::config(&in_cluster).await.unwrap();
     assert_eq!(resolved.source, Source::InCluster);
     assert_eq!(resolved.default_namespace, "default");
@@ -47,12 +57,18 @@ async fn sources_in_order_and_tls_always_verified() {
     std::env::remove_var("KUBERNETES_SERVICE_HOST");
 
     // Elsewhere: a kubeconfig.
-    let kubeconfig = ConnectOptions { kubeconfig: Some(dir.path().join("kubeconfig")), ..Default::default() };
+    let kubeconfig = ConnectOptions {
+        kubeconfig: Some(dir.path().join("kubeconfig")),
+        ..Default::default()
+    };
     let resolved = connect::config(&kubeconfig).await.unwrap();
     assert_eq!(resolved.source, Source::Kubeconfig);
     assert_eq!(list_names(resolved).await, ["a"]);
 
-    let nothing = ConnectOptions { kubeconfig: Some(dir.path().join("missing")), ..Default::default() };
+    let nothing = ConnectOptions {
+        kubeconfig: Some(dir.path().join("missing")),
+        ..Default::default()
+    };
     let error = connect::config(&nothing).await.err().unwrap();
     assert!(error.contains("no API configuration"), "{error}");
 
@@ -72,10 +88,17 @@ async fn sources_in_order_and_tls_always_verified() {
         field_selector: None,
         cluster_domain: "cluster.local".into(),
     };
-    let watch = Watch::start(connect::client(resolved.config).unwrap(), &spec, &tokio::runtime::Handle::current());
+    let watch = Watch::start(
+        connect::client(resolved.config).unwrap(),
+        &spec,
+        &tokio::runtime::Handle::current(),
+    );
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     watch.subscribe(Box::new(move |event: &WatchEvent| tx.send(event.clone()).is_ok()));
-    let event = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     match event {
         WatchEvent::ApiError(message) => assert!(message.to_lowercase().contains("certificate"), "{message}"),
         other => panic!("expected a TLS failure, got {other:?}"),

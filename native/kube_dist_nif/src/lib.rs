@@ -124,27 +124,33 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
         let owned = OwnedEnv::new();
         let tag = owned.save(tag);
         let id = handle.0.subscriber_id();
-        let subscription = ResourceArc::new(Subscription { watch: handle.0.clone(), id });
+        let subscription = ResourceArc::new(Subscription {
+            watch: handle.0.clone(),
+            id,
+        });
         if subscription.monitor(Some(env), &pid).is_none() {
             return Err("the subscriber process is not alive".into());
         }
-        handle.0.subscribe_as(id, Box::new(move |event: &WatchEvent| {
-            // Owning the subscription here is what keeps the watch alive; the monitor's
-            // `down` removes this closure, and with it the last reference.
-            let _keep = &subscription;
-            // Runs on a tokio thread, never a scheduler, so sending is allowed; a failed
-            // send means the subscriber is dead, and it is dropped.
-            let mut message_env = OwnedEnv::new();
-            message_env
-                .send_and_clear(&pid, |env| {
-                    (
-                        atoms::kube_dist(),
-                        owned.run(|tag_env| tag.load(tag_env).in_env(env)),
-                        encode::event(env, event),
-                    )
-                })
-                .is_ok()
-        }));
+        handle.0.subscribe_as(
+            id,
+            Box::new(move |event: &WatchEvent| {
+                // Owning the subscription here is what keeps the watch alive; the monitor's
+                // `down` removes this closure, and with it the last reference.
+                let _keep = &subscription;
+                // Runs on a tokio thread, never a scheduler, so sending is allowed; a failed
+                // send means the subscriber is dead, and it is dropped.
+                let mut message_env = OwnedEnv::new();
+                message_env
+                    .send_and_clear(&pid, |env| {
+                        (
+                            atoms::kube_dist(),
+                            owned.run(|tag_env| tag.load(tag_env).in_env(env)),
+                            encode::event(env, event),
+                        )
+                    })
+                    .is_ok()
+            }),
+        );
         Ok(atoms::ok().encode(env))
     })
 }

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use kube_dist_core::{connect, host};
 use kube_dist_core::runtime::runtime;
 use kube_dist_core::watch::{Watch, WatchSpec};
+use kube_dist_core::{connect, host};
 use once_cell::sync::Lazy;
 
 use crate::options::Options;

@@ -56,11 +56,24 @@ fn every_host_form_resolves() {
     ] {
         assert_eq!(found(&index, host), expected, "{host}");
     }
-    assert_eq!(found(&index, "fd00--2e.prod.pod.cluster.local"), Some(("fd00::2e".into(), "web-0".into())));
-    for host in ["web-1", "web-0.staging", "10-42-2-46.staging.pod", "web-0.db.staging.svc", "example.com", "a.b.c.d.e"] {
+    assert_eq!(
+        found(&index, "fd00--2e.prod.pod.cluster.local"),
+        Some(("fd00::2e".into(), "web-0".into()))
+    );
+    for host in [
+        "web-1",
+        "web-0.staging",
+        "10-42-2-46.staging.pod",
+        "web-0.db.staging.svc",
+        "example.com",
+        "a.b.c.d.e",
+    ] {
         assert_eq!(resolve(&index, host), Resolution::NotFound, "{host}");
     }
-    assert_eq!(resolve(&index, "10.9.9.9"), Resolution::Found("10.9.9.9".parse().unwrap(), None));
+    assert_eq!(
+        resolve(&index, "10.9.9.9"),
+        Resolution::Found("10.9.9.9".parse().unwrap(), None)
+    );
 }
 
 #[test]
@@ -68,16 +81,29 @@ fn the_same_name_in_two_namespaces_prefers_home_and_is_otherwise_ambiguous() {
     let mut index = PodIndex::new();
     index.upsert(record("prod", "api-0", &["10.0.0.1"]));
     index.upsert(record("staging", "api-0", &["10.0.0.2"]));
-    assert_eq!(found(&index, "api-0"), Some(("10.0.0.1".into(), "api-0".into())), "home namespace wins");
-    assert_eq!(found(&index, "api-0.staging"), Some(("10.0.0.2".into(), "api-0".into())));
+    assert_eq!(
+        found(&index, "api-0"),
+        Some(("10.0.0.1".into(), "api-0".into())),
+        "home namespace wins"
+    );
+    assert_eq!(
+        found(&index, "api-0.staging"),
+        Some(("10.0.0.2".into(), "api-0".into()))
+    );
     match index.resolve(&parse("api-0", DOMAIN), Some("elsewhere")) {
         Resolution::Ambiguous(pods) => {
-            assert_eq!(pods.iter().map(|p| &*p.namespace).collect::<Vec<_>>(), ["prod", "staging"])
+            assert_eq!(
+                pods.iter().map(|p| &*p.namespace).collect::<Vec<_>>(),
+                ["prod", "staging"]
+            )
         }
         other => panic!("expected ambiguity, got {other:?}"),
     }
     index.remove("staging", "api-0");
-    assert!(matches!(index.resolve(&parse("api-0", DOMAIN), None), Resolution::Found(..)));
+    assert!(matches!(
+        index.resolve(&parse("api-0", DOMAIN), None),
+        Resolution::Found(..)
+    ));
 }
 
 #[test]
@@ -86,17 +112,32 @@ fn a_reused_ip_never_resolves_to_the_old_name() {
     let mut old = record("prod", "old", &["10.0.0.7"]);
     old.terminating = true;
     index.upsert(old.clone());
-    assert_eq!(found(&index, "old"), Some(("10.0.0.7".into(), "old".into())), "terminating pods still resolve");
+    assert_eq!(
+        found(&index, "old"),
+        Some(("10.0.0.7".into(), "old".into())),
+        "terminating pods still resolve"
+    );
     index.upsert(record("prod", "new", &["10.0.0.7"]));
-    assert_eq!(resolve(&index, "old"), Resolution::NotFound, "the IP now belongs to new");
+    assert_eq!(
+        resolve(&index, "old"),
+        Resolution::NotFound,
+        "the IP now belongs to new"
+    );
     assert_eq!(found(&index, "new"), Some(("10.0.0.7".into(), "new".into())));
-    assert_eq!(found(&index, "10-0-0-7.prod.pod"), Some(("10.0.0.7".into(), "new".into())));
+    assert_eq!(
+        found(&index, "10-0-0-7.prod.pod"),
+        Some(("10.0.0.7".into(), "new".into()))
+    );
     // An unrelated update of the old pod does not win its IP back.
     old.ready = false;
     index.upsert(old);
     assert_eq!(resolve(&index, "old"), Resolution::NotFound);
     index.remove("prod", "new");
-    assert_eq!(found(&index, "old"), Some(("10.0.0.7".into(), "old".into())), "ownership falls back");
+    assert_eq!(
+        found(&index, "old"),
+        Some(("10.0.0.7".into(), "old".into())),
+        "ownership falls back"
+    );
     index.remove("prod", "old");
     assert_eq!(resolve(&index, "old"), Resolution::NotFound);
     assert_eq!(resolve(&index, "10-0-0-7.prod.pod"), Resolution::NotFound);
@@ -108,7 +149,10 @@ fn pods_without_ips_do_not_resolve_and_replace_reports_only_differences() {
     index.upsert(record("prod", "pending", &[]));
     assert_eq!(resolve(&index, "pending"), Resolution::NotFound);
     index.upsert(record("prod", "a", &["10.0.0.1"]));
-    let changes = index.replace(Some("prod"), vec![record("prod", "a", &["10.0.0.1"]), record("prod", "b", &["10.0.0.2"])]);
+    let changes = index.replace(
+        Some("prod"),
+        vec![record("prod", "a", &["10.0.0.1"]), record("prod", "b", &["10.0.0.2"])],
+    );
     let kinds: Vec<_> = changes
         .iter()
         .map(|c| match c {
@@ -129,8 +173,17 @@ mod model {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Upsert { ns: usize, name: usize, ips: Vec<usize>, hostname: Option<usize>, terminating: bool },
-        Remove { ns: usize, name: usize },
+        Upsert {
+            ns: usize,
+            name: usize,
+            ips: Vec<usize>,
+            hostname: Option<usize>,
+            terminating: bool,
+        },
+        Remove {
+            ns: usize,
+            name: usize,
+        },
     }
 
     const NAMESPACES: [&str; 2] = ["prod", "staging"];
@@ -154,16 +207,30 @@ mod model {
     impl Model {
         fn apply(&mut self, op: &Op) {
             match op {
-                Op::Upsert { ns, name, ips, hostname, terminating } => {
+                Op::Upsert {
+                    ns,
+                    name,
+                    ips,
+                    hostname,
+                    terminating,
+                } => {
                     let mut ips: Vec<&str> = ips.iter().map(|i| IPS[*i]).collect();
                     let mut seen = Vec::new();
-                    ips.retain(|ip| !seen.contains(ip) && { seen.push(*ip); true });
+                    ips.retain(|ip| {
+                        !seen.contains(ip) && {
+                            seen.push(*ip);
+                            true
+                        }
+                    });
                     let mut rec = record(NAMESPACES[*ns], NAMES[*name], &ips);
                     rec.hostname = hostname.map(|h| ["h0", "h1"][h].into());
                     rec.subdomain = hostname.map(|_| "sub".into());
                     rec.terminating = *terminating;
                     self.clock += 1;
-                    let previous = self.pods.iter().position(|(p, _)| p.namespace == rec.namespace && p.name == rec.name);
+                    let previous = self
+                        .pods
+                        .iter()
+                        .position(|(p, _)| p.namespace == rec.namespace && p.name == rec.name);
                     let mut acquired = previous.map(|i| self.pods.remove(i).1).unwrap_or_default();
                     acquired.retain(|ip, _| rec.ips.contains(ip));
                     for ip in rec.ips.iter() {
@@ -171,12 +238,18 @@ mod model {
                     }
                     self.pods.push((rec, acquired));
                 }
-                Op::Remove { ns, name } => self.pods.retain(|(p, _)| !(&*p.namespace == NAMESPACES[*ns] && &*p.name == NAMES[*name])),
+                Op::Remove { ns, name } => self
+                    .pods
+                    .retain(|(p, _)| !(&*p.namespace == NAMESPACES[*ns] && &*p.name == NAMES[*name])),
             }
         }
 
         fn owner(&self, ip: IpAddr) -> Option<&PodRecord> {
-            self.pods.iter().filter_map(|(p, acq)| acq.get(&ip).map(|t| (t, p))).max_by_key(|(t, _)| **t).map(|(_, p)| p)
+            self.pods
+                .iter()
+                .filter_map(|(p, acq)| acq.get(&ip).map(|t| (t, p)))
+                .max_by_key(|(t, _)| **t)
+                .map(|(_, p)| p)
         }
 
         fn resolve(&self, host: &Host, home: &str) -> Vec<(String, String, IpAddr)> {
@@ -184,20 +257,35 @@ mod model {
             let matching: Vec<&PodRecord> = match host {
                 Host::Name(n) => self.pods.iter().map(|(p, _)| p).filter(|p| &*p.name == n).collect(),
                 Host::NameDotNamespace(a, b) => {
-                    let exact: Vec<_> = self.pods.iter().map(|(p, _)| p).filter(|p| &*p.name == a && &*p.namespace == b).collect();
+                    let exact: Vec<_> = self
+                        .pods
+                        .iter()
+                        .map(|(p, _)| p)
+                        .filter(|p| &*p.name == a && &*p.namespace == b)
+                        .collect();
                     if exact.is_empty() {
-                        self.pods.iter().map(|(p, _)| p).filter(|p| p.hostname.as_deref() == Some(a) && p.subdomain.as_deref() == Some(b)).collect()
+                        self.pods
+                            .iter()
+                            .map(|(p, _)| p)
+                            .filter(|p| p.hostname.as_deref() == Some(a) && p.subdomain.as_deref() == Some(b))
+                            .collect()
                     } else {
                         exact
                     }
                 }
                 Host::DashedIp { ip, namespace } => {
-                    return self.owner(*ip).filter(|p| &*p.namespace == namespace)
-                        .map(|p| vec![(p.namespace.to_string(), p.name.to_string(), *ip)]).unwrap_or_default();
+                    return self
+                        .owner(*ip)
+                        .filter(|p| &*p.namespace == namespace)
+                        .map(|p| vec![(p.namespace.to_string(), p.name.to_string(), *ip)])
+                        .unwrap_or_default();
                 }
                 _ => Vec::new(),
             };
-            let mut usable: Vec<_> = matching.into_iter().filter_map(|p| Some((p.namespace.to_string(), p.name.to_string(), usable(p)?))).collect();
+            let mut usable: Vec<_> = matching
+                .into_iter()
+                .filter_map(|p| Some((p.namespace.to_string(), p.name.to_string(), usable(p)?)))
+                .collect();
             if usable.len() > 1 && usable.iter().filter(|(ns, _, _)| ns == home).count() == 1 {
                 usable.retain(|(ns, _, _)| ns == home);
             }
