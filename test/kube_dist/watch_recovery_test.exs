@@ -100,6 +100,18 @@ defmodule KubeDist.WatchRecoveryTest do
     assert %{last_error: nil} = Watch.health(watch)
   end
 
+  test "a rotated service-account token is picked up without a restart", %{sim: sim} do
+    {watch, tag} = started(sim)
+    fault!(sim, "faults/rotate-token")
+    fault!(sim, "faults/cut-watches")
+    assert {:api_error, message} = next_event(tag, 10_000)
+    assert message =~ "401 Unauthorized"
+
+    create_pod(sim, "default", "after-rotation")
+    assert {:added, "after-rotation"} in drain_until(tag, {:added, "after-rotation"}, 15_000)
+    assert %{last_error: nil} = Watch.health(watch)
+  end
+
   # Messages received so far for `tag`, as {kind, name} (errors keep their text).
   defp drain(tag), do: drain_until(tag, nil, 0)
 

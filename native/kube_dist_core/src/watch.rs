@@ -81,8 +81,9 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Starts watching on `runtime`.
-    pub fn start(client: Client, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
+    /// Starts watching on `runtime`, with clients from `make_client`. A new client is
+    /// made whenever the API answers 401, so a rotated token file is read at once.
+    pub fn start(make_client: impl MakeClient, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
         let state = Arc::new(State {
             cluster_domain: spec.cluster_domain.clone(),
             home: spec.namespaces.first().cloned().flatten(),
@@ -99,18 +100,11 @@ impl Watch {
         if let Some(fields) = &spec.field_selector {
             config = config.fields(fields);
         }
-        let apis = spec
-            .namespaces
-            .iter()
-            .map(|ns| {
-                let api = match ns {
-                    Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
-                    None => Api::<Pod>::all(client.clone()),
-                };
-                (ns.clone(), api)
-            })
-            .collect();
-        let task = runtime.spawn(run(apis, config, state.clone()));
+        let target = Target {
+            namespaces: spec.namespaces.clone(),
+            config,
+        };
+        let task = runtime.spawn(run(make_client, target, state.clone()));
         Watch { state, task }
     }
 
@@ -182,10 +176,39 @@ impl Drop for Watch {
     }
 }
 
-async fn run(apis: Vec<(Option<String>, Api<Pod>)>, config: watcher::Config, state: Arc<State>) {
-    let namespaces = apis.len();
-    let streams = apis.into_iter().map(|(ns, api)| {
-        watcher::watcher(api, config.clone())
+/// Makes kube clients for a watch (called again after a 401).
+pub trait MakeClient: Fn() -> Result<Client, String> + Send + Sync + 'static {}
+impl<F: Fn() -> Result<Client, String> + Send + Sync + 'static> MakeClient for F {}
+
+/// What one watch follows.
+struct Target {
+    namespaces: Vec<Option<String>>,
+    config: watcher::Config,
+}
+
+/// After the API rejects the credentials, wait this long before reading them again.
+const REAUTHENTICATE_AFTER: Duration = Duration::from_secs(1);
+
+async fn run(make_client: impl MakeClient, target: Target, state: Arc<State>) {
+    loop {
+        match make_client() {
+            Ok(client) => follow(client, &target, &state).await,
+            Err(message) => state.failed(0, message),
+        }
+        tokio::time::sleep(REAUTHENTICATE_AFTER).await;
+    }
+}
+
+/// Follows every namespace with one client until the API rejects its credentials.
+async fn follow(client: Client, target: &Target, state: &State) {
+    let namespaces = target.namespaces.len();
+    let streams = target.namespaces.iter().map(|ns| {
+        let api = match ns {
+            Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+            None => Api::<Pod>::all(client.clone()),
+        };
+        let ns = ns.clone();
+        watcher::watcher(api, target.config.clone())
             .default_backoff()
             .map(move |event| (ns.clone(), event))
             .boxed()
@@ -240,16 +263,10 @@ async fn run(apis: Vec<(Option<String>, Api<Pod>)>, config: watcher::Config, sta
             Err(error) if is_expired(&error) => continue,
             Err(error) => {
                 let (kind, message) = describe(&error, ns.as_deref());
-                let mut health = state.health();
-                health.errors += 1;
-                // Once per kind of failure, however often the retries fail.
-                let new = health.last_error.is_none() || health.last_error_kind != kind;
-                health.last_error = Some(message.clone());
-                health.last_error_kind = kind;
-                drop(health);
-                if new {
-                    tracing::warn!("{message}");
-                    state.publish([WatchEvent::ApiError(message)]);
+                state.failed(kind, message);
+                if kind == 401 {
+                    // A fresh client re-reads the token file: a rotated token works at once.
+                    return;
                 }
                 continue;
             }
@@ -266,6 +283,20 @@ impl State {
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a failure; subscribers hear of it once per kind, however often retries fail.
+    fn failed(&self, kind: u16, message: String) {
+        let mut health = self.health();
+        health.errors += 1;
+        let new = health.last_error.is_none() || health.last_error_kind != kind;
+        health.last_error = Some(message.clone());
+        health.last_error_kind = kind;
+        drop(health);
+        if new {
+            tracing::warn!("{message}");
+            self.publish([WatchEvent::ApiError(message)]);
+        }
     }
 
     fn saw(&self, pod: &Pod) {

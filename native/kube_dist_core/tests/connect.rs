@@ -88,8 +88,9 @@ async fn sources_in_order_and_tls_always_verified() {
         field_selector: None,
         cluster_domain: "cluster.local".into(),
     };
+    let config = resolved.config;
     let watch = Watch::start(
-        connect::client(resolved.config).unwrap(),
+        move || connect::client(config.clone()),
         &spec,
         &tokio::runtime::Handle::current(),
     );

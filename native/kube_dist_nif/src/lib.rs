@@ -110,8 +110,9 @@ fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: rustler::Bi
     })
 }
 
-/// `health(handle)`: sync state, resourceVersion, errors and pod count.
-#[rustler::nif]
+/// `health(handle)`: sync state, resourceVersion, errors, pod count and index size
+/// (dirty: sizing the index walks every record).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn health(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     guarded(env, || Ok(encode::health(env, &handle.0.health())))
 }

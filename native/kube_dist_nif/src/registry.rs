@@ -39,8 +39,14 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {
         return Ok(existing);
     }
-    let client = connect::client(resolved.config)?;
-    let watch = Arc::new(Watch::start(client, &spec, runtime().handle()));
+    // Fail fast on a configuration that cannot make a client at all.
+    connect::client(resolved.config.clone())?;
+    let config = resolved.config;
+    let watch = Arc::new(Watch::start(
+        move || connect::client(config.clone()),
+        &spec,
+        runtime().handle(),
+    ));
     watches.insert(key, Arc::downgrade(&watch));
     Ok(watch)
 }
