@@ -23,14 +23,25 @@ defmodule KubeDist.SimCase do
 
   @doc """
   Creates a pod (one container, bound to node-1). Options: `:labels`, `:ip` (then it is
-  Running, and Ready unless `ready: false`), `:hostname`, `:subdomain`, `:grace`.
+  Running, and Ready unless `ready: false`), `:hostname`, `:subdomain`, `:grace`,
+  `:ports` (`[{"dist-app", 4370}]`: named container ports).
   """
   def create_pod(sim, namespace, name, opts \\ []) do
     spec =
       %{
         nodeName: "node-1",
         terminationGracePeriodSeconds: Keyword.get(opts, :grace, 30),
-        containers: [%{name: "app", image: "app:1"}]
+        containers: [
+          %{
+            name: "app",
+            image: "app:1",
+            ports:
+              for(
+                {name, port} <- Keyword.get(opts, :ports, []),
+                do: %{name: name, containerPort: port}
+              )
+          }
+        ]
       }
       |> put_present(:hostname, opts[:hostname])
       |> put_present(:subdomain, opts[:subdomain])

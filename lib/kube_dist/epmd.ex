@@ -1,0 +1,257 @@
+defmodule KubeDist.Epmd do
+  @moduledoc """
+  An `-epmd_module` for Kubernetes: node names keep their pod names (`app@<pod-name>`)
+  and every node can reach them, because the host part of a node name is resolved
+  through KubeDist's pod index instead of DNS.
+
+      # rel/vm.args.eex
+      -epmd_module Elixir.KubeDist.Epmd
+      # OTP 27+: -kernel epmd_module Elixir.KubeDist.Epmd
+
+  It starts with the kernel, before any application and before application config is
+  read, so it is configured by OS environment variables (set them in the pod spec,
+  from the downward API if you like):
+
+  | variable | default | meaning |
+  |---|---|---|
+  | `KUBE_DIST_MODE` | `epmd` | `epmd`: use each pod's epmd; `epmdless`: no epmd, ports come from the pod spec |
+  | `KUBE_DIST_NAMESPACES` | the service account's namespace | comma-separated namespaces to resolve pods in, or `*` |
+  | `KUBE_DIST_LABEL_SELECTOR` | none | only pods matching it resolve |
+  | `KUBE_DIST_CLUSTER_DOMAIN` | from `/etc/resolv.conf`, else `cluster.local` | for qualified names |
+  | `KUBE_DIST_DIST_PORT` | `4370` | epmd-less: the port of a node its pod does not declare |
+  | `KUBE_DIST_SYNC_TIMEOUT_MS` | `5000` | how long the first lookup waits for the pod list |
+  | `KUBE_DIST_API_URL`, `KUBE_DIST_CA_FILE`, `KUBE_DIST_TOKEN_FILE`, `KUBE_DIST_SERVICE_ACCOUNT_DIR`, `KUBE_DIST_KUBECONFIG` | in-cluster | where the API is (see `KubeDist.Watch`) |
+
+  ## Resolution
+
+  `address_please/3` answers from the index for any host form a pod has (`web-0`,
+  `web-0.prod`, `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local`,
+  ...). A host that is not a pod falls through to the stock resolver (`/etc/hosts`,
+  DNS), so non-Kubernetes peers and the node's own name keep working. The first lookup
+  waits, bounded by `KUBE_DIST_SYNC_TIMEOUT_MS`, for the initial pod list.
+
+  ## epmd-less mode
+
+  With `KUBE_DIST_MODE=epmdless` (and `-start_epmd false`), a pod declares its nodes as
+  named container ports: a port named `dist-<basename>` is the distribution port of
+  node `<basename>@<pod>`; a port named `dist` serves any basename. A node its pod does
+  not declare listens on `KUBE_DIST_DIST_PORT`. Several BEAM containers in one pod then
+  simply declare different ports, and no epmd is contended for.
+  """
+
+  @default_port 4370
+  @default_sync_timeout 5_000
+  # The distribution protocol version OTP 23+ speaks; returned with the port so the
+  # dist module skips port_please/2 (epmd-less mode).
+  @dist_version 6
+
+  @typedoc "`:epmd` or `:epmdless`."
+  @type mode :: :epmd | :epmdless
+
+  ## The erl_epmd callback contract
+
+  @doc false
+  @spec start_link() :: {:ok, pid()} | :ignore | {:error, term()}
+  def start_link do
+    start_watch()
+
+    case mode() do
+      :epmd -> :erl_epmd.start_link()
+      :epmdless -> :ignore
+    end
+  end
+
+  @doc false
+  def register_node(name, port), do: register_node(name, port, :inet)
+
+  @doc false
+  def register_node(name, port, family) do
+    case mode() do
+      :epmd -> :erl_epmd.register_node(name, port, family)
+      # No epmd to hand out a creation: -1 asks the VM for a random one.
+      :epmdless -> {:ok, -1}
+    end
+  end
+
+  @doc false
+  def listen_port_please(name, host) do
+    case mode() do
+      :epmd -> :erl_epmd.listen_port_please(name, host)
+      :epmdless -> {:ok, own_port(name, host)}
+    end
+  end
+
+  @doc false
+  def address_please(name, host, family) do
+    case {lookup(host), mode()} do
+      {{:ok, ip, _pod}, :epmd} -> {:ok, ip}
+      {{:ok, ip, pod}, :epmdless} -> {:ok, ip, port_for(pod, name), @dist_version}
+      {_, :epmd} -> :erl_epmd.address_please(name, host, family)
+      {_, :epmdless} -> stock_address(name, host, family)
+    end
+  end
+
+  @doc false
+  def port_please(name, ip), do: port_please(name, ip, :infinity)
+
+  @doc false
+  def port_please(name, ip, timeout) do
+    case mode() do
+      :epmd ->
+        :erl_epmd.port_please(name, ip, timeout)
+
+      :epmdless ->
+        pod = with({:ok, _, pod} <- lookup(ip), do: pod, else: (_ -> nil))
+        {:port, port_for(pod, name), @dist_version}
+    end
+  end
+
+  @doc false
+  def names(host) do
+    case {mode(), lookup(host)} do
+      {:epmd, {:ok, ip, _}} -> :erl_epmd.names(ip)
+      {:epmd, _} -> :erl_epmd.names(host)
+      {:epmdless, {:ok, _, pod}} when pod != nil -> {:ok, declared_nodes(pod)}
+      {:epmdless, _} -> {:error, :address}
+    end
+  end
+
+  ## Public helpers
+
+  @doc """
+  The nodes a pod declares for epmd-less mode, as `{basename, port}` with charlist
+  basenames (as `names/1` returns them). A port named `dist` is listed as `~c"*"`.
+  """
+  @spec declared_nodes(KubeDist.Watch.pod()) :: [{charlist(), :inet.port_number()}]
+  def declared_nodes(%{ports: ports}) do
+    for %{name: name, port: port} <- ports,
+        basename = declared_basename(name),
+        do: {basename, port}
+  end
+
+  @doc "The mode in force, from `KUBE_DIST_MODE`."
+  @spec mode() :: mode()
+  def mode do
+    case System.get_env("KUBE_DIST_MODE", "epmd") do
+      "epmdless" -> :epmdless
+      _ -> :epmd
+    end
+  end
+
+  @doc "The watch the epmd module resolves through, once started."
+  @spec watch() :: KubeDist.Watch.t() | nil
+  def watch, do: :persistent_term.get({__MODULE__, :watch}, nil)
+
+  ## Internals
+
+  defp declared_basename("dist-" <> basename) when basename != "",
+    do: String.to_charlist(basename)
+
+  defp declared_basename("dist"), do: ~c"*"
+  defp declared_basename(_), do: nil
+
+  defp port_for(nil, _name), do: default_port()
+
+  defp port_for(pod, name) do
+    declared = declared_nodes(pod)
+    name = to_charlist(name)
+
+    case List.keyfind(declared, name, 0) || List.keyfind(declared, ~c"*", 0) do
+      {_, port} -> port
+      nil -> default_port()
+    end
+  end
+
+  # Our own listen port: what our pod declares for our name, found by our host name.
+  defp own_port(name, host) do
+    case lookup(host) do
+      {:ok, _ip, pod} -> port_for(pod, name)
+      _ -> default_port()
+    end
+  end
+
+  defp stock_address(name, host, family) do
+    case :inet.getaddr(to_charlist(host), family) do
+      {:ok, ip} -> {:ok, ip, port_for(nil, name), @dist_version}
+      {:error, _} = error -> error
+    end
+  end
+
+  defp lookup(host) do
+    with %KubeDist.Watch{} = watch <- watch(),
+         :ok <- await_sync(watch),
+         {:ok, ip, pod} <- KubeDist.Watch.lookup(watch, host_string(host)) do
+      {:ok, ip, pod}
+    else
+      _ -> :error
+    end
+  end
+
+  defp host_string(ip) when is_tuple(ip), do: ip |> :inet.ntoa() |> List.to_string()
+  defp host_string(host), do: to_string(host)
+
+  # Only the first caller waits; later ones find the watch synced or give up at once.
+  defp await_sync(watch) do
+    case :persistent_term.get({__MODULE__, :synced}, false) do
+      true ->
+        :ok
+
+      false ->
+        if KubeDist.Watch.await_synced(watch, sync_timeout()) do
+          :persistent_term.put({__MODULE__, :synced}, true)
+        end
+
+        :ok
+    end
+  end
+
+  defp start_watch do
+    if watch() == nil do
+      case KubeDist.Watch.start(watch_options()) do
+        {:ok, watch} ->
+          :persistent_term.put({__MODULE__, :watch}, watch)
+
+        {:error, reason} ->
+          # Never standard_error at boot (it stops the kernel); the VM's own console is safe.
+          :erlang.display_string(
+            ~c"KubeDist.Epmd: cannot watch pods, falling back to DNS: #{reason}\n"
+          )
+      end
+    end
+
+    :ok
+  end
+
+  defp watch_options do
+    env = fn name -> System.get_env(name) end
+
+    namespaces =
+      case env.("KUBE_DIST_NAMESPACES") do
+        nil -> nil
+        "*" -> :all
+        list -> list |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
+      end
+
+    [
+      namespaces: namespaces,
+      label_selector: env.("KUBE_DIST_LABEL_SELECTOR"),
+      cluster_domain: env.("KUBE_DIST_CLUSTER_DOMAIN"),
+      api_url: env.("KUBE_DIST_API_URL"),
+      ca_file: env.("KUBE_DIST_CA_FILE"),
+      token_file: env.("KUBE_DIST_TOKEN_FILE"),
+      service_account_dir: env.("KUBE_DIST_SERVICE_ACCOUNT_DIR"),
+      kubeconfig: env.("KUBE_DIST_KUBECONFIG")
+    ]
+    |> Enum.reject(fn {_, value} -> is_nil(value) end)
+  end
+
+  defp default_port, do: env_integer("KUBE_DIST_DIST_PORT", @default_port)
+  defp sync_timeout, do: env_integer("KUBE_DIST_SYNC_TIMEOUT_MS", @default_sync_timeout)
+
+  defp env_integer(name, default) do
+    case Integer.parse(System.get_env(name, "")) do
+      {value, ""} when value >= 0 -> value
+      _ -> default
+    end
+  end
+end

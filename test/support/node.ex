@@ -1,0 +1,106 @@
+defmodule KubeDist.Test.Node do
+  @moduledoc """
+  A real BEAM node for multi-pod tests: an OS process started with
+  `-sname <basename>@<pod>`, `-epmd_module Elixir.KubeDist.Epmd`, listening on its
+  pod's IP, and configured through the same environment variables a pod would use.
+  `eval/2` runs Elixir code in it.
+
+      node = Node.start!(sim, "app", "pod-a", ip: "127.0.1.1", mode: :epmdless)
+      {:ok, true} = Node.eval(node, ~s(Node.connect(:"app@pod-b")))
+  """
+
+  alias KubeDist.Simulator
+
+  defstruct [:port, :name, :os_pid]
+
+  @cookie "kube_dist_test"
+
+  @doc """
+  Starts a node. Options: `:ip` (the pod IP it listens on, required), `:mode`
+  (`:epmd` or `:epmdless`), `:epmd_port` (epmd mode: the test's own epmd), `:env`
+  (extra environment), `:namespaces`.
+  """
+  def start!(%Simulator{} = sim, basename, pod, opts) do
+    ip = Keyword.fetch!(opts, :ip)
+    mode = Keyword.get(opts, :mode, :epmdless)
+    {:ok, tuple} = :inet.parse_address(String.to_charlist(ip))
+
+    args =
+      [
+        "-sname",
+        "#{basename}@#{pod}",
+        "-setcookie",
+        @cookie,
+        "-noshell",
+        "-epmd_module",
+        "Elixir.KubeDist.Epmd",
+        "-kernel",
+        "inet_dist_use_interface",
+        inspect(tuple),
+        "-pa",
+        Path.join(:code.lib_dir(:elixir), "ebin"),
+        "-pa",
+        Path.join(:code.lib_dir(:logger), "ebin"),
+        "-pa",
+        :code.lib_dir(:kube_dist) |> Path.join("ebin"),
+        "-eval",
+        "'Elixir.KubeDist.Test.NodeRepl':start()."
+      ] ++ if(mode == :epmdless, do: ["-start_epmd", "false"], else: [])
+
+    env =
+      [
+        {"KUBE_DIST_MODE", Atom.to_string(mode)},
+        {"KUBE_DIST_API_URL", sim.url},
+        {"KUBE_DIST_CA_FILE", Path.join(sim.dir, "ca.crt")},
+        {"KUBE_DIST_TOKEN_FILE", Path.join(sim.dir, "serviceaccount/token")},
+        {"KUBE_DIST_NAMESPACES", Keyword.get(opts, :namespaces, "default")},
+        {"ERL_EPMD_PORT", to_string(Keyword.get(opts, :epmd_port, 4369))}
+      ] ++ Keyword.get(opts, :env, [])
+
+    port =
+      Port.open({:spawn_executable, System.find_executable("erl")}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 1_000_000},
+        args: args,
+        env: Enum.map(env, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    node = %__MODULE__{port: port, name: :"#{basename}@#{pod}", os_pid: os_pid}
+    # The REPL answers once the node is up (distribution included).
+    {:ok, name} = eval(node, "Node.self()", 30_000)
+    ^name = node.name
+    node
+  end
+
+  @doc "Evaluates Elixir `code` in the node; `{:ok, value}` or `{:error, {kind, reason}}`."
+  def eval(%__MODULE__{port: port}, code, timeout \\ 15_000) do
+    Port.command(port, [String.replace(code, "\n", " "), "\n"])
+    await_answer(port, timeout)
+  end
+
+  defp await_answer(port, timeout) do
+    receive do
+      {^port, {:data, {:eol, "KDREPL " <> answer}}} ->
+        answer |> Base.decode64!() |> :erlang.binary_to_term()
+
+      {^port, {:data, _other_output}} ->
+        await_answer(port, timeout)
+
+      {^port, {:exit_status, status}} ->
+        {:error, {:node_exited, status}}
+    after
+      timeout -> {:error, :timeout}
+    end
+  end
+
+  @doc "Stops the node (closing its standard input ends the REPL and the VM)."
+  def stop(%__MODULE__{port: port, os_pid: os_pid}) do
+    if Port.info(port), do: Port.close(port)
+    # Make sure: a node stuck in boot would not read its standard input.
+    System.cmd("kill", ["-9", to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+end
