@@ -29,7 +29,9 @@ defmodule KubeDist.Simulator do
   Options: `:pods` (seed this many ready pods named `pod-N` with loopback IPs),
   `:namespace` (for seeded pods and the service account, default `"default"`),
   `:san` (extra names or IPs for its certificate), `:history` (changes kept before
-  watches get 410), `:bookmark_ms`, `:listen` (`"ip:port"`), `:dir` (where it writes
+  watches get 410), `:bookmark_ms`, `:listen` (`"ip:port"`), `:netns` (a network
+  namespace to serve the API in; the control port stays on this host's loopback),
+  `:dir` (where it writes
   `ca.crt`, `token`, `kubeconfig`, `serviceaccount/`; default a fresh temporary dir).
   """
   @spec start(keyword()) :: {:ok, t()} | {:error, term()}
@@ -44,6 +46,7 @@ defmodule KubeDist.Simulator do
         flag(opts, :history, "--history") ++
         flag(opts, :bookmark_ms, "--bookmark-ms") ++
         flag(opts, :listen, "--listen") ++
+        flag(opts, :netns, "--netns") ++
         Enum.flat_map(List.wrap(opts[:san]), &["--san", &1])
 
     port =

@@ -18,7 +18,9 @@ defmodule KubeDist.Test.Node do
   @doc """
   Starts a node. Options: `:ip` (the pod IP it listens on, required), `:mode`
   (`:epmd` or `:epmdless`), `:epmd_port` (epmd mode: the test's own epmd), `:env`
-  (extra environment), `:namespaces`.
+  (extra environment), `:namespaces`, `:netns` (run inside that network namespace),
+  `:api_url` (how the node reaches the simulator), `:name_flag` (`"-sname"` or `"-name"`),
+  `:host` (the host part, default the pod name), `:extra_args`.
   """
   def start!(%Simulator{} = sim, basename, pod, opts) do
     ip = Keyword.fetch!(opts, :ip)
@@ -27,8 +29,8 @@ defmodule KubeDist.Test.Node do
 
     args =
       [
-        "-sname",
-        "#{basename}@#{pod}",
+        Keyword.get(opts, :name_flag, "-sname"),
+        "#{basename}@#{Keyword.get(opts, :host, pod)}",
         "-setcookie",
         @cookie,
         "-noshell",
@@ -45,20 +47,33 @@ defmodule KubeDist.Test.Node do
         :code.lib_dir(:kube_dist) |> Path.join("ebin"),
         "-eval",
         "'Elixir.KubeDist.Test.NodeRepl':start()."
-      ] ++ if(mode == :epmdless, do: ["-start_epmd", "false"], else: [])
+      ] ++
+        if(mode == :epmdless, do: ["-start_epmd", "false"], else: []) ++
+        Keyword.get(opts, :extra_args, [])
 
     env =
       [
         {"KUBE_DIST_MODE", Atom.to_string(mode)},
-        {"KUBE_DIST_API_URL", sim.url},
+        {"KUBE_DIST_API_URL", Keyword.get(opts, :api_url, sim.url)},
         {"KUBE_DIST_CA_FILE", Path.join(sim.dir, "ca.crt")},
         {"KUBE_DIST_TOKEN_FILE", Path.join(sim.dir, "serviceaccount/token")},
         {"KUBE_DIST_NAMESPACES", Keyword.get(opts, :namespaces, "default")},
         {"ERL_EPMD_PORT", to_string(Keyword.get(opts, :epmd_port, 4369))}
       ] ++ Keyword.get(opts, :env, [])
 
+    # Inside a pod's network namespace when one is given.
+    {executable, args} =
+      case opts[:netns] do
+        nil ->
+          {System.find_executable("erl"), args}
+
+        ns ->
+          {System.find_executable("ip"),
+           ["netns", "exec", ns, System.find_executable("erl") | args]}
+      end
+
     port =
-      Port.open({:spawn_executable, System.find_executable("erl")}, [
+      Port.open({:spawn_executable, executable}, [
         :binary,
         :exit_status,
         :stderr_to_stdout,
@@ -68,11 +83,18 @@ defmodule KubeDist.Test.Node do
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    node = %__MODULE__{port: port, name: :"#{basename}@#{pod}", os_pid: os_pid}
+
+    node = %__MODULE__{
+      port: port,
+      name: :"#{basename}@#{Keyword.get(opts, :host, pod)}",
+      os_pid: os_pid
+    }
+
     # The REPL answers once the node is up (distribution included).
-    {:ok, name} = eval(node, "Node.self()", 30_000)
-    ^name = node.name
-    node
+    case eval(node, "Node.self()", 30_000) do
+      {:ok, name} when name == node.name -> node
+      other -> raise "node #{node.name} did not come up: #{inspect(other)}"
+    end
   end
 
   @doc "Evaluates Elixir `code` in the node; `{:ok, value}` or `{:error, {kind, reason}}`."

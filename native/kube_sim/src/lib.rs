@@ -14,6 +14,7 @@ pub mod auth;
 pub mod control;
 pub mod faults;
 pub mod fixtures;
+pub mod netns;
 pub mod patch;
 pub mod selector;
 pub mod status;
@@ -143,6 +144,13 @@ pub struct Simulator {
 impl Simulator {
     /// Starts the listeners on the current tokio runtime.
     pub async fn start(config: Config) -> io::Result<Simulator> {
+        let api = std::net::TcpListener::bind(config.listen)?;
+        Self::start_on(api, config).await
+    }
+
+    /// Starts with an API listener bound by the caller (in another network namespace, say:
+    /// see [`netns::bind`]). `config.listen` is ignored.
+    pub async fn start_on(api: std::net::TcpListener, config: Config) -> io::Result<Simulator> {
         let ca = CertAuthority::new("kube-sim-ca").map_err(io::Error::other)?;
         let mut sans = vec![
             "localhost".to_string(),
@@ -161,7 +169,8 @@ impl Simulator {
             config: config.clone(),
             service_account_dir: Mutex::new(None),
         });
-        let listener = TcpListener::bind(config.listen).await?;
+        api.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(api)?;
         let addr = listener.local_addr()?;
         tokio::spawn(serve(listener, Some(acceptor), shared.clone(), Listener::Api));
         let control_addr = match config.control {

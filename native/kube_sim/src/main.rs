@@ -9,28 +9,32 @@ use kube_sim::{fixtures, Config, Simulator};
 use tokio::io::AsyncReadExt;
 
 const USAGE: &str = "usage: kube_sim serve [--listen ADDR] [--control ADDR] [--dir DIR] [--pods N] \
-[--namespace NS] [--san NAME_OR_IP]... [--history N] [--bookmark-ms MS]
+[--namespace NS] [--san NAME_OR_IP]... [--history N] [--bookmark-ms MS] [--netns NAME]
+       kube_sim certs --dir DIR --san NAME...
 
 Starts the Kubernetes API simulator. Prints one JSON line with its URL, control URL and the
 files it wrote to DIR (ca.crt, token, admin-token, kubeconfig for the admin, kubeconfig-sa,
-serviceaccount/), then serves until standard input closes or it is sent SIGTERM.";
+serviceaccount/), then serves until standard input closes or it is sent SIGTERM. With --netns,
+the API listens inside that network namespace (the control port stays here).
+
+`certs` writes a fresh CA (ca.pem) and, for each --san, NAME.pem and NAME-key.pem signed by it.";
 
 struct Args {
     config: Config,
+    netns: Option<String>,
     dir: Option<PathBuf>,
     pods: usize,
     namespace: String,
 }
 
+/// Parses the options of `serve`.
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    if args.next().as_deref() != Some("serve") {
-        return Err(USAGE.into());
-    }
     let mut parsed = Args {
         config: Config {
             control: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Config::default()
         },
+        netns: None,
         dir: None,
         pods: 0,
         namespace: "default".into(),
@@ -42,6 +46,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--listen" => parsed.config.listen = value()?.parse().map_err(|e| bad(&e))?,
             "--control" => parsed.config.control = Some(value()?.parse().map_err(|e| bad(&e))?),
             "--dir" => parsed.dir = Some(value()?.into()),
+            "--netns" => parsed.netns = Some(value()?),
             "--pods" => parsed.pods = value()?.parse().map_err(|e| bad(&e))?,
             "--namespace" => parsed.namespace = value()?,
             "--san" => parsed.config.extra_sans.push(value()?),
@@ -56,23 +61,50 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(parsed)
 }
 
-#[tokio::main]
-async fn main() {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
+/// `kube_sim certs`: a CA and leaf certificates, e.g. for TLS distribution tests.
+fn certs(mut args: impl Iterator<Item = String>) -> Result<(), String> {
+    let (mut dir, mut sans) = (None, Vec::new());
+    while let Some(flag) = args.next() {
+        match (flag.as_str(), args.next()) {
+            ("--dir", Some(d)) => dir = Some(PathBuf::from(d)),
+            ("--san", Some(s)) => sans.push(s),
+            _ => return Err(USAGE.into()),
         }
+    }
+    let dir = dir.ok_or(USAGE)?;
+    let ca = kube_sim::tls::CertAuthority::new("kube-sim-test-ca").map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let write = |name: String, contents: &str| std::fs::write(dir.join(name), contents).map_err(|e| e.to_string());
+    write("ca.pem".into(), ca.cert_pem())?;
+    for san in sans {
+        let cert = ca.issue(std::slice::from_ref(&san)).map_err(|e| e.to_string())?;
+        write(format!("{san}.pem"), &cert.cert_pem)?;
+        write(format!("{san}-key.pem"), &cert.key_pem)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let outcome = match args.next().as_deref() {
+        Some("serve") => parse(args).and_then(|args| {
+            let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+            runtime.block_on(run(args)).map_err(|e| format!("kube_sim: {e}"))
+        }),
+        Some("certs") => certs(args),
+        _ => Err(USAGE.into()),
     };
-    if let Err(e) = run(args).await {
-        eprintln!("kube_sim: {e}");
-        std::process::exit(1);
+    if let Err(message) = outcome {
+        eprintln!("{message}");
+        std::process::exit(2);
     }
 }
 
 async fn run(args: Args) -> std::io::Result<()> {
-    let sim = Simulator::start(args.config).await?;
+    let sim = match &args.netns {
+        Some(netns) => Simulator::start_on(kube_sim::netns::bind(netns, args.config.listen)?, args.config).await?,
+        None => Simulator::start(args.config).await?,
+    };
     for i in 0..args.pods {
         // Loopback addresses: seeded pods are data only, and anything that tries to
         // reach one stays on this machine.

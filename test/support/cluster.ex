@@ -1,0 +1,202 @@
+defmodule KubeDist.Test.Cluster do
+  @moduledoc """
+  A simulated Kubernetes cluster on this machine, for multi-pod tests with real BEAM
+  nodes (needs root, for network namespaces).
+
+  Every pod is a Linux network namespace with its own address in 198.51.100.0/24 (a
+  range that exists only inside these namespaces), loopback up and, in epmd mode, its
+  own epmd. A hub namespace holds the bridge and the API simulator. Nothing in the
+  host's own network configuration changes. Each pod also exists as a Pod object,
+  Running and Ready, so KubeDist resolves its name.
+
+      cluster = Cluster.start!(mode: :epmd)
+      Cluster.add_pod!(cluster, "pod-a")
+      Cluster.add_pod!(cluster, "pod-b")
+      a = Cluster.start_node!(cluster, "app", "pod-a")
+      b = Cluster.start_node!(cluster, "app", "pod-b")
+      {:ok, true} = Node.eval(a, ~s(Node.connect(:"app@pod-b")))
+
+  `start!/1` registers cleanup with `ExUnit.Callbacks.on_exit/1`.
+  """
+
+  import ExUnit.Callbacks, only: [on_exit: 1]
+
+  alias KubeDist.{Simulator, Test.Node}
+
+  defstruct [:id, :sim, :mode, :agent]
+
+  @subnet "198.51.100"
+  @api_ip "198.51.100.254"
+
+  @doc "Creates the hub namespace and starts the simulator in it. Options: `:mode` (`:epmd` or `:epmdless`)."
+  def start!(opts \\ []) do
+    id = "kd#{rem(System.unique_integer([:positive]), 100_000)}"
+
+    {:ok, agent} =
+      Agent.start(fn -> %{pods: %{}, epmds: %{}, sims: [], nodes: [], next_ip: 1} end)
+
+    cluster = %__MODULE__{id: id, mode: Keyword.get(opts, :mode, :epmd), agent: agent}
+    on_exit(fn -> stop(cluster) end)
+
+    hub = hub(cluster)
+    ip!(["netns", "add", hub])
+    ip!(["-n", hub, "link", "set", "lo", "up"])
+    ip!(["-n", hub, "link", "add", "br0", "type", "bridge"])
+    ip!(["-n", hub, "addr", "add", "#{@api_ip}/24", "dev", "br0"])
+    ip!(["-n", hub, "link", "set", "br0", "up"])
+
+    {:ok, sim} = Simulator.start(netns: hub, listen: "#{@api_ip}:6443", san: @api_ip)
+    Agent.update(agent, &Map.update!(&1, :sims, fn sims -> [sim | sims] end))
+    %{cluster | sim: sim}
+  end
+
+  @doc """
+  Adds a pod: a namespace with the next free address, and a Ready Pod object for it.
+  Options: `:labels`, `:ports` (`[{"dist-api", 4371}]`), `:ip` (reuse a given address).
+  In epmd mode the pod gets its own epmd. Returns the pod's IP.
+  """
+  def add_pod!(cluster, name, opts \\ []) do
+    ip = Keyword.get_lazy(opts, :ip, fn -> next_ip(cluster) end)
+    ns = netns(cluster, name)
+    veth = "#{cluster.id}v#{System.unique_integer([:positive]) |> rem(1000)}"
+    ip!(["netns", "add", ns])
+    ip!(["-n", ns, "link", "set", "lo", "up"])
+
+    ip!([
+      "-n",
+      hub(cluster),
+      "link",
+      "add",
+      veth,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth0",
+      "netns",
+      ns
+    ])
+
+    ip!(["-n", hub(cluster), "link", "set", veth, "master", "br0", "up"])
+    ip!(["-n", ns, "addr", "add", "#{ip}/24", "dev", "eth0"])
+    ip!(["-n", ns, "link", "set", "eth0", "up"])
+    track(cluster, :pods, name, %{ns: ns, ip: ip})
+
+    # A reused IP has a new MAC address: like a CNI plugin, make the neighbours forget the old one.
+    if opts[:ip] do
+      for {_, %{ns: other}} <- Agent.get(cluster.agent, & &1.pods), other != ns do
+        ip!(["-n", other, "neigh", "flush", "all"])
+      end
+    end
+
+    if cluster.mode == :epmd do
+      epmd =
+        Port.open({:spawn_executable, ip_path()}, [
+          :binary,
+          args: ["netns", "exec", ns, System.find_executable("epmd")]
+        ])
+
+      {:os_pid, pid} = Port.info(epmd, :os_pid)
+      track(cluster, :epmds, name, pid)
+
+      wait_for_epmd(ns)
+    end
+
+    KubeDist.SimCase.create_pod(cluster.sim, "default", name, Keyword.merge(opts, ip: ip))
+    ip
+  end
+
+  @doc "Starts node `basename@pod` inside the pod's namespace. Options as `KubeDist.Test.Node.start!/4`."
+  def start_node!(cluster, basename, pod, opts \\ []) do
+    %{ns: ns, ip: ip} = Agent.get(cluster.agent, & &1.pods[pod])
+
+    node =
+      Node.start!(
+        cluster.sim,
+        basename,
+        pod,
+        Keyword.merge(
+          [ip: ip, mode: cluster.mode, netns: ns, api_url: "https://#{@api_ip}:6443"],
+          opts
+        )
+      )
+
+    Agent.update(cluster.agent, &Map.update!(&1, :nodes, fn nodes -> [node | nodes] end))
+    node
+  end
+
+  @doc "Deletes the Pod object at once (the namespace and its nodes stay, as a dying pod's would)."
+  def delete_pod!(cluster, name) do
+    KubeDist.SimCase.delete_pod(cluster.sim, "default", name)
+  end
+
+  @doc "Removes a pod's namespace (after its nodes were stopped)."
+  def remove_netns!(cluster, name) do
+    # A namespace lives on while a process is in it: its epmd goes first.
+    if pid = Agent.get(cluster.agent, & &1.epmds[name]), do: kill(pid)
+    ip(["netns", "del", netns(cluster, name)])
+    Agent.update(cluster.agent, &update_in(&1, [:pods], fn pods -> Map.delete(pods, name) end))
+  end
+
+  @doc "Runs a command inside a pod's network namespace; returns `{output, exit_status}`."
+  def in_pod(cluster, pod, [command | args]) do
+    ip(["netns", "exec", netns(cluster, pod), command | args])
+  end
+
+  @doc "Tears everything down: nodes, epmds, the simulator, every namespace."
+  def stop(cluster) do
+    if Process.alive?(cluster.agent) do
+      state = Agent.get(cluster.agent, & &1)
+      Enum.each(state.nodes, &Node.stop/1)
+
+      Enum.each(state.epmds, fn {_, pid} -> kill(pid) end)
+      Enum.each(state.sims, &Simulator.stop/1)
+
+      for {name, _} <- state.pods, do: ip(["netns", "del", netns(cluster, name)])
+      ip(["netns", "del", hub(cluster)])
+      Agent.stop(cluster.agent)
+    end
+
+    :ok
+  end
+
+  @doc "The pods the API server holds now, decoded."
+  def server_pods(cluster), do: KubeDist.SimCase.server_pods(cluster.sim, "default")
+
+  defp hub(cluster), do: "#{cluster.id}-hub"
+  defp netns(cluster, pod), do: "#{cluster.id}-#{pod}"
+
+  defp next_ip(cluster) do
+    n =
+      Agent.get_and_update(cluster.agent, fn s -> {s.next_ip, %{s | next_ip: s.next_ip + 1}} end)
+
+    "#{@subnet}.#{n}"
+  end
+
+  defp track(cluster, key, name, value) do
+    Agent.update(cluster.agent, &update_in(&1, [key], fn m -> Map.put(m, name, value) end))
+  end
+
+  defp wait_for_epmd(ns, tries \\ 50) do
+    case System.cmd(ip_path(), ["netns", "exec", ns, System.find_executable("epmd"), "-names"],
+           stderr_to_stdout: true
+         ) do
+      {_, 0} -> :ok
+      _ when tries > 0 -> Process.sleep(20) && wait_for_epmd(ns, tries - 1)
+      {output, _} -> raise "epmd did not start in #{ns}: #{output}"
+    end
+  end
+
+  defp ip_path, do: System.find_executable("ip")
+
+  defp kill(pid), do: System.cmd("kill", [to_string(pid)], stderr_to_stdout: true)
+
+  defp ip!(args) do
+    case ip(args) do
+      {_, 0} -> :ok
+      {output, status} -> raise "ip #{Enum.join(args, " ")} failed (#{status}): #{output}"
+    end
+  end
+
+  defp ip(args), do: System.cmd(ip_path(), args, stderr_to_stdout: true)
+end
