@@ -83,4 +83,57 @@ defmodule KubeDist.EpmdNetnsTest do
     connect_and_call(a, b.name)
     connect_and_call(b, a.name)
   end
+
+  for mode <- [:epmd, :epmdless] do
+    test "TLS distribution verifies pod-name certificates (#{mode} mode)" do
+      cluster = Cluster.start!(mode: unquote(mode))
+      Cluster.add_pod!(cluster, "pod-a", ports: [{"dist", 4370}])
+      Cluster.add_pod!(cluster, "pod-b", ports: [{"dist", 4370}])
+      dir = Path.join(System.tmp_dir!(), "#{cluster.id}-certs")
+
+      {_, 0} =
+        System.cmd(KubeDist.Simulator.binary(), [
+          "certs",
+          "--dir",
+          dir,
+          "--san",
+          "pod-a",
+          "--san",
+          "pod-b"
+        ])
+
+      on_exit(fn -> File.rm_rf(dir) end)
+
+      [a, b] =
+        for pod <- ["pod-a", "pod-b"],
+            do: Cluster.start_node!(cluster, "app", pod, extra_args: tls_args(dir, pod, pod))
+
+      connect_and_call(a, b.name)
+      assert {:ok, {:ok, [[~c"inet_tls"]]}} = Node.eval(a, ":init.get_argument(:proto_dist)")
+
+      # A node whose certificate names another pod is refused: verification is real.
+      Cluster.add_pod!(cluster, "pod-c", ports: [{"dist", 4370}])
+
+      impostor =
+        Cluster.start_node!(cluster, "app", "pod-c", extra_args: tls_args(dir, "pod-a", "pod-c"))
+
+      assert {:ok, false} = Node.eval(a, "Node.connect(#{inspect(impostor.name)})")
+    end
+  end
+
+  # Each node presents a certificate for its pod name and checks its peer's the same way.
+  defp tls_args(dir, cert, pod) do
+    file = Path.join(dir, "#{pod}.conf")
+
+    ssl = [
+      certfile: ~c"#{dir}/#{cert}.pem",
+      keyfile: ~c"#{dir}/#{cert}-key.pem",
+      cacertfile: ~c"#{dir}/ca.pem",
+      verify: :verify_peer
+    ]
+
+    config = [server: ssl ++ [fail_if_no_peer_cert: true], client: ssl]
+    File.write!(file, :io_lib.format(~c"~p.~n", [config]))
+    ["-proto_dist", "inet_tls", "-ssl_dist_optfile", file]
+  end
 end

@@ -35,7 +35,9 @@ defmodule KubeDist.WatchRecoveryTest do
   test "two users of the same options share one watch", %{sim: sim} do
     {first, tag1} = started(sim)
     {second, tag2} = started(sim)
-    assert sim_stats(sim)["open_watches"] == 1
+    # One list and one watch serve both.
+    eventually(fn -> sim_stats(sim)["open_watches"] == 1 end)
+    assert sim_stats(sim)["requests"]["LIST /api/v1/namespaces/{namespace}/pods"] == 1
 
     create_pod(sim, "default", "shared")
     assert {:added, %{name: "shared"}} = next_event(tag1)
