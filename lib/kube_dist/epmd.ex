@@ -163,10 +163,29 @@ defmodule KubeDist.Epmd do
   end
 
   # Our own listen port: what our pod declares for our name, found by our host name.
+  # A port shared by every basename (`dist`, or the default) may already be taken by a
+  # sibling, typically the node a remote shell attaches to: then listen anywhere, since
+  # nobody needs to reach a remote shell.
   defp own_port(name, host) do
-    case lookup(host) do
-      {:ok, _ip, pod} -> port_for(pod, name)
-      _ -> default_port()
+    pod = with({:ok, _ip, pod} <- lookup(host), do: pod, else: (_ -> nil))
+
+    case pod && List.keyfind(declared_nodes(pod), to_charlist(name), 0) do
+      {_, port} -> port
+      _ -> free_or_any(port_for(pod, name))
+    end
+  end
+
+  defp free_or_any(port) do
+    interface =
+      case :application.get_env(:kernel, :inet_dist_use_interface) do
+        {:ok, ip} -> [ip: ip]
+        :undefined -> []
+      end
+
+    case :gen_tcp.listen(port, [reuseaddr: true] ++ interface) do
+      {:ok, socket} -> :gen_tcp.close(socket) && port
+      {:error, :eaddrinuse} -> 0
+      {:error, _} -> port
     end
   end
 

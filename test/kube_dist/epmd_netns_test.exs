@@ -25,6 +25,11 @@ defmodule KubeDist.EpmdNetnsTest do
 
     for from <- nodes, to <- nodes, from != to, do: connect_and_call(from, to.name)
     [a | _] = nodes
+
+    # `kubectl exec pod-a -- bin/app remote`: a remote shell inside the pod reaches its node.
+    shell = Cluster.remote_shell(cluster, a, "pod-a", "lists:member('api@pod-c', nodes()).\n")
+    assert shell =~ "(app@pod-a)1>"
+    assert shell =~ ~r/\btrue\r?\n/
     assert {:ok, {:ok, names}} = Node.eval(a, "KubeDist.Epmd.names(~c\"pod-c\")")
     assert Enum.sort(Enum.map(names, &elem(&1, 0))) == [~c"api", ~c"worker"]
   end

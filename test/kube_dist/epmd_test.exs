@@ -40,6 +40,12 @@ defmodule KubeDist.EpmdTest do
     assert {:ok, {:ok, [{~c"api", 4371}, {~c"worker", 4372}]}} =
              Node.eval(a, "KubeDist.Epmd.names(~c\"pod-b\")")
 
+    # `bin/app remote` from inside pod-b: a remote shell shares the pod's `dist` port
+    # with nobody, since it listens anywhere when the declared port is taken.
+    shell = Node.remote_shell(sim, api.name, "pod-b", "node().\n", ip: "127.0.1.2")
+    assert shell =~ "(api@pod-b)1>"
+    assert shell =~ "'api@pod-b'"
+
     # Not a pod: the stock resolver answers, on the default port.
     assert {:ok, {:ok, {127, 0, 0, 1}, 4370, 6}} =
              Node.eval(a, "KubeDist.Epmd.address_please(~c\"x\", ~c\"localhost\", :inet)")

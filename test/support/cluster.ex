@@ -125,6 +125,13 @@ defmodule KubeDist.Test.Cluster do
     node
   end
 
+  @doc "Opens a remote shell from inside `pod` onto `node`, types `input`; returns the terminal's text."
+  def remote_shell(cluster, node, pod, input) do
+    %{ns: ns, ip: ip} = Agent.get(cluster.agent, & &1.pods[pod])
+    opts = [ip: ip, mode: cluster.mode, netns: ns, api_url: "https://#{@api_ip}:6443"]
+    Node.remote_shell(cluster.sim, node.name, pod, input, opts)
+  end
+
   @doc "Deletes the Pod object at once (the namespace and its nodes stay, as a dying pod's would)."
   def delete_pod!(cluster, name) do
     KubeDist.SimCase.delete_pod(cluster.sim, "default", name)

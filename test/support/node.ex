@@ -23,6 +23,86 @@ defmodule KubeDist.Test.Node do
   `:host` (the host part, default the pod name), `:extra_args`.
   """
   def start!(%Simulator{} = sim, basename, pod, opts) do
+    {executable, args, env} =
+      command(
+        sim,
+        basename,
+        pod,
+        Keyword.put(opts, :extra_args, [
+          "-noshell",
+          "-eval",
+          "'Elixir.KubeDist.Test.NodeRepl':start()." | Keyword.get(opts, :extra_args, [])
+        ])
+      )
+
+    port =
+      Port.open({:spawn_executable, executable}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 1_000_000},
+        args: args,
+        env: env
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+
+    node = %__MODULE__{
+      port: port,
+      name: :"#{basename}@#{Keyword.get(opts, :host, pod)}",
+      os_pid: os_pid
+    }
+
+    # The REPL answers once the node is up (distribution included).
+    case eval(node, "Node.self()", 30_000) do
+      {:ok, name} when name == node.name -> node
+      other -> raise "node #{node.name} did not come up: #{inspect(other)}"
+    end
+  end
+
+  @doc """
+  Opens a remote shell (`erl -remsh`, as `bin/app remote` does) from `pod` onto
+  `target`, under a pseudo-terminal, types `input` and returns what the terminal
+  showed. Options as `start!/4` (`:ip`, `:mode`, `:netns`, ...).
+  """
+  def remote_shell(%Simulator{} = sim, target, pod, input, opts) do
+    {executable, args, env} =
+      command(sim, "rem", pod, Keyword.put(opts, :extra_args, ["-remsh", to_string(target)]))
+
+    shell = Enum.map_join([executable | args], " ", &"'#{&1}'")
+
+    port =
+      Port.open({:spawn_executable, System.find_executable("script")}, [
+        :binary,
+        :stderr_to_stdout,
+        args: ["-qfec", shell, "/dev/null"],
+        env: env
+      ])
+
+    {:os_pid, os_pid} = Port.info(port, :os_pid)
+    # Type only once the remote prompt shows: the shell has connected.
+    prompt = collect(port, ~r/\(#{target}\)1> /, System.monotonic_time(:millisecond) + 20_000, "")
+    Port.command(port, input)
+    output = collect(port, nil, System.monotonic_time(:millisecond) + 3_000, prompt)
+    System.cmd("pkill", ["-9", "-P", to_string(os_pid)], stderr_to_stdout: true)
+    output
+  end
+
+  # Terminal output until `until` matches (or, with `nil`, until the deadline).
+  defp collect(port, until, deadline, acc) do
+    if until && acc =~ until do
+      acc
+    else
+      receive do
+        {^port, {:data, data}} -> collect(port, until, deadline, acc <> data)
+      after
+        max(deadline - System.monotonic_time(:millisecond), 0) -> acc
+      end
+    end
+  end
+
+  # The erl command line and environment of a node in `pod`, inside its namespace if any.
+  defp command(sim, basename, pod, opts) do
     ip = Keyword.fetch!(opts, :ip)
     mode = Keyword.get(opts, :mode, :epmdless)
     {:ok, tuple} = :inet.parse_address(String.to_charlist(ip))
@@ -33,7 +113,6 @@ defmodule KubeDist.Test.Node do
         "#{basename}@#{Keyword.get(opts, :host, pod)}",
         "-setcookie",
         @cookie,
-        "-noshell",
         "-epmd_module",
         "Elixir.KubeDist.Epmd",
         "-kernel",
@@ -44,9 +123,7 @@ defmodule KubeDist.Test.Node do
         "-pa",
         Path.join(:code.lib_dir(:logger), "ebin"),
         "-pa",
-        :code.lib_dir(:kube_dist) |> Path.join("ebin"),
-        "-eval",
-        "'Elixir.KubeDist.Test.NodeRepl':start()."
+        :code.lib_dir(:kube_dist) |> Path.join("ebin")
       ] ++
         if(mode == :epmdless, do: ["-start_epmd", "false"], else: []) ++
         Keyword.get(opts, :extra_args, [])
@@ -72,29 +149,8 @@ defmodule KubeDist.Test.Node do
            ["netns", "exec", ns, System.find_executable("erl") | args]}
       end
 
-    port =
-      Port.open({:spawn_executable, executable}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 1_000_000},
-        args: args,
-        env: Enum.map(env, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
-      ])
-
-    {:os_pid, os_pid} = Port.info(port, :os_pid)
-
-    node = %__MODULE__{
-      port: port,
-      name: :"#{basename}@#{Keyword.get(opts, :host, pod)}",
-      os_pid: os_pid
-    }
-
-    # The REPL answers once the node is up (distribution included).
-    case eval(node, "Node.self()", 30_000) do
-      {:ok, name} when name == node.name -> node
-      other -> raise "node #{node.name} did not come up: #{inspect(other)}"
-    end
+    env = Enum.map(env, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
+    {executable, args, env}
   end
 
   @doc "Evaluates Elixir `code` in the node; `{:ok, value}` or `{:error, {kind, reason}}`."
