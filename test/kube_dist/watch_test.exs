@@ -72,6 +72,29 @@ defmodule KubeDist.WatchTest do
     eventually(fn -> sim_stats(sim)["open_watches"] == 0 end)
   end
 
+  test "without the compiled NIF, calls fail with an error that says what to do" do
+    app =
+      Path.join(System.tmp_dir!(), "kd-no-nif-#{System.unique_integer([:positive])}/kube_dist")
+
+    File.mkdir_p!(app)
+    on_exit(fn -> File.rm_rf!(Path.dirname(app)) end)
+    File.cp_r!(Path.join(:code.lib_dir(:kube_dist), "ebin"), Path.join(app, "ebin"))
+
+    code = ~S"""
+    try do
+      KubeDist.Native.start_watch(%{})
+    rescue
+      e -> IO.puts(Exception.message(e))
+    end
+    """
+
+    {output, 0} =
+      System.cmd("elixir", ["-pa", Path.join(app, "ebin"), "-e", code], stderr_to_stdout: true)
+
+    assert output =~ "kube_dist_nif_not_loaded"
+    assert output =~ "run `mix compile`"
+  end
+
   test "unknown options and bad values are refused with a reason" do
     assert {:error, "unknown option :namespace"} = Watch.start(namespace: "x")
 
