@@ -41,6 +41,7 @@ defmodule KubeDist.Native do
   def list_pods(_handle), do: not_loaded()
   def resolve(_handle, _host, _with_pod), do: not_loaded()
   def health(_handle), do: not_loaded()
+  def panic_for_test, do: not_loaded()
   def subscribe(_handle, _pid, _tag), do: not_loaded()
 
   defp not_loaded do

@@ -95,6 +95,13 @@ defmodule KubeDist.WatchTest do
     assert output =~ "run `mix compile`"
   end
 
+  test "a panic inside a NIF comes back as an error tuple and the VM lives on" do
+    assert {:error, {:panic, "deliberate panic to test the NIF guard"}} =
+             KubeDist.Native.panic_for_test()
+
+    assert {:error, {:panic, _}} = KubeDist.Native.panic_for_test()
+  end
+
   test "unknown options and bad values are refused with a reason" do
     assert {:error, "unknown option :namespace"} = Watch.start(namespace: "x")
 

@@ -156,4 +156,11 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
     })
 }
 
+/// `panic_for_test()`: panics inside the guard, so tests can prove a bug in a NIF
+/// becomes `{:error, {:panic, message}}` and the VM lives on.
+#[rustler::nif]
+fn panic_for_test(env: Env<'_>) -> Term<'_> {
+    guarded(env, || panic!("deliberate panic to test the NIF guard"))
+}
+
 rustler::init!("Elixir.KubeDist.Native");
