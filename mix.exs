@@ -65,8 +65,8 @@ defmodule KubeDist.MixProject do
       compilers: [:kube_dist_nif | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
-      # KubeDist.Simulator (demo and tests only) uses :httpc; the library itself does not.
-      xref: [exclude: [:httpc]],
+      # KubeDist.Simulator (demo and tests only) uses :httpc; :telemetry is optional at runtime.
+      xref: [exclude: [:httpc, :telemetry]],
       description:
         "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
       package: [

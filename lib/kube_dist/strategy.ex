@@ -1,0 +1,293 @@
+defmodule KubeDist.Strategy do
+  @moduledoc """
+  A libcluster strategy driven by a Kubernetes watch: pods that become eligible are
+  connected within milliseconds, deleted pods are disconnected, and nothing is polled.
+
+      # config/runtime.exs
+      config :libcluster,
+        topologies: [
+          k8s: [
+            strategy: KubeDist.Strategy,
+            config: [namespaces: ["prod"], label_selector: "app=shop"]
+          ]
+        ]
+
+  It also runs without libcluster, as any child of your supervision tree:
+
+      children = [{KubeDist.Strategy, label_selector: "app=shop"}]
+
+  ## Which nodes
+
+  Every node a pod hosts is connected, whatever its basename:
+
+    * `nodes: :epmd` (default in epmd mode): the nodes registered in each pod's epmd,
+      so `api@`, `worker@` and several nodes per pod need no configuration.
+    * `nodes: :declared` (default in epmd-less mode): the nodes the pod declares with
+      container ports named `dist-<basename>` (see `KubeDist.Epmd`).
+    * `node_basename: "app"`: one fixed basename (libcluster's Kubernetes strategy).
+    * `nodes: {:label, "key"}` or `{:annotation, "key"}`: basenames from the pod
+      (comma-separated for several), or `nodes: fun` (pod -> basenames).
+
+  `host:` picks the host part: `:pod_name` (default, for `-sname app` in a pod), `:ip`,
+  `:dashed_ip` (`10-42-2-46.ns.pod.cluster.local`) or `:hostname_fqdn`
+  (`host.sub.ns.svc.cluster.local`), matching how your nodes are named.
+
+  ## Which pods
+
+  Pods that are Ready (`eligible: :running` for Running ones) and not terminating
+  (`keep_terminating: true` keeps draining pods connected). With
+  `version_label: "app.kubernetes.io/version"`, only pods whose label equals this pod's
+  join, so a rolling update does not mix releases. While this node's own pod is not
+  eligible (not ready yet, or terminating), it does not connect to anyone. The own pod is
+  found by this node's host name; `own_pod: "name"` says it explicitly.
+
+  ## When things go wrong
+
+  An API failure (unreachable, 401, 403, ...) never disconnects anybody: the cluster
+  stays as it was, the failure is logged once with what to fix, and the watch resumes
+  by itself. Every `reconcile_interval` (30 s) the strategy reconnects nodes that
+  dropped, from the local index without any API call. Connects run concurrently, each
+  bounded by `connect_timeout` (5 s).
+
+  The other options (`namespaces`, `label_selector`, `field_selector`, `api_url`, ...)
+  are those of `KubeDist.Watch`. When `:telemetry` is loaded, the strategy emits
+  `[:kube_dist, :strategy, :connect]` and `[:kube_dist, :strategy, :disconnect]` with
+  `%{duration: native_time}` and `%{node: node, result: term, topology: atom}`, and
+  `[:kube_dist, :strategy, :api_error]` with `%{message: binary}`.
+  """
+  use GenServer
+  require Logger
+
+  alias KubeDist.Strategy.{Config, Nodes}
+  alias KubeDist.Watch
+
+  @typedoc "libcluster's `%Cluster.Strategy.State{}` (or a map with the same keys)."
+  @type state :: %{
+          topology: atom(),
+          connect: {module(), atom(), list()},
+          disconnect: {module(), atom(), list()},
+          list_nodes: {module(), atom(), list()},
+          config: keyword(),
+          meta: term()
+        }
+
+  @doc false
+  def child_spec(args),
+    do: %{id: __MODULE__, type: :worker, start: {__MODULE__, :start_link, [args]}}
+
+  @doc """
+  Starts the strategy: with `[state]` as libcluster's `Cluster.Supervisor` does, or with
+  a keyword config (then connect and disconnect use `:net_kernel` and `:erlang`).
+  """
+  @spec start_link([state()] | keyword()) :: GenServer.on_start()
+  def start_link([%{topology: _, connect: _, disconnect: _, config: _} = state]),
+    do: GenServer.start_link(__MODULE__, state)
+
+  def start_link(config) when is_list(config) do
+    {name, config} = Keyword.pop(config, :name)
+
+    state = %{
+      topology: Keyword.get(config, :topology, :kube_dist),
+      connect: {:net_kernel, :connect_node, []},
+      disconnect: {:erlang, :disconnect_node, []},
+      list_nodes: {:erlang, :nodes, [:connected]},
+      config: Keyword.delete(config, :topology),
+      meta: nil
+    }
+
+    GenServer.start_link(__MODULE__, state, if(name, do: [name: name], else: []))
+  end
+
+  @impl true
+  def init(state) do
+    Logger.metadata(topology: state.topology)
+
+    with {:ok, config} <- Config.validate(state.config),
+         {:ok, watch} <- Watch.start(Config.watch_options(config)) do
+      tag = Watch.subscribe(watch)
+      send(self(), :reconcile)
+
+      {:ok,
+       %{
+         topology: state.topology,
+         connect: state.connect,
+         disconnect: state.disconnect,
+         list_nodes: Map.get(state, :list_nodes, {:erlang, :nodes, [:connected]}),
+         config: config,
+         watch: watch,
+         tag: tag,
+         own_host:
+           config[:own_pod] || Node.self() |> Atom.to_string() |> String.split("@") |> List.last(),
+         # uid => node names we connected it for
+         pods: %{}
+       }}
+    else
+      {:error, reason} -> {:stop, {:invalid_config, reason}}
+    end
+  end
+
+  @impl true
+  def handle_info({:kube_dist, tag, event}, %{tag: tag} = state),
+    do: {:noreply, on_event(event, state)}
+
+  def handle_info(:reconcile, state) do
+    Process.send_after(self(), :reconcile, state.config[:reconcile_interval])
+    {:noreply, reconcile(state)}
+  end
+
+  def handle_info({:connected, node, result, duration}, state) do
+    report(state, :connect, node, result, duration)
+    {:noreply, state}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp on_event(:synced, state), do: reconcile(state)
+
+  defp on_event({:api_error, message}, state) do
+    Logger.warning(
+      "KubeDist.Strategy #{state.topology}: #{message}; keeping the cluster as it is"
+    )
+
+    telemetry([:api_error], %{}, %{message: message, topology: state.topology})
+    state
+  end
+
+  defp on_event({:deleted, pod}, state) do
+    {nodes, pods} = Map.pop(state.pods, pod.uid, [])
+    if state.config[:disconnect_deleted], do: disconnect(state, nodes)
+    %{state | pods: pods}
+  end
+
+  defp on_event({kind, pod}, state) when kind == :added, do: consider(pod, state)
+  defp on_event({:changed, _old, pod}, state), do: consider(pod, state)
+
+  # A pod that turns eligible is connected now; one that starts terminating is let go.
+  defp consider(pod, state) do
+    cond do
+      own_pod?(pod, state) ->
+        state
+
+      Nodes.eligible?(pod, state.config, own_version(state)) ->
+        nodes = Nodes.names(pod, state.config)
+        if joining?(state), do: connect(state, nodes)
+        put_in(state.pods[pod.uid], nodes)
+
+      pod.terminating and Map.has_key?(state.pods, pod.uid) ->
+        {nodes, pods} = Map.pop(state.pods, pod.uid)
+        disconnect(state, nodes)
+        %{state | pods: pods}
+
+      true ->
+        state
+    end
+  end
+
+  # Everything eligible in the index, connected if missing; nothing is disconnected here.
+  defp reconcile(state) do
+    pods =
+      Enum.filter(
+        Watch.pods(state.watch),
+        &(not own_pod?(&1, state) and Nodes.eligible?(&1, state.config, own_version(state)))
+      )
+
+    # Names are asked again each time: in :epmd mode a pod's nodes register after it is Ready.
+    known = Map.new(pods, &{&1.uid, Nodes.names(&1, state.config)})
+
+    if joining?(state), do: connect(state, Enum.flat_map(known, &elem(&1, 1)))
+
+    %{state | pods: Map.merge(state.pods, known)}
+  end
+
+  # Our own pod must be eligible (ready, not terminating) before we reach out.
+  defp joining?(state) do
+    case own_pod(state) do
+      nil -> true
+      pod -> not pod.terminating and Nodes.eligible?(pod, state.config, own_version(state))
+    end
+  end
+
+  defp own_pod(state) do
+    case Watch.lookup(state.watch, state.own_host) do
+      {:ok, _ip, %{} = pod} -> pod
+      _ -> nil
+    end
+  end
+
+  defp own_pod?(pod, state), do: Nodes.host(pod, state.config) == state.own_host
+
+  defp own_version(state) do
+    with label when is_binary(label) <- state.config[:version_label],
+         %{labels: labels} <- own_pod(state) do
+      Map.get(labels, label)
+    else
+      _ -> nil
+    end
+  end
+
+  # Each connect runs in its own process: one dead IP never holds up the others.
+  defp connect(state, nodes) do
+    {mod, fun, args} = state.connect
+    {list_mod, list_fun, list_args} = state.list_nodes
+    connected = MapSet.new(apply(list_mod, list_fun, list_args))
+    strategy = self()
+    timeout = state.config[:connect_timeout]
+
+    for node <- nodes, node != Node.self(), node not in connected do
+      Task.start(fn ->
+        started = System.monotonic_time()
+        task = Task.async(fn -> apply(mod, fun, args ++ [node]) end)
+
+        result =
+          with nil <- Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill),
+               do: {:ok, :timeout}
+
+        send(strategy, {:connected, node, elem(result, 1), System.monotonic_time() - started})
+      end)
+    end
+
+    :ok
+  end
+
+  defp disconnect(state, nodes) do
+    {mod, fun, args} = state.disconnect
+
+    for node <- nodes, node != Node.self() do
+      started = System.monotonic_time()
+      result = apply(mod, fun, args ++ [node])
+      report(state, :disconnect, node, result, System.monotonic_time() - started)
+    end
+
+    :ok
+  end
+
+  defp report(state, action, node, result, duration) do
+    case {action, result} do
+      {:connect, true} ->
+        Logger.info("KubeDist.Strategy #{state.topology}: connected to #{node}")
+
+      {:connect, other} ->
+        Logger.warning(
+          "KubeDist.Strategy #{state.topology}: unable to connect to #{node}: #{inspect(other)}"
+        )
+
+      {:disconnect, _} ->
+        Logger.info("KubeDist.Strategy #{state.topology}: disconnected from #{node}")
+    end
+
+    telemetry([action], %{duration: duration}, %{
+      node: node,
+      result: result,
+      topology: state.topology
+    })
+  end
+
+  # :telemetry is optional: used when the application has it, never required.
+  defp telemetry(event, measurements, metadata) do
+    if Code.ensure_loaded?(:telemetry) do
+      apply(:telemetry, :execute, [[:kube_dist, :strategy | event], measurements, metadata])
+    end
+
+    :ok
+  end
+end

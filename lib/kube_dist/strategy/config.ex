@@ -1,0 +1,109 @@
+defmodule KubeDist.Strategy.Config do
+  @moduledoc false
+  # Validates KubeDist.Strategy's keyword config, with an error that names the key.
+
+  @watch_keys [
+    :namespaces,
+    :label_selector,
+    :field_selector,
+    :api_url,
+    :ca_file,
+    :token_file,
+    :service_account_dir,
+    :kubeconfig,
+    :cluster_domain
+  ]
+
+  @defaults [
+    host: :pod_name,
+    eligible: :ready,
+    keep_terminating: false,
+    disconnect_deleted: true,
+    reconcile_interval: 30_000,
+    connect_timeout: 5_000,
+    version_label: nil,
+    node_basename: nil,
+    nodes: nil,
+    own_pod: nil
+  ]
+
+  @doc "The validated config with defaults filled in, or `{:error, message}`."
+  @spec validate(keyword()) :: {:ok, keyword()} | {:error, String.t()}
+  def validate(config) when is_list(config) do
+    config = Keyword.merge(@defaults, config)
+
+    Enum.find_value(config, {:ok, with_default_nodes(config)}, fn {key, value} ->
+      case check(key, value) do
+        :ok ->
+          nil
+
+        {:error, why} ->
+          {:error, "KubeDist.Strategy config #{inspect(key)}: #{why}, got #{inspect(value)}"}
+      end
+    end)
+  end
+
+  def validate(other),
+    do: {:error, "KubeDist.Strategy config must be a keyword list, got #{inspect(other)}"}
+
+  @doc "The options of the underlying `KubeDist.Watch`."
+  @spec watch_options(keyword()) :: keyword()
+  def watch_options(config),
+    do: config |> Keyword.take(@watch_keys) |> Enum.reject(&is_nil(elem(&1, 1)))
+
+  defp with_default_nodes(config) do
+    cond do
+      config[:nodes] -> config
+      config[:node_basename] -> Keyword.put(config, :nodes, {:basename, config[:node_basename]})
+      KubeDist.Epmd.mode() == :epmdless -> Keyword.put(config, :nodes, :declared)
+      true -> Keyword.put(config, :nodes, :epmd)
+    end
+  end
+
+  defp check(:namespaces, :all), do: :ok
+
+  defp check(:namespaces, list) when is_list(list),
+    do: all_strings(list, "must be a list of strings or :all")
+
+  defp check(key, value) when key in @watch_keys, do: string_or_nil(value)
+  defp check(key, value) when key in [:node_basename, :own_pod], do: string_or_nil(value)
+  defp check(:host, value) when value in [:pod_name, :ip, :dashed_ip, :hostname_fqdn], do: :ok
+  defp check(:host, _), do: {:error, "must be :pod_name, :ip, :dashed_ip or :hostname_fqdn"}
+  defp check(:eligible, value) when value in [:ready, :running], do: :ok
+  defp check(:eligible, _), do: {:error, "must be :ready or :running"}
+
+  defp check(key, value)
+       when key in [:keep_terminating, :disconnect_deleted] and is_boolean(value),
+       do: :ok
+
+  defp check(key, value)
+       when key in [:reconcile_interval, :connect_timeout] and is_integer(value) and value > 0,
+       do: :ok
+
+  defp check(:version_label, value), do: string_or_nil(value)
+
+  defp check(:nodes, value) when value in [nil, :epmd, :declared] or is_function(value, 1),
+    do: :ok
+
+  defp check(:nodes, {kind, key})
+       when kind in [:label, :annotation, :basename] and is_binary(key),
+       do: :ok
+
+  defp check(:nodes, _),
+    do:
+      {:error,
+       "must be :epmd, :declared, {:basename, name}, {:label, key}, {:annotation, key} or a 1-arity function"}
+
+  defp check(key, _) when key in [:keep_terminating, :disconnect_deleted],
+    do: {:error, "must be a boolean"}
+
+  defp check(key, _) when key in [:reconcile_interval, :connect_timeout],
+    do: {:error, "must be a positive integer (ms)"}
+
+  defp check(_key, _), do: {:error, "is not a known option"}
+
+  defp string_or_nil(value) when is_binary(value) or is_nil(value), do: :ok
+  defp string_or_nil(_), do: {:error, "must be a string"}
+
+  defp all_strings(list, why), do: if(Enum.all?(list, &is_binary/1), do: :ok, else: {:error, why})
+end

@@ -1,0 +1,86 @@
+defmodule KubeDist.Strategy.Nodes do
+  @moduledoc false
+  # Which pods a node should cluster with, and the node names each pod stands for.
+  # Pure functions, except :epmd naming, which asks the pod's epmd (with a timeout).
+
+  # Names from a peer's epmd become atoms: only plausible ones, and not too many.
+  @valid_basename ~r/\A[A-Za-z0-9_.-]{1,64}\z/
+  @max_nodes_per_pod 16
+
+  @doc "Whether `pod` is one to connect to under `config`."
+  @spec eligible?(KubeDist.Watch.pod(), keyword(), String.t() | nil) :: boolean()
+  def eligible?(pod, config, own_version) do
+    pod.ip != nil and
+      (config[:keep_terminating] or not pod.terminating) and
+      ready_enough?(pod, config[:eligible]) and
+      same_version?(pod, config[:version_label], own_version)
+  end
+
+  defp ready_enough?(pod, :ready), do: pod.ready
+  defp ready_enough?(pod, :running), do: pod.phase == :running
+
+  defp same_version?(_pod, nil, _own), do: true
+  defp same_version?(pod, label, own), do: Map.get(pod.labels, label) == own
+
+  @doc "The node names `pod` stands for."
+  @spec names(KubeDist.Watch.pod(), keyword()) :: [node()]
+  def names(pod, config) do
+    host = host(pod, config)
+
+    pod
+    |> basenames(config[:nodes], config[:connect_timeout])
+    |> Enum.filter(&valid_basename?/1)
+    |> Enum.take(@max_nodes_per_pod)
+    |> Enum.map(&:"#{&1}@#{host}")
+  end
+
+  defp basenames(_pod, {:basename, name}, _timeout), do: [name]
+  defp basenames(pod, {:label, key}, _timeout), do: split(Map.get(pod.labels, key))
+  defp basenames(pod, {:annotation, key}, _timeout), do: split(Map.get(pod.annotations, key))
+
+  defp basenames(pod, fun, _timeout) when is_function(fun, 1) do
+    pod |> fun.() |> List.wrap() |> Enum.map(&(&1 |> to_string() |> String.split("@") |> hd()))
+  end
+
+  defp basenames(pod, :declared, _timeout) do
+    for {basename, _port} <- KubeDist.Epmd.declared_nodes(pod),
+        basename != ~c"*",
+        do: List.to_string(basename)
+  end
+
+  defp basenames(pod, :epmd, timeout) do
+    task = Task.async(fn -> :erl_epmd.names(pod.ip) end)
+
+    case Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill) do
+      {:ok, {:ok, names}} -> for {name, _port} <- names, do: List.to_string(name)
+      _ -> []
+    end
+  end
+
+  defp split(nil), do: []
+  defp split(value), do: value |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
+
+  defp valid_basename?(name), do: is_binary(name) and Regex.match?(@valid_basename, name)
+
+  @doc "The host part of `pod`'s node names, in the form `config[:host]` asks for."
+  @spec host(KubeDist.Watch.pod(), keyword()) :: String.t()
+  def host(pod, config) do
+    domain = config[:cluster_domain] || "cluster.local"
+
+    case config[:host] do
+      :pod_name ->
+        pod.name
+
+      :ip ->
+        pod.ip |> :inet.ntoa() |> to_string()
+
+      :dashed_ip ->
+        "#{dashed(pod.ip)}.#{pod.namespace}.pod.#{domain}"
+
+      :hostname_fqdn ->
+        "#{pod.hostname || pod.name}.#{pod.subdomain}.#{pod.namespace}.svc.#{domain}"
+    end
+  end
+
+  defp dashed(ip), do: ip |> :inet.ntoa() |> to_string() |> String.replace([".", ":"], "-")
+end

@@ -1,0 +1,120 @@
+defmodule KubeDist.StrategyTest do
+  # The libcluster contract, with connect/disconnect recorded instead of performed.
+  use KubeDist.SimCase, async: true
+
+  import ExUnit.CaptureLog
+
+  alias KubeDist.Simulator
+
+  # As Cluster.Supervisor 3.5 builds it: {strategy, [state]} under a one_for_one supervisor.
+  defp start_strategy(sim, config) do
+    test = self()
+
+    state = %Cluster.Strategy.State{
+      topology: :k8s,
+      connect: {KubeDist.Test.Recorder, :connect, [test]},
+      disconnect: {KubeDist.Test.Recorder, :disconnect, [test]},
+      list_nodes: {KubeDist.Test.Recorder, :list_nodes, [test]},
+      config: Keyword.merge(Simulator.watch_options(sim), config),
+      meta: nil
+    }
+
+    start_supervised!(Supervisor.child_spec({KubeDist.Strategy, [state]}, id: make_ref()))
+  end
+
+  test "connects ready pods' nodes, waits for readiness, disconnects deleted pods", %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    create_pod(sim, "default", "api-1", ip: "198.51.100.2", ready: false)
+    start_strategy(sim, node_basename: "app", reconcile_interval: 60_000)
+
+    assert_receive {:connect, :"app@api-0"}, 5_000
+    refute_receive {:connect, :"app@api-1"}, 300
+
+    set_running(sim, "default", "api-1", "198.51.100.2", true)
+    assert_receive {:connect, :"app@api-1"}, 5_000
+
+    delete_pod(sim, "default", "api-0")
+    assert_receive {:disconnect, :"app@api-0"}, 5_000
+  end
+
+  test "heterogeneous basenames from a label; IP and dashed-IP host forms", %{sim: sim} do
+    create_pod(sim, "default", "mixed", ip: "198.51.100.3", labels: [nodes: "api,worker"])
+    start_strategy(sim, nodes: {:label, "nodes"}, host: :dashed_ip)
+    assert_receive {:connect, :"api@198-51-100-3.default.pod.cluster.local"}, 5_000
+    assert_receive {:connect, :"worker@198-51-100-3.default.pod.cluster.local"}, 5_000
+
+    start_strategy(sim,
+      nodes: {:label, "nodes"},
+      host: :ip,
+      namespaces: ["default"],
+      label_selector: "nodes"
+    )
+
+    assert_receive {:connect, :"api@198.51.100.3"}, 5_000
+  end
+
+  test "an API outage or a 403 disconnects nobody and says how to fix it", %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    start_strategy(sim, node_basename: "app", reconcile_interval: 200)
+    assert_receive {:connect, :"app@api-0"}, 5_000
+
+    log =
+      capture_log(fn ->
+        fault!(sim, "rbac", namespaces: "elsewhere")
+        fault!(sim, "faults/cut-watches")
+        Process.sleep(1_500)
+        fault!(sim, "faults/unavailable", seconds: 1)
+        Process.sleep(1_500)
+      end)
+
+    refute_received {:disconnect, _}
+    assert log =~ "403 Forbidden"
+    assert log =~ "grant get, list and watch on pods"
+    assert log =~ "keeping the cluster as it is"
+    # The periodic reconcile keeps working from the index meanwhile.
+    assert_received {:connect, :"app@api-0"}
+  end
+
+  test "version isolation keeps two releases apart", %{sim: sim} do
+    create_pod(sim, "default", "me", ip: "198.51.100.10", labels: [version: "2"])
+    create_pod(sim, "default", "old", ip: "198.51.100.11", labels: [version: "1"])
+    create_pod(sim, "default", "new", ip: "198.51.100.12", labels: [version: "2"])
+    start_strategy(sim, node_basename: "app", version_label: "version", own_pod: "me")
+    assert_receive {:connect, :app@new}, 5_000
+    refute_receive {:connect, :app@old}, 300
+    refute_received {:connect, :app@me}
+  end
+
+  test "a node whose own pod is terminating stops reaching out", %{sim: sim} do
+    create_pod(sim, "default", "me", ip: "198.51.100.10")
+    create_pod(sim, "default", "peer", ip: "198.51.100.11")
+    start_strategy(sim, node_basename: "app", own_pod: "me", reconcile_interval: 100)
+    assert_receive {:connect, :app@peer}, 5_000
+
+    {:ok, 200, _} = api(sim, :delete, "/api/v1/namespaces/default/pods/me")
+    Process.sleep(300)
+    flush()
+    refute_receive {:connect, _}, 500
+  end
+
+  test "invalid config is refused at start with the key named", %{sim: sim} do
+    Process.flag(:trap_exit, true)
+
+    assert {:error, {:invalid_config, message}} =
+             KubeDist.Strategy.start_link(
+               Keyword.merge(Simulator.watch_options(sim), host: :fqdn)
+             )
+
+    assert message =~ "KubeDist.Strategy config :host: must be :pod_name"
+    assert {:error, {:invalid_config, message}} = KubeDist.Strategy.start_link(bogus: 1)
+    assert message =~ ":bogus: is not a known option"
+  end
+
+  defp flush do
+    receive do
+      {:connect, _} -> flush()
+    after
+      0 -> :ok
+    end
+  end
+end

@@ -1,0 +1,17 @@
+# libcluster cannot be fetched here; its strategy state struct is defined exactly as
+# libcluster 3.5 does (topology, connect, disconnect, list_nodes, config, meta), so the
+# contract tests build it the way Cluster.Supervisor does.
+unless Code.ensure_loaded?(Cluster.Strategy.State) do
+  defmodule Cluster.Strategy.State do
+    @moduledoc false
+    defstruct topology: nil, connect: nil, disconnect: nil, list_nodes: nil, meta: nil, config: []
+  end
+end
+
+defmodule KubeDist.Test.Recorder do
+  @moduledoc "Connect/disconnect/list_nodes MFAs that report to a test process instead of acting."
+
+  def connect(test, node), do: send(test, {:connect, node}) && true
+  def disconnect(test, node), do: send(test, {:disconnect, node}) && true
+  def list_nodes(_test), do: []
+end
