@@ -119,7 +119,8 @@ defmodule KubeDist.Strategy do
          own_host:
            config[:own_pod] || Node.self() |> Atom.to_string() |> String.split("@") |> List.last(),
          # uid => node names we connected it for
-         pods: %{}
+         pods: %{},
+         own_pod_gone: false
        }}
     else
       {:error, reason} -> {:stop, {:invalid_config, reason}}
@@ -154,6 +155,13 @@ defmodule KubeDist.Strategy do
   end
 
   defp on_event({:deleted, pod}, state) do
+    if own_pod?(pod, state) do
+      Logger.info(
+        "KubeDist.Strategy #{state.topology}: our own pod is gone; no longer reaching out"
+      )
+    end
+
+    state = %{state | own_pod_gone: state.own_pod_gone or own_pod?(pod, state)}
     {nodes, pods} = Map.pop(state.pods, pod.uid, [])
     if state.config[:disconnect_deleted], do: disconnect(state, nodes)
     %{state | pods: pods}
@@ -200,8 +208,11 @@ defmodule KubeDist.Strategy do
   end
 
   # Our own pod must be eligible (ready, not terminating) before we reach out.
+  defp joining?(%{own_pod_gone: true}), do: false
+
   defp joining?(state) do
     case own_pod(state) do
+      # Not found at all: not on Kubernetes, or named otherwise; nothing to wait for.
       nil -> true
       pod -> not pod.terminating and Nodes.eligible?(pod, state.config, own_version(state))
     end

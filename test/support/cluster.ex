@@ -125,6 +125,35 @@ defmodule KubeDist.Test.Cluster do
     node
   end
 
+  @doc """
+  Starts `KubeDist.Strategy` inside `node` (unlinked from the REPL), reaching the
+  simulator the way the node's pod does, with `config` on top.
+  """
+  def start_strategy!(cluster, node, config \\ []) do
+    base = [
+      api_url: "https://#{@api_ip}:6443",
+      ca_file: Path.join(cluster.sim.dir, "ca.crt"),
+      token_file: Path.join(cluster.sim.dir, "serviceaccount/token"),
+      namespaces: ["default"],
+      reconcile_interval: 500
+    ]
+
+    code =
+      "{:ok, pid} = KubeDist.Strategy.start_link(#{inspect(Keyword.merge(base, config))}); Process.unlink(pid); :ok"
+
+    {:ok, :ok} = Node.eval(node, code)
+    :ok
+  end
+
+  @doc "A pod's IP."
+  def pod_ip(cluster, pod), do: Agent.get(cluster.agent, & &1.pods[pod].ip)
+
+  @doc "The nodes `node` is connected to, sorted."
+  def connected(node) do
+    {:ok, nodes} = Node.eval(node, "Enum.sort(Node.list())")
+    nodes
+  end
+
   @doc "Opens a remote shell from inside `pod` onto `node`, types `input`; returns the terminal's text."
   def remote_shell(cluster, node, pod, input) do
     %{ns: ns, ip: ip} = Agent.get(cluster.agent, & &1.pods[pod])

@@ -1,0 +1,66 @@
+defmodule KubeDist.StrategyNetnsTest do
+  # KubeDist.Strategy in real nodes, one per pod namespace (two in one pod): the mesh
+  # forms by itself and follows the pods. Needs root.
+  use ExUnit.Case, async: false
+
+  import KubeDist.SimCase,
+    only: [eventually: 1, eventually: 2, set_running: 5, fault!: 3, fault!: 2]
+
+  alias KubeDist.Test.Cluster
+
+  @moduletag :netns
+
+  defp mesh?(nodes) do
+    names = Enum.map(nodes, & &1.name)
+    Enum.all?(nodes, fn n -> Cluster.connected(n) == Enum.sort(names -- [n.name]) end)
+  end
+
+  test "api and worker nodes form a full mesh, follow scale-up, deletion and readiness" do
+    cluster = Cluster.start!(mode: :epmd)
+    for pod <- ["pod-a", "pod-b", "pod-c"], do: Cluster.add_pod!(cluster, pod)
+
+    nodes = [
+      Cluster.start_node!(cluster, "api", "pod-a"),
+      Cluster.start_node!(cluster, "api", "pod-b"),
+      Cluster.start_node!(cluster, "worker", "pod-c"),
+      Cluster.start_node!(cluster, "api", "pod-c")
+    ]
+
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node)
+    eventually(fn -> mesh?(nodes) end)
+
+    # Scale up: a new pod that is not Ready yet is left alone until it is.
+    Cluster.add_pod!(cluster, "pod-d", ready: false)
+    late = Cluster.start_node!(cluster, "worker", "pod-d")
+    Cluster.start_strategy!(cluster, late)
+    Process.sleep(1_500)
+    assert Cluster.connected(late) == []
+    refute Enum.any?(nodes, &(late.name in Cluster.connected(&1)))
+
+    set_running(cluster.sim, "default", "pod-d", Cluster.pod_ip(cluster, "pod-d"), true)
+    eventually(fn -> mesh?([late | nodes]) end)
+
+    # Deleting a pod disconnects its nodes everywhere; they are not connected back.
+    [_, gone | rest] = nodes
+    Cluster.delete_pod!(cluster, "pod-b")
+    eventually(fn -> Enum.all?([late | rest], &(gone.name not in Cluster.connected(&1))) end)
+    Process.sleep(1_200)
+    assert Enum.all?([late | rest], &(gone.name not in Cluster.connected(&1)))
+  end
+
+  test "an API outage and a forced 410 leave the mesh intact" do
+    cluster = Cluster.start!(mode: :epmd)
+    for pod <- ["pod-a", "pod-b"], do: Cluster.add_pod!(cluster, pod)
+    nodes = for pod <- ["pod-a", "pod-b"], do: Cluster.start_node!(cluster, "app", pod)
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node)
+    eventually(fn -> mesh?(nodes) end)
+
+    fault!(cluster.sim, "faults/unavailable", seconds: 3)
+    Process.sleep(1_000)
+    assert mesh?(nodes)
+    fault!(cluster.sim, "faults/compact")
+    fault!(cluster.sim, "faults/cut-watches", expired: true)
+    Process.sleep(3_000)
+    assert mesh?(nodes)
+  end
+end
