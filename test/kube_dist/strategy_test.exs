@@ -53,6 +53,80 @@ defmodule KubeDist.StrategyTest do
     assert_receive {:connect, :"api@198.51.100.3"}, 5_000
   end
 
+  test "nodes declared by ports, by annotation or by a function; hostname FQDNs", %{sim: sim} do
+    create_pod(sim, "default", "declared",
+      ip: "198.51.100.4",
+      ports: [{"dist-api", 4371}, {"dist-worker", 4372}]
+    )
+
+    start_strategy(sim, nodes: :declared, label_selector: "!nodes")
+    assert_receive {:connect, :api@declared}, 5_000
+    assert_receive {:connect, :worker@declared}, 5_000
+
+    create_pod(sim, "default", "web-0",
+      ip: "198.51.100.5",
+      hostname: "web-0",
+      subdomain: "web",
+      labels: [nodes: "x"]
+    )
+
+    {:ok, 200, _} =
+      api(
+        sim,
+        :patch,
+        "/api/v1/namespaces/default/pods/web-0",
+        %{metadata: %{annotations: %{"kube-dist/nodes" => "edge"}}},
+        "application/merge-patch+json"
+      )
+
+    start_strategy(sim,
+      nodes: {:annotation, "kube-dist/nodes"},
+      host: :hostname_fqdn,
+      label_selector: "nodes=x"
+    )
+
+    assert_receive {:connect, :"edge@web-0.web.default.svc.cluster.local"}, 5_000
+
+    start_strategy(sim, nodes: fn pod -> ["fn-#{pod.name}"] end, label_selector: "nodes=x")
+    assert_receive {:connect, :"fn-web-0@web-0"}, 5_000
+  end
+
+  test "one node that never answers does not hold up the others", %{sim: sim} do
+    create_pod(sim, "default", "dead", ip: "198.51.100.6")
+    create_pod(sim, "default", "alive", ip: "198.51.100.7")
+    test = self()
+
+    state = %Cluster.Strategy.State{
+      topology: :k8s,
+      connect: {KubeDist.Test.SlowRecorder, :connect, [test]},
+      disconnect: {KubeDist.Test.Recorder, :disconnect, [test]},
+      list_nodes: {KubeDist.Test.Recorder, :list_nodes, [test]},
+      config:
+        Keyword.merge(Simulator.watch_options(sim), node_basename: "app", connect_timeout: 200),
+      meta: nil
+    }
+
+    start_supervised!({KubeDist.Strategy, [state]})
+    assert_receive {:trying, :app@dead}, 5_000
+    assert_receive {:connect, :app@alive}, 5_000
+  end
+
+  test "emits telemetry when :telemetry is loaded", %{sim: sim} do
+    Process.register(self(), :kube_dist_telemetry_test)
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    start_strategy(sim, node_basename: "app")
+
+    assert_receive {:telemetry, [:kube_dist, :strategy, :connect], %{duration: d},
+                    %{node: :"app@api-0", result: true, topology: :k8s}},
+                   5_000
+
+    assert is_integer(d)
+    delete_pod(sim, "default", "api-0")
+
+    assert_receive {:telemetry, [:kube_dist, :strategy, :disconnect], _, %{node: :"app@api-0"}},
+                   5_000
+  end
+
   test "an API outage or a 403 disconnects nobody and says how to fix it", %{sim: sim} do
     create_pod(sim, "default", "api-0", ip: "198.51.100.1")
     start_strategy(sim, node_basename: "app", reconcile_interval: 200)

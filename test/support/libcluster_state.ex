@@ -15,3 +15,23 @@ defmodule KubeDist.Test.Recorder do
   def disconnect(test, node), do: send(test, {:disconnect, node}) && true
   def list_nodes(_test), do: []
 end
+
+defmodule KubeDist.Test.SlowRecorder do
+  @moduledoc "A connect MFA for which one node never answers, as a dead IP would."
+
+  def connect(test, :app@dead = node), do: send(test, {:trying, node}) && Process.sleep(:infinity)
+  def connect(test, node), do: send(test, {:connect, node}) && true
+end
+
+unless Code.ensure_loaded?(:telemetry) do
+  defmodule :telemetry do
+    @moduledoc false
+    # Stands in for the optional :telemetry dependency: forwards events to a registered test.
+    def execute(event, measurements, metadata) do
+      if pid = Process.whereis(:kube_dist_telemetry_test),
+        do: send(pid, {:telemetry, event, measurements, metadata})
+
+      :ok
+    end
+  end
+end
