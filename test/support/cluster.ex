@@ -28,7 +28,10 @@ defmodule KubeDist.Test.Cluster do
   @subnet "198.51.100"
   @api_ip "198.51.100.254"
 
-  @doc "Creates the hub namespace and starts the simulator in it. Options: `:mode` (`:epmd` or `:epmdless`)."
+  @doc """
+  Creates the hub namespace and starts the simulator in it. Options: `:mode` (`:epmd` or
+  `:epmdless`), `:cleanup` (`:on_exit`, the default, or `:manual`: call `stop/1`).
+  """
   def start!(opts \\ []) do
     id = "kd#{rem(System.unique_integer([:positive]), 100_000)}"
 
@@ -36,7 +39,8 @@ defmodule KubeDist.Test.Cluster do
       Agent.start(fn -> %{pods: %{}, epmds: %{}, sims: [], nodes: [], next_ip: 1} end)
 
     cluster = %__MODULE__{id: id, mode: Keyword.get(opts, :mode, :epmd), agent: agent}
-    on_exit(fn -> stop(cluster) end)
+    # Benchmarks run outside ExUnit and call stop/1 themselves.
+    if Keyword.get(opts, :cleanup, :on_exit) == :on_exit, do: on_exit(fn -> stop(cluster) end)
 
     hub = hub(cluster)
     ip!(["netns", "add", hub])
@@ -139,7 +143,7 @@ defmodule KubeDist.Test.Cluster do
     ]
 
     code =
-      "{:ok, pid} = KubeDist.Strategy.start_link(#{inspect(Keyword.merge(base, config))}); Process.unlink(pid); :ok"
+      "{:ok, pid} = KubeDist.Strategy.start_link(#{inspect(Keyword.merge(base, config))}); Process.unlink(pid); Process.register(pid, :kube_dist_strategy); :ok"
 
     {:ok, :ok} = Node.eval(node, code)
     :ok

@@ -155,7 +155,8 @@ defmodule KubeDist.Test.Node do
 
   @doc "Evaluates Elixir `code` in the node; `{:ok, value}` or `{:error, {kind, reason}}`."
   def eval(%__MODULE__{port: port}, code, timeout \\ 15_000) do
-    Port.command(port, [String.replace(code, "\n", " "), "\n"])
+    # Base64 keeps multi-line code on the one line the REPL reads.
+    Port.command(port, [Base.encode64(code), "\n"])
     await_answer(port, timeout)
   end
 

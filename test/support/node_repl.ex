@@ -1,6 +1,6 @@
 defmodule KubeDist.Test.NodeRepl do
   @moduledoc """
-  Runs inside a test node (a real BEAM OS process): reads one line of Elixir code
+  Runs inside a test node (a real BEAM OS process): reads one line (Base64 of Elixir code)
   from standard input, evaluates it, and answers `KDREPL <base64 of term_to_binary>`.
   `KubeDist.Test.Node` drives it.
   """
@@ -17,7 +17,13 @@ defmodule KubeDist.Test.NodeRepl do
       line ->
         result =
           try do
-            {value, _} = Code.eval_string(line)
+            {value, _} =
+              line
+              |> IO.chardata_to_string()
+              |> String.trim()
+              |> Base.decode64!()
+              |> Code.eval_string()
+
             {:ok, value}
           catch
             kind, reason -> {:error, {kind, reason}}

@@ -1,0 +1,141 @@
+# Join latency: a pod turns Ready in the API -> every existing node is connected to it.
+# Real BEAM nodes in network namespaces (needs root), KubeDist.Strategy in each, against
+# a reference poller that LISTs every 5 s and connects, as libcluster's Kubernetes
+# strategy does by default.
+#
+#     MIX_ENV=test mix run bench/join.exs -- --nodes 3 --trials 50 --poll-trials 10
+#
+# (MIX_ENV=test: it uses the multi-pod harness in test/support.)
+
+alias KubeDist.Test.{Cluster, Node}
+
+{opts, _, _} =
+  OptionParser.parse(Enum.reject(System.argv(), &(&1 == "--")),
+    strict: [nodes: :integer, trials: :integer, poll_trials: :integer]
+  )
+
+existing = Keyword.get(opts, :nodes, 3)
+trials = Keyword.get(opts, :trials, 50)
+poll_trials = Keyword.get(opts, :poll_trials, 10)
+
+defmodule JoinBench do
+  @recorder """
+  spawn(fn ->
+    Process.register(self(), :join_recorder)
+    :net_kernel.monitor_nodes(true)
+    loop = fn loop, seen ->
+      receive do
+        {:nodeup, node} -> loop.(loop, Map.put_new(seen, node, System.os_time(:microsecond)))
+        {:get, from} -> send(from, {:seen, seen}) && loop.(loop, seen)
+        :reset -> loop.(loop, %{})
+        _ -> loop.(loop, seen)
+      end
+    end
+    loop.(loop, %{})
+  end)
+  :ok
+  """
+
+  def install_recorder(node), do: {:ok, :ok} = Node.eval(node, @recorder)
+
+  def seen(node) do
+    {:ok, seen} =
+      Node.eval(node, "send(:join_recorder, {:get, self()}); receive do {:seen, s} -> s end")
+
+    seen
+  end
+
+  def reset(node), do: Node.eval(node, "send(:join_recorder, :reset)")
+
+  # The reference: LIST every 5 s, connect to every ready pod's app@<pod-name>.
+  def start_poller(cluster, node) do
+    code = """
+    {:ok, _} = Application.ensure_all_started(:inets)
+    {:ok, _} = Application.ensure_all_started(:ssl)
+    token = String.to_charlist("Bearer " <> File.read!(#{inspect(Path.join(cluster.sim.dir, "serviceaccount/token"))}))
+    url = ~c"https://198.51.100.254:6443/api/v1/namespaces/default/pods"
+    # The certificate names the API by DNS (kubernetes.default.svc), as in a cluster.
+    ssl = [verify: :verify_peer, server_name_indication: ~c"kubernetes.default.svc", cacertfile: #{inspect(String.to_charlist(Path.join(cluster.sim.dir, "ca.crt")))}]
+    poll = fn poll ->
+      with {:ok, {{_, 200, _}, _, body}} <- :httpc.request(:get, {url, [{~c"authorization", token}]}, [ssl: ssl], body_format: :binary) do
+        for pod <- KubeDist.Test.JSON.decode!(body)["items"],
+            Enum.any?(pod["status"]["conditions"] || [], &(&1["type"] == "Ready" and &1["status"] == "True")),
+            do: Node.connect(:"app@\#{pod["metadata"]["name"]}")
+      end
+      Process.sleep(5_000)
+      poll.(poll)
+    end
+    spawn(fn -> poll.(poll) end)
+    :ok
+    """
+
+    {:ok, :ok} = Node.eval(node, code)
+  end
+
+  # One trial: flip the subject Ready, wait until every node saw it come up.
+  def trial(cluster, nodes, subject, ip, timeout_ms) do
+    Enum.each(nodes, &reset/1)
+    started = System.os_time(:microsecond)
+    KubeDist.SimCase.set_running(cluster.sim, "default", "subject", ip, true)
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    latency = wait_all(nodes, subject, started, deadline)
+
+    # Back to "not there": the Pod object goes (strategies disconnect it), then returns unready.
+    Cluster.delete_pod!(cluster, "subject")
+    for node <- nodes, do: Node.eval(node, "Node.disconnect(#{inspect(subject)})")
+    KubeDist.SimCase.create_pod(cluster.sim, "default", "subject", ip: ip, ready: false)
+    Process.sleep(200)
+    latency
+  end
+
+  defp wait_all(nodes, subject, started, deadline) do
+    times = Enum.map(nodes, &Map.get(seen(&1), subject))
+
+    cond do
+      Enum.all?(times) -> Enum.max(times) - started
+      System.monotonic_time(:millisecond) > deadline -> :timeout
+      true -> Process.sleep(10) && wait_all(nodes, subject, started, deadline)
+    end
+  end
+
+  def summary(label, samples) do
+    ok = samples |> Enum.reject(&(&1 == :timeout)) |> Enum.sort()
+    at = fn p -> Enum.at(ok, min(length(ok) - 1, round(p / 100 * (length(ok) - 1)))) end
+    ms = fn us -> Float.round(us / 1000, 1) end
+
+    IO.puts(
+      "  #{label}: #{length(ok)}/#{length(samples)} joined; p50 #{ms.(at.(50))} ms, p99 #{ms.(at.(99))} ms, max #{ms.(List.last(ok))} ms"
+    )
+
+    at.(99)
+  end
+end
+
+cluster = Cluster.start!(mode: :epmd, cleanup: :manual)
+
+try do
+  nodes =
+    for i <- 1..existing do
+      Cluster.add_pod!(cluster, "pod-#{i}")
+      Cluster.start_node!(cluster, "app", "pod-#{i}")
+    end
+
+  ip = Cluster.add_pod!(cluster, "subject", ready: false)
+  subject = Cluster.start_node!(cluster, "app", "subject")
+  Enum.each(nodes, &JoinBench.install_recorder/1)
+
+  for node <- nodes, do: Cluster.start_strategy!(cluster, node, reconcile_interval: 30_000)
+  Process.sleep(1_000)
+  watch = for _ <- 1..trials, do: JoinBench.trial(cluster, nodes, subject.name, ip, 10_000)
+
+  for node <- nodes, do: Node.eval(node, "GenServer.stop(:kube_dist_strategy)")
+  for node <- nodes, do: JoinBench.start_poller(cluster, node)
+  poll = for _ <- 1..poll_trials, do: JoinBench.trial(cluster, nodes, subject.name, ip, 12_000)
+
+  IO.puts("join: pod Ready -> all #{existing} existing nodes connected")
+  p99_watch = JoinBench.summary("KubeDist.Strategy (watch)", watch)
+  p99_poll = JoinBench.summary("5 s LIST poller (libcluster's default)", poll)
+  IO.puts("  ratio of p99s: #{Float.round(p99_poll / max(p99_watch, 1), 1)}x")
+after
+  Cluster.stop(cluster)
+end
