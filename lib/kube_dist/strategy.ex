@@ -52,7 +52,9 @@ defmodule KubeDist.Strategy do
   The other options (`namespaces`, `label_selector`, `field_selector`, `api_url`, ...)
   are those of `KubeDist.Watch`. When `:telemetry` is loaded, the strategy emits
   `[:kube_dist, :strategy, :connect]` and `[:kube_dist, :strategy, :disconnect]` with
-  `%{duration: native_time}` and `%{node: node, result: term, topology: atom}`, and
+  `%{duration: native_time}` and `%{node: node, result: term, topology: atom}`,
+  `[:kube_dist, :strategy, :discovery]` when a pod joins or leaves (`%{nodes: count}`,
+  `%{pod: name, change: :joined | :left, nodes: list, topology: atom}`), and
   `[:kube_dist, :strategy, :api_error]` with `%{message: binary}`.
   """
   use GenServer
@@ -178,11 +180,13 @@ defmodule KubeDist.Strategy do
 
       Nodes.eligible?(pod, state.config, own_version(state)) ->
         nodes = Nodes.names(pod, state.config)
+        discovered(state, pod, :joined, nodes)
         if joining?(state), do: connect(state, nodes)
         put_in(state.pods[pod.uid], nodes)
 
       pod.terminating and Map.has_key?(state.pods, pod.uid) ->
         {nodes, pods} = Map.pop(state.pods, pod.uid)
+        discovered(state, pod, :left, nodes)
         disconnect(state, nodes)
         %{state | pods: pods}
 
@@ -270,6 +274,15 @@ defmodule KubeDist.Strategy do
     end
 
     :ok
+  end
+
+  defp discovered(state, pod, change, nodes) do
+    telemetry([:discovery], %{nodes: length(nodes)}, %{
+      pod: pod.name,
+      change: change,
+      nodes: nodes,
+      topology: state.topology
+    })
   end
 
   defp report(state, action, node, result, duration) do

@@ -126,6 +126,12 @@ defmodule KubeDist.StrategyTest do
 
     assert_receive {:telemetry, [:kube_dist, :strategy, :disconnect], _, %{node: :"app@api-0"}},
                    5_000
+
+    create_pod(sim, "default", "api-1", ip: "198.51.100.2")
+
+    assert_receive {:telemetry, [:kube_dist, :strategy, :discovery], %{nodes: 1},
+                    %{pod: "api-1", change: :joined, nodes: [:"app@api-1"]}},
+                   5_000
   end
 
   test "an API outage or a 403 disconnects nobody and says how to fix it", %{sim: sim} do
