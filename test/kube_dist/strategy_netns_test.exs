@@ -63,4 +63,45 @@ defmodule KubeDist.StrategyNetnsTest do
     Process.sleep(3_000)
     assert mesh?(nodes)
   end
+
+  test "a 403 leaves the mesh intact and tells which permission is missing" do
+    cluster = Cluster.start!(mode: :epmd)
+    for pod <- ["pod-a", "pod-b"], do: Cluster.add_pod!(cluster, pod)
+    nodes = for pod <- ["pod-a", "pod-b"], do: Cluster.start_node!(cluster, "app", pod)
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node)
+    eventually(fn -> mesh?(nodes) end)
+
+    fault!(cluster.sim, "rbac", namespaces: "elsewhere")
+    fault!(cluster.sim, "faults/cut-watches")
+    [a | _] = nodes
+    health = "KubeDist.Watch.health(:sys.get_state(:kube_dist_strategy).watch).last_error"
+
+    error =
+      eventually(fn ->
+        match?({:ok, e} when is_binary(e), KubeDist.Test.Node.eval(a, health)) &&
+          elem(KubeDist.Test.Node.eval(a, health), 1)
+      end)
+
+    assert error =~ "403 Forbidden"
+    assert error =~ "grant get, list and watch on pods"
+    Process.sleep(1_500)
+    assert mesh?(nodes)
+  end
+
+  test "version isolation keeps two releases apart" do
+    cluster = Cluster.start!(mode: :epmd)
+    Cluster.add_pod!(cluster, "v1-a", labels: [version: "1"])
+    Cluster.add_pod!(cluster, "v1-b", labels: [version: "1"])
+    Cluster.add_pod!(cluster, "v2-a", labels: [version: "2"])
+
+    [v1a, v1b, v2a] =
+      nodes = for pod <- ["v1-a", "v1-b", "v2-a"], do: Cluster.start_node!(cluster, "app", pod)
+
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node, version_label: "version")
+
+    eventually(fn -> Cluster.connected(v1a) == [v1b.name] end)
+    Process.sleep(1_500)
+    assert Cluster.connected(v1a) == [v1b.name]
+    assert Cluster.connected(v2a) == []
+  end
 end
