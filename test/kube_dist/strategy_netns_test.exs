@@ -3,10 +3,9 @@ defmodule KubeDist.StrategyNetnsTest do
   # forms by itself and follows the pods. Needs root.
   use ExUnit.Case, async: false
 
-  import KubeDist.SimCase,
-    only: [eventually: 1, eventually: 2, set_running: 5, fault!: 3, fault!: 2]
+  import KubeDist.SimCase, only: [eventually: 1, set_running: 5, fault!: 3, fault!: 2]
 
-  alias KubeDist.Test.Cluster
+  alias KubeDist.Test.{Cluster, Node}
 
   @moduletag :netns
 
@@ -78,8 +77,10 @@ defmodule KubeDist.StrategyNetnsTest do
 
     error =
       eventually(fn ->
-        match?({:ok, e} when is_binary(e), KubeDist.Test.Node.eval(a, health)) &&
-          elem(KubeDist.Test.Node.eval(a, health), 1)
+        case Node.eval(a, health) do
+          {:ok, error} when is_binary(error) -> error
+          _ -> nil
+        end
       end)
 
     assert error =~ "403 Forbidden"
