@@ -7,12 +7,12 @@ defmodule KubeDist.StrategyTest do
   alias KubeDist.Simulator
 
   # As Cluster.Supervisor 3.5 builds it: {strategy, [state]} under a one_for_one supervisor.
-  defp start_strategy(sim, config) do
+  defp start_strategy(sim, config, connect \\ KubeDist.Test.Recorder) do
     test = self()
 
     state = %Cluster.Strategy.State{
       topology: :k8s,
-      connect: {KubeDist.Test.Recorder, :connect, [test]},
+      connect: {connect, :connect, [test]},
       disconnect: {KubeDist.Test.Recorder, :disconnect, [test]},
       list_nodes: {KubeDist.Test.Recorder, :list_nodes, [test]},
       config: Keyword.merge(Simulator.watch_options(sim), config),
@@ -94,19 +94,13 @@ defmodule KubeDist.StrategyTest do
   test "one node that never answers does not hold up the others", %{sim: sim} do
     create_pod(sim, "default", "dead", ip: "198.51.100.6")
     create_pod(sim, "default", "alive", ip: "198.51.100.7")
-    test = self()
 
-    state = %Cluster.Strategy.State{
-      topology: :k8s,
-      connect: {KubeDist.Test.SlowRecorder, :connect, [test]},
-      disconnect: {KubeDist.Test.Recorder, :disconnect, [test]},
-      list_nodes: {KubeDist.Test.Recorder, :list_nodes, [test]},
-      config:
-        Keyword.merge(Simulator.watch_options(sim), node_basename: "app", connect_timeout: 60_000),
-      meta: nil
-    }
+    start_strategy(
+      sim,
+      [node_basename: "app", connect_timeout: 60_000],
+      KubeDist.Test.SlowRecorder
+    )
 
-    start_supervised!({KubeDist.Strategy, [state]})
     assert_receive {:trying, :app@dead}, 5_000
     # The hung connect waits for its 60 s timeout; the other one is not queued behind it.
     assert_receive {:connect, :app@alive}, 1_000

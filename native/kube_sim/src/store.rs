@@ -627,25 +627,7 @@ fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
-
-    fn pod(name: &str) -> Pod {
-        Pod {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            spec: Some(PodSpec {
-                containers: vec![Container {
-                    name: "app".into(),
-                    image: Some("app:1".into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
+    use crate::fixtures::pod;
 
     fn everything() -> Filter {
         Filter::default()
@@ -742,14 +724,14 @@ mod tests {
     #[test]
     fn graceful_delete_only_for_scheduled_pods() {
         let store = Store::new(10);
-        store.create("ns", pod("loose")).unwrap();
+        let mut loose = pod("loose");
+        loose.spec.as_mut().unwrap().node_name = None;
+        store.create("ns", loose).unwrap();
         assert!(matches!(
             store.delete("ns", "loose", None).unwrap(),
             Deletion::Removed(_)
         ));
-        let mut bound = pod("bound");
-        bound.spec.as_mut().unwrap().node_name = Some("node-1".into());
-        let created = store.create("ns", bound).unwrap();
+        let created = store.create("ns", pod("bound")).unwrap();
         let Deletion::Terminating(p, grace) = store.delete("ns", "bound", Some(5)).unwrap() else {
             panic!("expected graceful")
         };
