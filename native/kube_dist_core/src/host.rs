@@ -36,6 +36,8 @@ pub enum Host {
         ip: IpAddr,
         /// Namespace.
         namespace: String,
+        /// Unqualified, the label may also be a pod's name (`a--a` spells `a::a`).
+        or_pod: Option<String>,
     },
     /// `hostname.subdomain.namespace[.svc]`: a pod by `spec.hostname` and `spec.subdomain`.
     Hostname {
@@ -80,6 +82,7 @@ pub fn parse(host: &str, cluster_domain: &str) -> Host {
             Some(ip) => Host::DashedIp {
                 ip,
                 namespace: own(namespace),
+                or_pod: (!qualified).then(|| own(first)),
             },
             None if !qualified => Host::Pod {
                 name: own(first),
@@ -161,14 +164,23 @@ mod tests {
         let dashed = Host::DashedIp {
             ip: "10.42.2.46".parse().unwrap(),
             namespace: s("prod"),
+            or_pod: None,
         };
         assert_eq!(parse("10-42-2-46.prod.pod.cluster.local.", DOMAIN), dashed);
-        assert_eq!(parse("10-42-2-46.prod.pod", DOMAIN), dashed);
+        assert_eq!(
+            parse("10-42-2-46.prod.pod", DOMAIN),
+            Host::DashedIp {
+                ip: "10.42.2.46".parse().unwrap(),
+                namespace: s("prod"),
+                or_pod: Some(s("10-42-2-46")),
+            }
+        );
         assert_eq!(
             parse("fd00--1.prod.pod.cluster.local", DOMAIN),
             Host::DashedIp {
                 ip: "fd00::1".parse().unwrap(),
-                namespace: s("prod")
+                namespace: s("prod"),
+                or_pod: None
             }
         );
         let by_hostname = Host::Hostname {
@@ -209,7 +221,8 @@ mod tests {
             dashed,
             Host::DashedIp {
                 ip: "10.1.2.3".parse().unwrap(),
-                namespace: "ns".into()
+                namespace: "ns".into(),
+                or_pod: None
             }
         );
     }
@@ -219,5 +232,46 @@ mod tests {
         let conf = "search prod.svc.k8s.corp svc.k8s.corp k8s.corp\nnameserver 10.96.0.10\noptions ndots:5\n";
         assert_eq!(cluster_domain_from_resolv_conf(conf).as_deref(), Some("k8s.corp"));
         assert_eq!(cluster_domain_from_resolv_conf("nameserver 1.1.1.1\n"), None);
+    }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+
+            /// Any input at all: no panic, and whatever is classified as a pod name is a
+            /// valid lowercase DNS name.
+            #[test]
+            fn arbitrary_input_never_panics(host in ".{0,300}", domain in "[a-z.]{0,20}") {
+                match parse(&host, &domain) {
+                    Host::Name(n) => prop_assert!(is_label(&n)),
+                    Host::NameDotNamespace(a, b) => prop_assert!(is_label(&a) && is_label(&b)),
+                    Host::Pod { name, namespace } => prop_assert!(is_label(&name) && is_label(&namespace)),
+                    _ => {}
+                }
+            }
+
+            /// Names built from valid parts come back as the form they were built as.
+            #[test]
+            fn built_names_round_trip(
+                name in "[a-z]([a-z0-9-]{0,20}[a-z0-9])?",
+                ns in "[a-z]([a-z0-9-]{0,20}[a-z0-9])?",
+                ip in any::<[u8; 4]>(),
+            ) {
+                // A pod name that also spells an IP keeps its name as the fallback.
+                match parse(&format!("{name}.{ns}.pod"), DOMAIN) {
+                    Host::Pod { name: n, namespace } => prop_assert_eq!((n, namespace), (name.clone(), ns.clone())),
+                    Host::DashedIp { or_pod, namespace, .. } => {
+                        prop_assert_eq!((or_pod, namespace), (Some(name.clone()), ns.clone()))
+                    }
+                    other => prop_assert!(false, "unexpected {:?}", other),
+                }
+                let dashed = format!("{}-{}-{}-{}.{ns}.pod.{DOMAIN}", ip[0], ip[1], ip[2], ip[3]);
+                prop_assert_eq!(parse(&dashed, DOMAIN), Host::DashedIp { ip: IpAddr::from(ip), namespace: ns, or_pod: None });
+                prop_assert_eq!(parse(&name.to_uppercase(), DOMAIN), Host::Name(name));
+            }
+        }
     }
 }

@@ -190,12 +190,14 @@ impl PodIndex {
         let candidates = match host {
             Host::Ip(ip) => return Resolution::Found(*ip, self.owner(ip).cloned()),
             // The name spells the IP: the answer is that IP, if a pod of the namespace owns it.
-            Host::DashedIp { ip, namespace } => {
-                return match self.owner(ip).filter(|p| *p.namespace == **namespace) {
-                    Some(pod) => Resolution::Found(*ip, Some(pod.clone())),
-                    None => Resolution::NotFound,
-                };
-            }
+            Host::DashedIp { ip, namespace, or_pod } => match self.owner(ip).filter(|p| *p.namespace == **namespace) {
+                Some(pod) => return Resolution::Found(*ip, Some(pod.clone())),
+                None => or_pod
+                    .as_ref()
+                    .and_then(|name| self.get(namespace, name))
+                    .into_iter()
+                    .collect(),
+            },
             Host::Name(name) => pods(self.by_name.get(name.as_str())),
             Host::Pod { name, namespace } => self.get(namespace, name).into_iter().collect(),
             Host::NameDotNamespace(a, b) => match self.get(b, a) {

@@ -188,3 +188,59 @@ fn lookup<'a>(pairs: &'a [(Box<str>, Box<str>)], key: &str) -> Option<&'a str> {
         .ok()
         .map(|i| &*pairs[i].1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Arbitrary (even absurd) pod JSON: conversion never panics, and what it keeps
+        /// is what the pod said.
+        #[test]
+        fn conversion_is_total(
+            name in ".{0,300}",
+            ips in proptest::collection::vec(".{0,45}", 0..4),
+            labels in proptest::collection::btree_map(".{0,100}", ".{0,1000}", 0..8),
+            port in any::<i32>(),
+            ready in any::<bool>(),
+        ) {
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "metadata": { "name": name, "namespace": "ns", "uid": "u", "labels": labels },
+                "spec": { "containers": [{ "name": "c", "ports": [{ "name": "dist", "containerPort": port }] }] },
+                "status": {
+                    "podIPs": ips.iter().map(|ip| serde_json::json!({ "ip": ip })).collect::<Vec<_>>(),
+                    "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }]
+                }
+            })).unwrap();
+            match PodRecord::from_pod(&pod) {
+                None => prop_assert!(name.is_empty()),
+                Some(record) => {
+                    prop_assert_eq!(&*record.name, name.as_str());
+                    prop_assert_eq!(record.ready, ready);
+                    prop_assert!(record.ips.len() <= ips.len());
+                    prop_assert_eq!(record.labels.len(), labels.len());
+                    prop_assert_eq!(record.ports.len(), usize::from(u16::try_from(port).is_ok()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_only_and_several_ips_are_kept_in_order() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "namespace": "ns", "uid": "u" },
+            "status": { "podIP": "fd00::1", "podIPs": [{ "ip": "fd00::1" }, { "ip": "10.0.0.1" }, { "ip": "bogus" }] }
+        }))
+        .unwrap();
+        let record = PodRecord::from_pod(&pod).unwrap();
+        assert_eq!(
+            record.ips.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+            ["fd00::1", "10.0.0.1"]
+        );
+        assert_eq!(record.ip(), Some("fd00::1".parse().unwrap()));
+        assert_eq!(record.phase, Phase::Unknown);
+    }
+}

@@ -77,6 +77,18 @@ fn every_host_form_resolves() {
 }
 
 #[test]
+fn a_pod_name_that_spells_an_ip_still_resolves_by_name() {
+    let mut index = PodIndex::new();
+    index.upsert(record("prod", "a--a", &["10.0.0.9"]));
+    assert_eq!(found(&index, "a--a.prod.pod"), Some(("10.0.0.9".into(), "a--a".into())));
+    assert_eq!(
+        resolve(&index, "a--a.prod.pod.cluster.local"),
+        Resolution::NotFound,
+        "qualified: an IP only"
+    );
+}
+
+#[test]
 fn the_same_name_in_two_namespaces_prefers_home_and_is_otherwise_ambiguous() {
     let mut index = PodIndex::new();
     index.upsert(record("prod", "api-0", &["10.0.0.1"]));
@@ -273,12 +285,16 @@ mod model {
                         exact
                     }
                 }
-                Host::DashedIp { ip, namespace } => {
-                    return self
-                        .owner(*ip)
-                        .filter(|p| &*p.namespace == namespace)
-                        .map(|p| vec![(p.namespace.to_string(), p.name.to_string(), *ip)])
-                        .unwrap_or_default();
+                Host::DashedIp { ip, namespace, or_pod } => {
+                    match self.owner(*ip).filter(|p| &*p.namespace == namespace) {
+                        Some(p) => return vec![(p.namespace.to_string(), p.name.to_string(), *ip)],
+                        None => self
+                            .pods
+                            .iter()
+                            .map(|(p, _)| p)
+                            .filter(|p| Some(&*p.name) == or_pod.as_deref() && &*p.namespace == namespace)
+                            .collect(),
+                    }
                 }
                 _ => Vec::new(),
             };
