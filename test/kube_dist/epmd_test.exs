@@ -81,4 +81,20 @@ defmodule KubeDist.EpmdTest do
     assert {:ok, {:ok, names}} = Node.eval(api, "KubeDist.Epmd.names(~c\"pod-d\")")
     assert Enum.any?(names, &match?({~c"worker", _}, &1))
   end
+
+  test "a slow API server never holds kernel boot beyond the configured wait", %{sim: sim} do
+    create_pod(sim, "default", "pod-s", ip: "127.0.5.1", ports: [{"dist", 4370}])
+    fault!(sim, "faults/latency", ms: 2_000)
+    env = [{"KUBE_DIST_SYNC_TIMEOUT_MS", "1000"}]
+    started = System.monotonic_time(:millisecond)
+    [node] = start_nodes(sim, [{"app", "pod-s", ip: "127.0.5.1", env: env}])
+    # Up although the first list takes longer than the wait; the pod name resolves later.
+    assert System.monotonic_time(:millisecond) - started < 10_000
+    fault!(sim, "faults/latency", ms: 0)
+
+    eventually(fn ->
+      Node.eval(node, "KubeDist.Watch.resolve(KubeDist.Epmd.watch(), \"pod-s\")") ==
+        {:ok, {:ok, {127, 0, 5, 1}}}
+    end)
+  end
 end

@@ -91,6 +91,28 @@ defmodule KubeDist.StrategyTest do
     assert_receive {:connect, :"fn-web-0@web-0"}, 5_000
   end
 
+  test "implausible node names never become atoms", %{sim: sim} do
+    create_pod(sim, "default", "hostile", ip: "198.51.100.8")
+    names = ["ok", "bad name", String.duplicate("x", 65)] ++ for(i <- 1..100, do: "n#{i}")
+    start_strategy(sim, nodes: fn _pod -> names end)
+    assert_receive {:connect, :ok@hostile}, 5_000
+    Process.sleep(300)
+
+    connects =
+      Stream.repeatedly(fn ->
+        receive do
+          {:connect, n} -> n
+        after
+          0 -> nil
+        end
+      end)
+      |> Enum.take_while(& &1)
+
+    # 16 names per pod at most, none of the invalid ones.
+    assert length(Enum.uniq(connects)) == 15
+    refute Enum.any?(connects, &(Atom.to_string(&1) =~ " "))
+  end
+
   test "one node that never answers does not hold up the others", %{sim: sim} do
     create_pod(sim, "default", "dead", ip: "198.51.100.6")
     create_pod(sim, "default", "alive", ip: "198.51.100.7")

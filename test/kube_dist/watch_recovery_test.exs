@@ -102,6 +102,16 @@ defmodule KubeDist.WatchRecoveryTest do
     assert %{last_error: nil} = Watch.health(watch)
   end
 
+  test "a malformed watch event is reported and the watch resyncs", %{sim: sim} do
+    {watch, tag} = started(sim)
+    fault!(sim, "faults/malformed")
+    assert {:api_error, message} = next_event(tag, 10_000)
+    assert message =~ "pods in namespace"
+    delete_pod(sim, "default", "pod-0")
+    create_pod(sim, "default", "after-garbage", ip: "198.51.100.30")
+    eventually(fn -> summary(Watch.pods(watch)) == server_summary(sim) end)
+  end
+
   test "a rotated service-account token is picked up without a restart", %{sim: sim} do
     {watch, tag} = started(sim)
     fault!(sim, "faults/rotate-token")
