@@ -1,21 +1,30 @@
 # The native pod index, measured from Elixir against the simulator:
 # initial sync, resolve latency (NIF and :inet.getaddr for reference), memory per pod,
-# API change -> Elixir message latency, and long schedules caused meanwhile.
+# API change -> Elixir message latency, index lag and CPU under steady churn driven by the
+# simulator, and long schedules caused meanwhile.
 #
 #     mix run bench/native.exs -- --pods 10000 --trials 200
 #
-# Results go to BENCHMARKS.md by hand; `--pods 100 --trials 5` is the smoke size CI runs.
+# Results go to BENCHMARKS.md by hand; see scripts/test for the smoke size CI runs.
 
 alias KubeDist.{Simulator, Watch}
 
 {opts, _, _} =
   OptionParser.parse(Enum.reject(System.argv(), &(&1 == "--")),
-    strict: [pods: :integer, trials: :integer, resolves: :integer]
+    strict: [
+      pods: :integer,
+      trials: :integer,
+      resolves: :integer,
+      churn_rate: :integer,
+      churn_seconds: :integer
+    ]
   )
 
 pods = Keyword.get(opts, :pods, 10_000)
 trials = Keyword.get(opts, :trials, 200)
 resolves = Keyword.get(opts, :resolves, 100_000)
+churn_rate = Keyword.get(opts, :churn_rate, 100)
+churn_seconds = Keyword.get(opts, :churn_seconds, 60)
 
 defmodule Bench do
   def percentiles(samples) do
@@ -31,6 +40,21 @@ defmodule Bench do
   def rss do
     [_, resident | _] = File.read!("/proc/self/statm") |> String.split()
     String.to_integer(resident) * 4096
+  end
+
+  # CPU time of this OS process, and of its threads named `prefix` alone (the NIF's
+  # tokio runtime), in ns; from /proc, in clock ticks of 10 ms.
+  def cpu_ns(prefix \\ "") do
+    for task <- File.ls!("/proc/self/task"),
+        String.starts_with?(File.read!("/proc/self/task/#{task}/comm"), prefix),
+        reduce: 0 do
+      total ->
+        [_, after_comm] =
+          File.read!("/proc/self/task/#{task}/stat") |> String.split(") ", parts: 2)
+
+        [utime, stime] = after_comm |> String.split() |> Enum.slice(11, 2)
+        total + (String.to_integer(utime) + String.to_integer(stime)) * 10_000_000
+    end
   end
 
   def time(fun) do
@@ -55,14 +79,39 @@ rss_before = Bench.rss()
 health = Watch.health(watch)
 rss_growth = Bench.rss() - rss_before
 
-names = for i <- 0..(pods - 1), do: "pod-#{i}"
-names = List.to_tuple(names)
+names = List.to_tuple(for i <- 0..(pods - 1), do: "pod-#{i}")
+charlist_names = names |> Tuple.to_list() |> Enum.map(&String.to_charlist/1) |> List.to_tuple()
 
-resolve_samples =
-  for i <- 1..resolves do
-    name = elem(names, rem(i * 7919, pods))
-    {ns, {:ok, _}} = Bench.time(fn -> Watch.resolve(watch, name) end)
-    ns
+# KubeDist.Epmd as the VM's distribution calls it: env-configured, charlist hosts.
+for {key, value} <- Simulator.watch_options(sim),
+    do: System.put_env("KUBE_DIST_#{String.upcase(to_string(key))}", value)
+
+System.put_env("KUBE_DIST_NAMESPACES", "default")
+System.put_env("KUBE_DIST_MODE", "epmdless")
+:ignore = KubeDist.Epmd.start_link()
+address_please = fn name -> KubeDist.Epmd.address_please(~c"app", name, :inet) end
+
+resolve_cases = [
+  {"bare NIF call (`KubeDist.Native.resolve/3`)", "epmd", names,
+   &KubeDist.Native.resolve(watch.resource, &1, false)},
+  {"`KubeDist.Watch.resolve/2`", "epmd", names, &Watch.resolve(watch, &1)},
+  {"`KubeDist.Epmd.address_please/3`, epmd mode", "epmd", charlist_names, address_please},
+  {"`KubeDist.Epmd.address_please/3`, epmd-less", "epmdless", charlist_names, address_please}
+]
+
+resolve_results =
+  for {label, mode, names, fun} <- resolve_cases do
+    System.put_env("KUBE_DIST_MODE", mode)
+
+    samples =
+      for i <- 1..resolves do
+        name = elem(names, rem(i * 7919, pods))
+        {ns, result} = Bench.time(fn -> fun.(name) end)
+        :ok = elem(result, 0)
+        ns
+      end
+
+    {label, Bench.percentiles(samples)}
   end
 
 getaddr_samples =
@@ -91,6 +140,25 @@ event_samples =
     end
   end
 
+# Churn: the simulator changes `churn_rate` pods a second; each change carries its time.
+changes = churn_rate * churn_seconds
+{cpu_vm, cpu_ours, wall} = {Bench.cpu_ns(), Bench.cpu_ns("kube_dist"), System.monotonic_time()}
+{:ok, 200, _} = Simulator.fault(sim, "churn", rate: churn_rate, seconds: churn_seconds)
+
+lag_samples =
+  for _ <- 1..changes do
+    receive do
+      {:kube_dist, ^tag, {:changed, _, %{annotations: %{"kube-sim.dev/changed-at-ns" => at}}}} ->
+        System.os_time(:nanosecond) - String.to_integer(at)
+    after
+      10_000 -> raise "churn: an event is missing"
+    end
+  end
+
+wall = System.convert_time_unit(System.monotonic_time() - wall, :native, :nanosecond)
+cpu_vm = (Bench.cpu_ns() - cpu_vm) / wall * 100
+cpu_ours = (Bench.cpu_ns("kube_dist") - cpu_ours) / wall * 100
+
 long_schedules =
   Stream.repeatedly(fn ->
     receive do
@@ -103,17 +171,19 @@ long_schedules =
 
 ours = Enum.filter(long_schedules, fn {_, info} -> inspect(info) =~ "KubeDist.Native" end)
 
-r = Bench.percentiles(resolve_samples)
 g = Bench.percentiles(getaddr_samples)
 e = Bench.percentiles(event_samples)
+c = Bench.percentiles(lag_samples)
 
 IO.puts("""
 native: #{pods} pods
   initial sync (list + index): #{Bench.fmt_ns(sync_ns)}
-  resolve from Elixir (#{resolves} calls): p50 #{Bench.fmt_ns(r.p50)} p99 #{Bench.fmt_ns(r.p99)} max #{Bench.fmt_ns(r.max)}
-  :inet.getaddr("localhost") for reference: p50 #{Bench.fmt_ns(g.p50)} p99 #{Bench.fmt_ns(g.p99)}
+  resolve, #{resolves} calls each:
+#{for {label, r} <- resolve_results, do: "    #{label}: p50 #{Bench.fmt_ns(r.p50)} p99 #{Bench.fmt_ns(r.p99)} max #{Bench.fmt_ns(r.max)}\n"}  :inet.getaddr("localhost") for reference: p50 #{Bench.fmt_ns(g.p50)} p99 #{Bench.fmt_ns(g.p99)}
   index: #{health.index_bytes} bytes = #{div(health.index_bytes, max(pods, 1))} bytes/pod; VM RSS growth #{div(rss_growth, max(pods, 1))} bytes/pod
   API change -> Elixir message (#{trials} trials): p50 #{Bench.fmt_ns(e.p50)} p99 #{Bench.fmt_ns(e.p99)} max #{Bench.fmt_ns(e.max)}
+  churn, #{churn_rate} changes/s for #{churn_seconds} s: #{changes} events; index lag p50 #{Bench.fmt_ns(c.p50)} p99 #{Bench.fmt_ns(c.p99)} max #{Bench.fmt_ns(c.max)}
+    CPU, % of one core: #{Float.round(cpu_ours, 1)} in the NIF's runtime threads, #{Float.round(cpu_vm, 1)} in the whole VM
   long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in KubeDist.Native
 """)
 

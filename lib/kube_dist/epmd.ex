@@ -241,7 +241,10 @@ defmodule KubeDist.Epmd do
     :ok
   end
 
-  defp watch_options do
+  @doc false
+  # The watch options KUBE_DIST_* ask for (also read by KubeDist.Doctor).
+  @spec watch_options() :: keyword()
+  def watch_options do
     env = fn name -> System.get_env(name) end
 
     namespaces =

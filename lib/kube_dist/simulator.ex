@@ -127,7 +127,9 @@ defmodule KubeDist.Simulator do
   Calls a control route, e.g. `fault(sim, "faults/unavailable", seconds: 5)`. Routes:
   `faults/unavailable`, `faults/offline`, `faults/recover`, `faults/compact`,
   `faults/cut-watches` (`expired: true`), `faults/malformed`, `faults/latency` (`ms:`),
-  `faults/rotate-token`, `rbac` (`namespaces: "a,b"` or `"*"`), `stats/reset`.
+  `faults/rotate-token`, `rbac` (`namespaces: "a,b"` or `"*"`), `stats/reset`, and
+  `churn` (`rate:` changes/s, `seconds:`, `namespace:`; each change flips a pod's
+  readiness and stamps the annotation `kube-sim.dev/changed-at-ns`).
   """
   @spec fault(t(), String.t(), keyword()) :: {:ok, non_neg_integer(), binary()} | {:error, term()}
   def fault(sim, route, params \\ []) do

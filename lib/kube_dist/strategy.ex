@@ -138,6 +138,19 @@ defmodule KubeDist.Strategy do
     {:noreply, reconcile(state)}
   end
 
+  def handle_info({:named, uid, pod_name, nodes}, state) do
+    case state.pods do
+      %{^uid => known} ->
+        if known != nodes, do: discovered(state, pod_name, :joined, nodes)
+        if joining?(state), do: connect(state, nodes)
+        {:noreply, put_in(state.pods[uid], nodes)}
+
+      # The pod left while it was being named.
+      _ ->
+        {:noreply, state}
+    end
+  end
+
   def handle_info({:connected, node, result, duration}, state) do
     report(state, :connect, node, result, duration)
     {:noreply, state}
@@ -179,14 +192,12 @@ defmodule KubeDist.Strategy do
         state
 
       Nodes.eligible?(pod, state.config, own_version(state)) ->
-        nodes = Nodes.names(pod, state.config)
-        discovered(state, pod, :joined, nodes)
-        if joining?(state), do: connect(state, nodes)
-        put_in(state.pods[pod.uid], nodes)
+        name(state, pod)
+        %{state | pods: Map.put_new(state.pods, pod.uid, [])}
 
       pod.terminating and Map.has_key?(state.pods, pod.uid) ->
         {nodes, pods} = Map.pop(state.pods, pod.uid)
-        discovered(state, pod, :left, nodes)
+        discovered(state, pod.name, :left, nodes)
         disconnect(state, nodes)
         %{state | pods: pods}
 
@@ -196,6 +207,7 @@ defmodule KubeDist.Strategy do
   end
 
   # Everything eligible in the index, connected if missing; nothing is disconnected here.
+  # Names are asked again each time: in :epmd mode a pod's nodes register after it is Ready.
   defp reconcile(state) do
     pods =
       Enum.filter(
@@ -203,12 +215,16 @@ defmodule KubeDist.Strategy do
         &(not own_pod?(&1, state) and Nodes.eligible?(&1, state.config, own_version(state)))
       )
 
-    # Names are asked again each time: in :epmd mode a pod's nodes register after it is Ready.
-    known = Map.new(pods, &{&1.uid, Nodes.names(&1, state.config)})
+    Enum.each(pods, &name(state, &1))
+    %{state | pods: Map.merge(Map.new(pods, &{&1.uid, []}), state.pods)}
+  end
 
-    if joining?(state), do: connect(state, Enum.flat_map(known, &elem(&1, 1)))
-
-    %{state | pods: Map.merge(state.pods, known)}
+  # Naming may ask the pod's epmd, which can be slow or hang: it runs beside the strategy,
+  # which hears back `{:named, ...}` and connects then, so no pod holds up another.
+  defp name(state, pod) do
+    strategy = self()
+    config = state.config
+    Task.start(fn -> send(strategy, {:named, pod.uid, pod.name, Nodes.names(pod, config)}) end)
   end
 
   # Our own pod must be eligible (ready, not terminating) before we reach out.
@@ -276,9 +292,9 @@ defmodule KubeDist.Strategy do
     :ok
   end
 
-  defp discovered(state, pod, change, nodes) do
+  defp discovered(state, pod_name, change, nodes) do
     telemetry([:discovery], %{nodes: length(nodes)}, %{
-      pod: pod.name,
+      pod: pod_name,
       change: change,
       nodes: nodes,
       topology: state.topology

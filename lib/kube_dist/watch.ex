@@ -135,15 +135,25 @@ defmodule KubeDist.Watch do
   defp to_host(host) when is_list(host), do: List.to_string(host)
   defp to_host(host) when is_atom(host), do: Atom.to_string(host)
 
-  @doc "Sync state, newest resourceVersion, error count and last error, pod count, index size."
+  @doc """
+  How the watch is doing: sync state, newest resourceVersion, error count, the last
+  error and its kind (an HTTP status, or 0 when the API was unreachable; cleared once the
+  watch works again), pod count, index size, and what it watches: the API URL, where its
+  credentials came from (`"explicit"`, `"in_cluster"` or `"kubeconfig"`) and the
+  namespaces (`:all` for every one).
+  """
   @spec health(t()) :: %{
           synced: boolean(),
           last_sync: non_neg_integer() | nil,
           resource_version: String.t() | nil,
           errors: non_neg_integer(),
           last_error: String.t() | nil,
+          last_error_kind: non_neg_integer(),
           pods: non_neg_integer(),
-          index_bytes: non_neg_integer()
+          index_bytes: non_neg_integer(),
+          api_url: String.t() | nil,
+          credentials: String.t() | nil,
+          namespaces: [String.t()] | :all
         }
   def health(%__MODULE__{resource: r}), do: KubeDist.Native.health(r)
 

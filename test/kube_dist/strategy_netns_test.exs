@@ -105,4 +105,27 @@ defmodule KubeDist.StrategyNetnsTest do
     assert Cluster.connected(v1a) == [v1b.name]
     assert Cluster.connected(v2a) == []
   end
+
+  test "KubeDist.doctor in a pod node checks every candidate node" do
+    cluster = Cluster.start!(mode: :epmd)
+    for pod <- ["pod-a", "pod-b", "pod-c"], do: Cluster.add_pod!(cluster, pod)
+    Cluster.add_pod!(cluster, "pod-d", ready: false)
+    [a, b] = nodes = for pod <- ["pod-a", "pod-b"], do: Cluster.start_node!(cluster, "app", pod)
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node)
+    eventually(fn -> mesh?(nodes) end)
+
+    # The doctor finds the running strategy's config by itself.
+    {:ok, report} = Node.eval(a, "KubeDist.Doctor.run() |> KubeDist.Doctor.format()")
+
+    assert report =~ "[ok]   distribution: #{a.name}, short names"
+    assert report =~ "[ok]   epmd module: KubeDist.Epmd, epmd mode"
+    assert report =~ ~r/\[ok\]   API server: https:.*, explicit credentials, TLS verified, 4 pods/
+    assert report =~ "4 seen, 3 eligible"
+    assert report =~ "pod-d: not Ready"
+    assert report =~ "[ok]   own pod: default/pod-a #{Cluster.pod_ip(cluster, "pod-a")}, eligible"
+    ip_b = Cluster.pod_ip(cluster, "pod-b")
+    assert report =~ ~r/\[ok\]   node #{b.name}: pod-b -> #{ip_b}, port \d+ answers, connected/
+    # pod-c is Ready but runs no node: its epmd knows no name.
+    assert report =~ "[warn] node in pod-c: no node name known for this pod"
+  end
 end

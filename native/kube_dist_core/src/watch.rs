@@ -61,6 +61,10 @@ pub struct Health {
     pub index_bytes: usize,
     /// What failed last: an HTTP status, or 0 when the API could not be reached.
     pub last_error_kind: u16,
+    /// The API server watched, and where its credentials came from (for diagnostics).
+    pub origin: Option<(String, &'static str)>,
+    /// The namespaces watched; `None` stands for all of them.
+    pub namespaces: Vec<Option<String>>,
 }
 
 struct State {
@@ -89,7 +93,10 @@ impl Watch {
             home: spec.namespaces.first().cloned().flatten(),
             index: RwLock::new(PodIndex::new()),
             synced: tokio::sync::watch::channel(false).0,
-            health: Mutex::new(Health::default()),
+            health: Mutex::new(Health {
+                namespaces: spec.namespaces.clone(),
+                ..Health::default()
+            }),
             subscribers: Mutex::new(Vec::new()),
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
         });
@@ -106,6 +113,11 @@ impl Watch {
         };
         let task = runtime.spawn(run(make_client, target, state.clone()));
         Watch { state, task }
+    }
+
+    /// Records which API server this watch follows and with which credentials.
+    pub fn set_origin(&self, api_url: String, source: &'static str) {
+        self.state.health().origin = Some((api_url, source));
     }
 
     /// Waits until every namespace has been listed, up to `timeout`; true if synced.
@@ -238,6 +250,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
                 health.last_error = None;
                 drop(health);
                 state.publish(changes.into_iter().map(WatchEvent::Pod));
+                release_list_memory();
                 if listed.len() == namespaces {
                     // Tell subscribers before waking `synced` waiters: whoever subscribes
                     // after waiting must not receive a stale `Synced`.
@@ -318,6 +331,16 @@ impl State {
         drop(subscribers);
         // Dropped outside the lock: a subscriber may hold the last reference to its watch.
         drop(gone);
+    }
+}
+
+/// A list decodes every pod in full before the index keeps a few hundred bytes of each;
+/// glibc keeps the freed pages in its arenas for good unless asked to give them back.
+fn release_list_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -12,7 +12,8 @@ mod keys {
     rustler::atoms! {
         nil, uid, namespace, name, ip, ips, hostname, subdomain, node_name, phase, ready,
         terminating, labels, annotations, ports, port, container,
-        synced, last_sync, resource_version, errors, last_error, pods, index_bytes,
+        synced, last_sync, resource_version, errors, last_error, last_error_kind, pods, index_bytes,
+        api_url, credentials, namespaces, all,
         added, changed, deleted, api_error,
         pending, running, succeeded, failed, unknown
     }
@@ -95,6 +96,14 @@ fn map<'a>(env: Env<'a>, entries: &[(Term<'a>, Term<'a>)]) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| Term::map_new(env))
 }
 
+/// Watched namespaces as strings, `:all` for every namespace.
+fn namespaces<'a>(env: Env<'a>, namespaces: &[Option<String>]) -> Term<'a> {
+    match namespaces {
+        [None] => keys::all().encode(env),
+        _ => namespaces.iter().flatten().collect::<Vec<_>>().encode(env),
+    }
+}
+
 /// Watch health as a map.
 pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
     let last_sync = health
@@ -115,6 +124,23 @@ pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
         ),
         (keys::pods().encode(env), health.pods.encode(env)),
         (keys::index_bytes().encode(env), health.index_bytes.encode(env)),
+        (
+            keys::last_error_kind().encode(env),
+            health
+                .last_error
+                .as_ref()
+                .map_or(0, |_| health.last_error_kind)
+                .encode(env),
+        ),
+        (
+            keys::api_url().encode(env),
+            optional(env, health.origin.as_ref().map(|(url, _)| url.as_str())),
+        ),
+        (
+            keys::credentials().encode(env),
+            optional(env, health.origin.as_ref().map(|(_, source)| *source)),
+        ),
+        (keys::namespaces().encode(env), namespaces(env, &health.namespaces)),
     ];
     map(env, &entries)
 }

@@ -41,12 +41,14 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     }
     // Fail fast on a configuration that cannot make a client at all.
     connect::client(resolved.config.clone())?;
+    let (url, source) = (resolved.config.cluster_url.to_string(), resolved.source.as_str());
     let config = resolved.config;
     let watch = Arc::new(Watch::start(
         move || connect::client(config.clone()),
         &spec,
         runtime().handle(),
     ));
+    watch.set_origin(url, source);
     watches.insert(key, Arc::downgrade(&watch));
     Ok(watch)
 }

@@ -4,6 +4,7 @@
 //! Everything else on the control port is the Pod API itself, acting as admin.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::{Method, Response};
@@ -15,7 +16,7 @@ use crate::status::ApiError;
 use crate::Shared;
 
 /// Answers a `/_sim/...` request, or `None` when the path is not a control route.
-pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>) -> Option<Response<Body>> {
+pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&str>) -> Option<Response<Body>> {
     let action = path.strip_prefix("/_sim/")?;
     let params: HashMap<String, String> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
         .into_owned()
@@ -55,6 +56,12 @@ pub fn handle(shared: &Shared, method: &Method, path: &str, query: Option<&str>)
             Some(json!({ "latencyMs": ms }))
         }
         (&Method::POST, "faults/rotate-token") => Some(json!({ "token": shared.rotate_token() })),
+        (&Method::POST, "churn") => {
+            let (rate, seconds) = (number("rate").unwrap_or(10), number("seconds").unwrap_or(60));
+            let namespace = params.get("namespace").cloned().unwrap_or_else(|| "default".into());
+            crate::churn::start(shared.clone(), namespace, rate, Duration::from_secs(seconds));
+            Some(json!({ "rate": rate, "seconds": seconds, "annotation": crate::churn::CHANGED_AT }))
+        }
         (&Method::POST, "rbac") => {
             let namespaces = params.get("namespaces").map(String::as_str).unwrap_or("*");
             let allowed = (namespaces != "*").then(|| {

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod churn;
 pub mod control;
 pub mod faults;
 pub mod fixtures;

@@ -1,0 +1,68 @@
+defmodule KubeDist.DoctorTest do
+  use KubeDist.SimCase, async: true
+
+  alias KubeDist.{Doctor, Simulator}
+
+  defp config(sim, extra),
+    do: Simulator.watch_options(sim) ++ [node_basename: "app"] ++ extra
+
+  defp find(checks, name), do: Enum.find(checks, &(&1.name == name)) || flunk("no #{name} check")
+
+  test "passes the API checks and says why each pod is not eligible", %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    create_pod(sim, "default", "api-1", ip: "198.51.100.2", ready: false)
+    create_pod(sim, "default", "api-2")
+
+    checks = Doctor.run(config(sim, namespaces: ["default"]))
+
+    api = find(checks, "API server")
+    assert api.status == :ok
+    assert api.detail =~ "#{sim.url}"
+    assert api.detail =~ "explicit credentials, TLS verified, 3 pods"
+    assert find(checks, ~s(RBAC in "default")).status == :ok
+
+    pods = find(checks, "pods")
+    assert pods.detail =~ "3 seen, 1 eligible"
+    assert pods.detail =~ "api-1: not Ready"
+    assert pods.detail =~ "api-2: no IP yet"
+    # This test VM is no pod of the simulator, and it is not distributed.
+    assert find(checks, "own pod").status == :warn
+    assert find(checks, "distribution").status == :fail
+    assert Doctor.format(checks) =~ ~r/\[FAIL\] distribution: .*\n +fix: start it with a name/
+  end
+
+  test "a 403 names the namespace and prints the Role to apply", %{sim: sim} do
+    fault!(sim, "rbac", namespaces: "default")
+    checks = Doctor.run(config(sim, namespaces: ["default", "prod"]))
+
+    assert %{status: :fail, fix: "grant access to pods" <> _} = find(checks, "API server")
+    assert find(checks, ~s(RBAC in "default")).status == :ok
+    prod = find(checks, ~s(RBAC in "prod"))
+    assert prod.status == :fail
+    assert prod.detail =~ "403 Forbidden"
+    assert prod.fix =~ "kind: Role\nmetadata:\n  name: kube-dist\n  namespace: prod"
+    assert prod.fix =~ ~s(verbs: ["get", "list", "watch"])
+    assert prod.fix =~ "name: kube-dist\n    namespace: default"
+  end
+
+  test "an unreachable API server fails with what to check", %{sim: sim} do
+    config = Keyword.put(config(sim, []), :api_url, "https://127.0.0.1:1")
+    api = find(Doctor.run(config), "API server")
+    assert api.status == :fail
+    assert api.fix =~ "reachable"
+  end
+
+  test "mix kube_dist.doctor runs the checks and exits 1 on a failure", %{sim: sim} do
+    args =
+      ~w(kube_dist.doctor --namespace default --api-url #{sim.url}) ++
+        ~w(--ca-file #{sim.dir}/ca.crt --token-file #{sim.dir}/serviceaccount/token)
+
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    {out, status} = System.cmd("mix", args, env: [{"MIX_ENV", "test"}], stderr_to_stdout: true)
+    assert out =~ "[ok]   API server: #{sim.url}"
+    assert out =~ "1 seen, 1 eligible"
+    # Not distributed: that check fails, so the exit status says so.
+    assert out =~ "[FAIL] distribution"
+    assert status == 1
+  end
+end
