@@ -66,6 +66,11 @@ end
 
 :erlang.system_monitor(self(), [{:long_schedule, 1}])
 {:ok, sim} = Simulator.start(pods: pods, history: 100_000)
+
+# The fixed cost first (runtime, TLS, HTTP client): a watch of an empty namespace.
+{:ok, empty} = Watch.start(Keyword.put(Simulator.watch_options(sim), :namespaces, ["empty"]))
+true = Watch.await_synced(empty, 10_000)
+:erlang.garbage_collect()
 rss_before = Bench.rss()
 
 {sync_ns, {:ok, watch}} =
@@ -180,7 +185,7 @@ native: #{pods} pods
   initial sync (list + index): #{Bench.fmt_ns(sync_ns)}
   resolve, #{resolves} calls each:
 #{for {label, r} <- resolve_results, do: "    #{label}: p50 #{Bench.fmt_ns(r.p50)} p99 #{Bench.fmt_ns(r.p99)} max #{Bench.fmt_ns(r.max)}\n"}  :inet.getaddr("localhost") for reference: p50 #{Bench.fmt_ns(g.p50)} p99 #{Bench.fmt_ns(g.p99)}
-  index: #{health.index_bytes} bytes = #{div(health.index_bytes, max(pods, 1))} bytes/pod; VM RSS growth #{div(rss_growth, max(pods, 1))} bytes/pod
+  index: #{health.index_bytes} bytes = #{div(health.index_bytes, max(pods, 1))} bytes/pod; VM RSS growth #{div(rss_growth, max(pods, 1))} bytes/pod (beyond the fixed cost of a first watch)
   API change -> Elixir message (#{trials} trials): p50 #{Bench.fmt_ns(e.p50)} p99 #{Bench.fmt_ns(e.p99)} max #{Bench.fmt_ns(e.max)}
   churn, #{churn_rate} changes/s for #{churn_seconds} s: #{changes} events; index lag p50 #{Bench.fmt_ns(c.p50)} p99 #{Bench.fmt_ns(c.p99)} max #{Bench.fmt_ns(c.max)}
     CPU, % of one core: #{Float.round(cpu_ours, 1)} in the NIF's runtime threads, #{Float.round(cpu_vm, 1)} in the whole VM

@@ -83,11 +83,16 @@ defmodule KubeDist.Epmd do
 
   @doc false
   def address_please(name, host, family) do
-    case {lookup(host), mode()} do
-      {{:ok, ip, _pod}, :epmd} -> {:ok, ip}
-      {{:ok, ip, pod}, :epmdless} -> {:ok, ip, port_for(pod, name), @dist_version}
-      {_, :epmd} -> :erl_epmd.address_please(name, host, family)
-      {_, :epmdless} -> stock_address(name, host, family)
+    case mode() do
+      # Every connect asks: epmd mode needs only the IP, not the whole pod.
+      :epmd ->
+        with :error <- resolve(host), do: :erl_epmd.address_please(name, host, family)
+
+      :epmdless ->
+        case lookup(host) do
+          {:ok, ip, pod} -> {:ok, ip, port_for(pod, name), @dist_version}
+          :error -> stock_address(name, host, family)
+        end
     end
   end
 
@@ -201,6 +206,16 @@ defmodule KubeDist.Epmd do
          :ok <- await_sync(watch),
          {:ok, ip, pod} <- KubeDist.Watch.lookup(watch, host_string(host)) do
       {:ok, ip, pod}
+    else
+      _ -> :error
+    end
+  end
+
+  defp resolve(host) do
+    with %KubeDist.Watch{} = watch <- watch(),
+         :ok <- await_sync(watch),
+         {:ok, ip} <- KubeDist.Watch.resolve(watch, host_string(host)) do
+      {:ok, ip}
     else
       _ -> :error
     end
