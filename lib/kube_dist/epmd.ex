@@ -86,11 +86,11 @@ defmodule KubeDist.Epmd do
     case mode() do
       # Every connect asks: epmd mode needs only the IP, not the whole pod.
       :epmd ->
-        with :error <- resolve(host), do: :erl_epmd.address_please(name, host, family)
+        with :error <- lookup(host, false), do: :erl_epmd.address_please(name, host, family)
 
       :epmdless ->
-        case lookup(host) do
-          {:ok, ip, pod} -> {:ok, ip, port_for(pod, name), @dist_version}
+        case lookup(host, :ports) do
+          {:ok, ip, ports} -> {:ok, ip, port_for(ports, name), @dist_version}
           :error -> stock_address(name, host, family)
         end
     end
@@ -106,17 +106,17 @@ defmodule KubeDist.Epmd do
         :erl_epmd.port_please(name, ip, timeout)
 
       :epmdless ->
-        pod = with({:ok, _, pod} <- lookup(ip), do: pod, else: (_ -> nil))
-        {:port, port_for(pod, name), @dist_version}
+        ports = with({:ok, _, ports} <- lookup(ip, :ports), do: ports, else: (_ -> nil))
+        {:port, port_for(ports, name), @dist_version}
     end
   end
 
   @doc false
   def names(host) do
-    case {mode(), lookup(host)} do
+    case {mode(), lookup(host, :ports)} do
       {:epmd, {:ok, ip, _}} -> :erl_epmd.names(ip)
       {:epmd, _} -> :erl_epmd.names(host)
-      {:epmdless, {:ok, _, pod}} when pod != nil -> {:ok, declared_nodes(pod)}
+      {:epmdless, {:ok, _, ports}} when ports != nil -> {:ok, declared_nodes(ports)}
       {:epmdless, _} -> {:error, :address}
     end
   end
@@ -127,8 +127,10 @@ defmodule KubeDist.Epmd do
   The nodes a pod declares for epmd-less mode, as `{basename, port}` with charlist
   basenames (as `names/1` returns them). A port named `dist` is listed as `~c"*"`.
   """
-  @spec declared_nodes(KubeDist.Watch.pod()) :: [{charlist(), :inet.port_number()}]
-  def declared_nodes(%{ports: ports}) do
+  @spec declared_nodes(KubeDist.Watch.pod() | [map()]) :: [{charlist(), :inet.port_number()}]
+  def declared_nodes(%{ports: ports}), do: declared_nodes(ports)
+
+  def declared_nodes(ports) when is_list(ports) do
     for %{name: name, port: port} <- ports,
         basename = declared_basename(name),
         do: {basename, port}
@@ -157,8 +159,8 @@ defmodule KubeDist.Epmd do
 
   defp port_for(nil, _name), do: default_port()
 
-  defp port_for(pod, name) do
-    declared = declared_nodes(pod)
+  defp port_for(ports, name) do
+    declared = declared_nodes(ports)
     name = to_charlist(name)
 
     case List.keyfind(declared, name, 0) || List.keyfind(declared, ~c"*", 0) do
@@ -172,11 +174,11 @@ defmodule KubeDist.Epmd do
   # sibling, typically the node a remote shell attaches to: then listen anywhere, since
   # nobody needs to reach a remote shell.
   defp own_port(name, host) do
-    pod = with({:ok, _ip, pod} <- lookup(host), do: pod, else: (_ -> nil))
+    ports = with({:ok, _ip, ports} <- lookup(host, :ports), do: ports, else: (_ -> nil))
 
-    case pod && List.keyfind(declared_nodes(pod), to_charlist(name), 0) do
+    case ports && List.keyfind(declared_nodes(ports), to_charlist(name), 0) do
       {_, port} -> port
-      _ -> free_or_any(port_for(pod, name))
+      _ -> free_or_any(port_for(ports, name))
     end
   end
 
@@ -201,22 +203,14 @@ defmodule KubeDist.Epmd do
     end
   end
 
-  defp lookup(host) do
-    with %KubeDist.Watch{} = watch <- watch(),
+  # `with`: false for the IP alone, `:ports` for the pod's declared ports, true for the pod.
+  defp lookup(host, with) do
+    with %KubeDist.Watch{resource: resource} = watch <- watch(),
          :ok <- await_sync(watch),
-         {:ok, ip, pod} <- KubeDist.Watch.lookup(watch, host_string(host)) do
-      {:ok, ip, pod}
+         {:ok, _, _} = found <- KubeDist.Native.resolve(resource, host_string(host), with) do
+      found
     else
-      _ -> :error
-    end
-  end
-
-  defp resolve(host) do
-    with %KubeDist.Watch{} = watch <- watch(),
-         :ok <- await_sync(watch),
-         {:ok, ip} <- KubeDist.Watch.resolve(watch, host_string(host)) do
-      {:ok, ip}
-    else
+      {:ok, ip} -> {:ok, ip}
       _ -> :error
     end
   end

@@ -44,15 +44,8 @@ fn pairs<'a>(env: Env<'a>, pairs: &[(Box<str>, Box<str>)]) -> Term<'a> {
 }
 
 /// A pod record as a map with atom keys.
-pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
-    use kube_dist_core::pod::Phase;
-    let phase = match pod.phase {
-        Phase::Pending => keys::pending(),
-        Phase::Running => keys::running(),
-        Phase::Succeeded => keys::succeeded(),
-        Phase::Failed => keys::failed(),
-        Phase::Unknown => keys::unknown(),
-    };
+/// A pod's declared container ports, as a list of maps.
+pub fn ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
     let ports: Vec<Term> = pod
         .ports
         .iter()
@@ -65,6 +58,18 @@ pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
             map(env, &entries)
         })
         .collect();
+    ports.encode(env)
+}
+
+pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
+    use kube_dist_core::pod::Phase;
+    let phase = match pod.phase {
+        Phase::Pending => keys::pending(),
+        Phase::Running => keys::running(),
+        Phase::Succeeded => keys::succeeded(),
+        Phase::Failed => keys::failed(),
+        Phase::Unknown => keys::unknown(),
+    };
     let entries = [
         (keys::uid().encode(env), (*pod.uid).encode(env)),
         (keys::namespace().encode(env), (*pod.namespace).encode(env)),
@@ -85,7 +90,7 @@ pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
         (keys::terminating().encode(env), pod.terminating.encode(env)),
         (keys::labels().encode(env), pairs(env, &pod.labels)),
         (keys::annotations().encode(env), pairs(env, &pod.annotations)),
-        (keys::ports().encode(env), ports.encode(env)),
+        (keys::ports().encode(env), ports(env, pod)),
     ];
     map(env, &entries)
 }

@@ -17,7 +17,7 @@ use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, ambiguous }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, ports }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -88,22 +88,31 @@ fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     })
 }
 
-/// `resolve(handle, host, with_pod)`: `{:ok, ip}` (or `{:ok, ip, pod | nil}` with
-/// `with_pod`), `:error` when no pod answers, `{:error, :ambiguous}`. A hash lookup:
-/// it runs on a normal scheduler in microseconds.
+/// `resolve(handle, host, with)`: `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}`
+/// with true, `{:ok, ip, ports | nil}` with `:ports` (what epmd-less connects need, at a
+/// fraction of a whole pod's encoding); `:error` when no pod answers,
+/// `{:error, :ambiguous}`. A hash lookup: it runs on a normal scheduler in microseconds.
 #[rustler::nif]
-fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: rustler::Binary<'a>, with_pod: bool) -> Term<'a> {
+fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: rustler::Binary<'a>, with: Term<'a>) -> Term<'a> {
     use kube_dist_core::index::Resolution;
     guarded(env, || {
         let Ok(host) = std::str::from_utf8(host.as_slice()) else {
             return Ok(atoms::error().encode(env));
         };
         Ok(match handle.0.resolve(host) {
-            Resolution::Found(ip, pod) if with_pod => {
-                let pod = pod.map_or_else(|| rustler::types::atom::nil().encode(env), |p| encode::pod(env, &p));
+            Resolution::Found(ip, _) if rustler::types::atom::false_() == with => {
+                (atoms::ok(), encode::ip(env, ip)).encode(env)
+            }
+            Resolution::Found(ip, pod) => {
+                let pod = pod.map_or_else(
+                    || rustler::types::atom::nil().encode(env),
+                    |p| match atoms::ports() == with {
+                        true => encode::ports(env, &p),
+                        false => encode::pod(env, &p),
+                    },
+                );
                 (atoms::ok(), encode::ip(env, ip), pod).encode(env)
             }
-            Resolution::Found(ip, _) => (atoms::ok(), encode::ip(env, ip)).encode(env),
             Resolution::NotFound => atoms::error().encode(env),
             Resolution::Ambiguous(_) => (atoms::error(), atoms::ambiguous()).encode(env),
         })

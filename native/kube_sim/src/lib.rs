@@ -15,6 +15,7 @@ pub mod churn;
 pub mod control;
 pub mod faults;
 pub mod fixtures;
+pub mod manifest;
 pub mod netns;
 pub mod patch;
 pub mod selector;

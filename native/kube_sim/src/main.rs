@@ -11,13 +11,17 @@ use tokio::io::AsyncReadExt;
 const USAGE: &str = "usage: kube_sim serve [--listen ADDR] [--control ADDR] [--dir DIR] [--pods N] \
 [--namespace NS] [--san NAME_OR_IP]... [--history N] [--bookmark-ms MS] [--netns NAME]
        kube_sim certs --dir DIR --san NAME...
+       kube_sim manifest FILE...
 
 Starts the Kubernetes API simulator. Prints one JSON line with its URL, control URL and the
 files it wrote to DIR (ca.crt, token, admin-token, kubeconfig for the admin, kubeconfig-sa,
 serviceaccount/), then serves until standard input closes or it is sent SIGTERM. With --netns,
 the API listens inside that network namespace (the control port stays here).
 
-`certs` writes a fresh CA (ca.pem) and, for each --san, NAME.pem and NAME-key.pem signed by it.";
+`certs` writes a fresh CA (ca.pem) and, for each --san, NAME.pem and NAME-key.pem signed by it.
+
+`manifest` checks Kubernetes manifests strictly (known kinds, no unknown field) and prints
+JSON: every object, and the pods each Deployment's ReplicaSet would create.";
 
 struct Args {
     config: Config,
@@ -84,6 +88,19 @@ fn certs(mut args: impl Iterator<Item = String>) -> Result<(), String> {
     Ok(())
 }
 
+/// `kube_sim manifest FILE...`: the checked objects and the pods they make, as JSON.
+fn manifest(files: impl Iterator<Item = String>) -> Result<(), String> {
+    let mut yaml = String::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| format!("{file}: {e}"))?;
+        yaml.push_str(&text);
+        yaml.push_str("\n---\n");
+    }
+    let checked = kube_sim::manifest::check(&yaml)?;
+    println!("{}", serde_json::to_string(&checked).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let outcome = match args.next().as_deref() {
@@ -92,6 +109,7 @@ fn main() {
             runtime.block_on(run(args)).map_err(|e| format!("kube_sim: {e}"))
         }),
         Some("certs") => certs(args),
+        Some("manifest") => manifest(args),
         _ => Err(USAGE.into()),
     };
     if let Err(message) = outcome {
