@@ -65,6 +65,7 @@ defmodule KubeDist.MixProject do
       compilers: [:kube_dist_nif | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
+      preferred_cli_env: ["kube_dist.demo": :test],
       # KubeDist.Simulator (demo and tests only) uses :httpc; :telemetry is optional at runtime.
       xref: [exclude: [:httpc, :telemetry]],
       description:
@@ -80,6 +81,7 @@ defmodule KubeDist.MixProject do
     [extra_applications: [:logger]]
   end
 
-  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  # The demo runs real nodes through the multi-pod test harness: both live in :test.
+  defp elixirc_paths(:test), do: ["lib", "test/support", "demo"]
   defp elixirc_paths(_), do: ["lib"]
 end

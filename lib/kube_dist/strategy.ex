@@ -108,6 +108,9 @@ defmodule KubeDist.Strategy do
          {:ok, watch} <- Watch.start(Config.watch_options(config)) do
       tag = Watch.subscribe(watch)
       send(self(), :reconcile)
+      # `global` connects nodes transitively: a node we let go can come back through a
+      # third node, so every nodeup is checked against the pods.
+      if Node.alive?(), do: :net_kernel.monitor_nodes(true)
 
       {:ok,
        %{
@@ -118,11 +121,11 @@ defmodule KubeDist.Strategy do
          config: config,
          watch: watch,
          tag: tag,
-         own_host:
-           config[:own_pod] || Node.self() |> Atom.to_string() |> String.split("@") |> List.last(),
+         own_host: config[:own_pod] || host(Node.self()),
          # uid => node names we connected it for
          pods: %{},
-         own_pod_gone: false
+         own_pod_gone: false,
+         leaving: false
        }}
     else
       {:error, reason} -> {:stop, {:invalid_config, reason}}
@@ -149,6 +152,28 @@ defmodule KubeDist.Strategy do
       _ ->
         {:noreply, state}
     end
+  end
+
+  def handle_info({:nodeup, node}, state) do
+    if unwelcome?(node, state), do: disconnect(state, [node])
+    {:noreply, state}
+  end
+
+  # A node of an eligible pod dropped (a network blip, or `global` cutting a node off to
+  # prevent overlapping partitions when another node left): connect it again soon,
+  # rather than at the next reconcile.
+  def handle_info({:nodedown, node}, state) do
+    if joining?(state) and known?(node, state),
+      do: Process.send_after(self(), {:reconnect, node}, 100 + :rand.uniform(200))
+
+    {:noreply, state}
+  end
+
+  def handle_info({:reconnect, node}, state) do
+    if joining?(state) and known?(node, state) and node not in Node.list(),
+      do: connect(state, [node])
+
+    {:noreply, state}
   end
 
   def handle_info({:connected, node, result, duration}, state) do
@@ -188,8 +213,14 @@ defmodule KubeDist.Strategy do
   # A pod that turns eligible is connected now; one that starts terminating is let go.
   defp consider(pod, state) do
     cond do
+      own_pod?(pod, state) and pod.terminating and not state.config[:keep_terminating] ->
+        leave(state)
+
+      # Our pod turned Ready: reach out to everyone now, our pod's other nodes included.
       own_pod?(pod, state) ->
-        state
+        if Nodes.eligible?(pod, state.config, own_version(state)),
+          do: reconcile(state),
+          else: state
 
       Nodes.eligible?(pod, state.config, own_version(state)) ->
         name(state, pod)
@@ -206,14 +237,12 @@ defmodule KubeDist.Strategy do
     end
   end
 
-  # Everything eligible in the index, connected if missing; nothing is disconnected here.
-  # Names are asked again each time: in :epmd mode a pod's nodes register after it is Ready.
+  # Everything eligible in the index (our own pod's other nodes too), connected if
+  # missing; nothing is disconnected here. Names are asked again each time: in :epmd
+  # mode a pod's nodes register after it is Ready.
   defp reconcile(state) do
     pods =
-      Enum.filter(
-        Watch.pods(state.watch),
-        &(not own_pod?(&1, state) and Nodes.eligible?(&1, state.config, own_version(state)))
-      )
+      Enum.filter(Watch.pods(state.watch), &Nodes.eligible?(&1, state.config, own_version(state)))
 
     Enum.each(pods, &name(state, &1))
     %{state | pods: Map.merge(Map.new(pods, &{&1.uid, []}), state.pods)}
@@ -227,8 +256,37 @@ defmodule KubeDist.Strategy do
     Task.start(fn -> send(strategy, {:named, pod.uid, pod.name, Nodes.names(pod, config)}) end)
   end
 
+  # Our pod is terminating: let go of every node outside it (once).
+  defp leave(%{leaving: true} = state), do: state
+
+  defp leave(state) do
+    Logger.info(
+      "KubeDist.Strategy #{state.topology}: our pod is terminating; leaving the cluster"
+    )
+
+    disconnect(state, Enum.reject(Node.list(), &same_pod?(&1, state)))
+    %{state | leaving: true}
+  end
+
+  # A node that must not stay connected: we are leaving, or its pod is terminating.
+  # Nodes of our own pod (a remote shell) are always welcome.
+  defp unwelcome?(node, state) do
+    cond do
+      same_pod?(node, state) -> false
+      state.leaving or state.own_pod_gone -> true
+      state.config[:keep_terminating] -> false
+      true -> match?({:ok, _, %{terminating: true}}, Watch.lookup(state.watch, host(node)))
+    end
+  end
+
+  defp known?(node, state), do: Enum.any?(state.pods, fn {_uid, nodes} -> node in nodes end)
+
+  defp same_pod?(node, state), do: host(node) == state.own_host
+  defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
+
   # Our own pod must be eligible (ready, not terminating) before we reach out.
   defp joining?(%{own_pod_gone: true}), do: false
+  defp joining?(%{leaving: true}), do: false
 
   defp joining?(state) do
     case own_pod(state) do

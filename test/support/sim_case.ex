@@ -24,25 +24,12 @@ defmodule KubeDist.SimCase do
   @doc """
   Creates a pod (one container, bound to node-1). Options: `:labels`, `:ip` (then it is
   Running, and Ready unless `ready: false`), `:hostname`, `:subdomain`, `:grace`,
-  `:ports` (`[{"dist-app", 4370}]`: named container ports).
+  `:ports` (`[{"dist-app", 4370}]`: named container ports), `:spec` (a whole pod spec
+  instead, e.g. a Deployment's template; it is bound to node-1).
   """
   def create_pod(sim, namespace, name, opts \\ []) do
     spec =
-      %{
-        nodeName: "node-1",
-        terminationGracePeriodSeconds: Keyword.get(opts, :grace, 30),
-        containers: [
-          %{
-            name: "app",
-            image: "app:1",
-            ports:
-              for(
-                {name, port} <- Keyword.get(opts, :ports, []),
-                do: %{name: name, containerPort: port}
-              )
-          }
-        ]
-      }
+      if(opts[:spec], do: Map.put(opts[:spec], "nodeName", "node-1"), else: default_spec(opts))
       |> put_present(:hostname, opts[:hostname])
       |> put_present(:subdomain, opts[:subdomain])
 
@@ -51,6 +38,24 @@ defmodule KubeDist.SimCase do
     {:ok, 201, _} = api(sim, :post, "/api/v1/namespaces/#{namespace}/pods", pod)
     if ip = opts[:ip], do: set_running(sim, namespace, name, ip, Keyword.get(opts, :ready, true))
     :ok
+  end
+
+  defp default_spec(opts) do
+    %{
+      nodeName: "node-1",
+      terminationGracePeriodSeconds: Keyword.get(opts, :grace, 30),
+      containers: [
+        %{
+          name: "app",
+          image: "app:1",
+          ports:
+            for(
+              {name, port} <- Keyword.get(opts, :ports, []),
+              do: %{name: name, containerPort: port}
+            )
+        }
+      ]
+    }
   end
 
   defp put_present(map, _key, nil), do: map

@@ -1,0 +1,85 @@
+defmodule KubeDist.DemoTest do
+  # The README's main command, run as a user runs it, in both of its worlds; and killed
+  # halfway, which must leave nothing behind either.
+  use ExUnit.Case, async: false
+
+  @moduletag timeout: 180_000
+
+  defp demo(env), do: System.cmd("mix", ["kube_dist.demo"], env: env, stderr_to_stdout: true)
+
+  defp assert_story(out) do
+    assert out =~ "Deployment/default/shop-api"
+
+    assert out =~
+             ~r/shop-\w+-\w+ +198\.51\.100\.1 +api@shop-\w+-\w+ worker@shop-\w+-\w+|127\.0\.1\.1/
+
+    assert out =~ "Full mesh of 3 nodes in"
+    assert out =~ ~r/api@shop-api-\w+-\w+ joined every node in \d+ ms/
+    assert out =~ ~r/api@shop-api-\w+-\w+ left every node in \d+ ms/
+    assert out =~ "Stopped every node, the simulator and every namespace."
+  end
+
+  defp leftovers(pattern) do
+    {netns, 0} = System.cmd("ip", ["netns", "list"], stderr_to_stdout: true)
+    {procs, _} = System.cmd("pgrep", ["-f", pattern])
+    {netns |> String.split("\n") |> Enum.filter(&(&1 =~ pattern)), String.split(procs)}
+  end
+
+  @tag :netns
+  test "as root: pods are network namespaces; nothing is left afterwards" do
+    {out, 0} = demo([{"KUBE_DIST_DEMO_LOOPBACK", nil}])
+    assert_story(out)
+    assert out =~ ~r/shop-\w+-\w+ +198\.51\.100\.1 +api@shop-\w+-\w+ worker@shop-\w+-\w+/
+    [_, id] = Regex.run(~r/network namespace (kd\d+)-hub/, out)
+    assert leftovers("#{id}-") == {[], []}
+  end
+
+  test "not root: pods on loopback addresses, epmd-less" do
+    {out, 0} = demo([{"KUBE_DIST_DEMO_LOOPBACK", "1"}])
+    assert_story(out)
+    assert out =~ ~r/shop-\w+-\w+ +127\.0\.1\.1 +api@shop-\w+-\w+ worker@shop-\w+-\w+/
+    assert out =~ "(pods on loopback addresses)"
+  end
+
+  @tag :netns
+  test "killed halfway, it still leaves no namespace and no node behind" do
+    port =
+      Port.open({:spawn_executable, System.find_executable("mix")}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 10_000},
+        args: ["kube_dist.demo"]
+      ])
+
+    {:os_pid, pid} = Port.info(port, :os_pid)
+    id = await_line(port, ~r/network namespace (kd\d+)-hub/)
+    await_line(port, ~r/Full mesh/)
+    assert {[_ | _], [_ | _]} = leftovers("#{id}-")
+
+    System.cmd("kill", ["-9", to_string(pid)])
+    assert_receive {^port, {:exit_status, _}}, 10_000
+    assert eventually_clean("#{id}-", 50)
+  end
+
+  defp await_line(port, regex) do
+    receive do
+      {^port, {:data, {:eol, line}}} ->
+        case Regex.run(regex, line) do
+          nil -> await_line(port, regex)
+          [_] -> :ok
+          [_, capture] -> capture
+        end
+    after
+      60_000 -> flunk("the demo never printed #{inspect(regex)}")
+    end
+  end
+
+  defp eventually_clean(pattern, tries) do
+    cond do
+      leftovers(pattern) == {[], []} -> true
+      tries == 0 -> flunk("left behind: #{inspect(leftovers(pattern))}")
+      true -> Process.sleep(100) && eventually_clean(pattern, tries - 1)
+    end
+  end
+end

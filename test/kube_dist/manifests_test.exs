@@ -1,0 +1,86 @@
+defmodule KubeDist.ManifestsTest do
+  # examples/kubernetes, read by the real kubectl and checked field by field against the
+  # Kubernetes schemas; the Deployments' pods then run in the simulator.
+  use KubeDist.SimCase, async: true
+
+  @dir "examples/kubernetes"
+
+  defp check(yaml) do
+    path = Path.join(System.tmp_dir!(), "manifest-#{System.unique_integer([:positive])}.yaml")
+    File.write!(path, yaml)
+    on_exit(fn -> File.rm(path) end)
+    System.cmd(KubeDist.Simulator.binary(), ["manifest", path], stderr_to_stdout: true)
+  end
+
+  defp kustomize!(dir) do
+    {yaml, 0} = System.cmd("kubectl", ["kustomize", dir], stderr_to_stdout: true)
+    yaml
+  end
+
+  test "kubectl builds them and every field exists in its kind's schema" do
+    {json, 0} = check(kustomize!(@dir))
+    %{"objects" => objects, "pods" => pods} = KubeDist.Test.JSON.decode!(json)
+
+    assert Enum.sort(objects) == [
+             "ConfigMap/default/shop-dist-tls",
+             "Deployment/default/shop",
+             "Deployment/default/shop-api",
+             "Role/default/kube-dist-pod-reader",
+             "RoleBinding/default/shop-kube-dist-pod-reader",
+             "Secret/default/shop-dist-tls",
+             "ServiceAccount/default/shop"
+           ]
+
+    assert length(pods) == 2
+  end
+
+  test "the Role grants exactly get, list and watch on pods" do
+    role =
+      kustomize!(@dir)
+      |> String.split("\n---\n")
+      |> Enum.find(&(&1 =~ "kind: Role\n"))
+
+    assert role =~
+             ~s(rules:\n- apiGroups:\n  - ""\n  resources:\n  - pods\n  verbs:\n  - get\n  - list\n  - watch)
+
+    # One rule, nothing after `watch`: no other resource, no other verb.
+    assert length(String.split(role, "- apiGroups:")) == 2
+    assert String.ends_with?(String.trim(role), "- watch")
+  end
+
+  test "a misspelt field is refused with its path" do
+    yaml = File.read!(Path.join(@dir, "deployment.yaml"))
+
+    {error, 2} =
+      check(String.replace(yaml, "containerPort: 4371", "containerPorts: 4371", global: false))
+
+    assert error =~ "Deployment/default/shop"
+    assert error =~ ".spec.template.spec.containers[1].ports[0]"
+  end
+
+  test "the Deployments' pods run in the simulator and declare their nodes", %{sim: sim} do
+    {json, 0} = check(kustomize!(@dir))
+
+    for {pod, i} <- Enum.with_index(KubeDist.Test.JSON.decode!(json)["pods"], 1) do
+      create_pod(sim, "default", pod["metadata"]["name"],
+        spec: pod["spec"],
+        labels: Map.to_list(pod["metadata"]["labels"]),
+        ip: "198.51.100.#{i}"
+      )
+    end
+
+    {:ok, watch} =
+      KubeDist.Watch.start(KubeDist.Simulator.watch_options(sim) ++ [label_selector: "app=shop"])
+
+    assert KubeDist.Watch.await_synced(watch, 10_000)
+
+    declared =
+      for pod <- KubeDist.Watch.pods(watch),
+          do: {pod.labels["role"], KubeDist.Epmd.declared_nodes(pod)}
+
+    assert Enum.sort(declared) == [
+             {"api", [{~c"api", 4370}]},
+             {"api-worker", [{~c"api", 4370}, {~c"worker", 4371}]}
+           ]
+  end
+end
