@@ -1,25 +1,37 @@
 defmodule KubeDist.Native do
   @moduledoc false
-  # The NIF functions, loaded from priv/kube_dist_nif.so. Use the wrappers in
-  # KubeDist.Watch; these take and return raw terms.
+  # The NIF functions, from priv/kube_dist_nif.so. Use the wrappers in KubeDist.Watch;
+  # these take and return raw terms.
   #
-  # Loading must work during kernel boot (KubeDist.Epmd runs before any application
-  # starts), so nothing here may use Logger or application config.
+  # The library is loaded on the first call, not by @on_load: in a release, KubeDist.Epmd
+  # calls in here while the kernel starts distribution, before the kernel runs the
+  # on_load functions of the modules the boot script loaded (a module whose on_load is
+  # pending cannot be called). Nothing here may use Logger or application config.
 
-  @on_load :load_nif
+  def start_watch(options), do: load_and_call(:start_watch, [options])
+  def await_synced(handle, timeout_ms), do: load_and_call(:await_synced, [handle, timeout_ms])
+  def list_pods(handle), do: load_and_call(:list_pods, [handle])
+  def resolve(handle, host, with), do: load_and_call(:resolve, [handle, host, with])
+  def health(handle), do: load_and_call(:health, [handle])
+  def panic_for_test, do: load_and_call(:panic_for_test, [])
+  def subscribe(handle, pid, tag), do: load_and_call(:subscribe, [handle, pid, tag])
 
-  @doc false
-  def load_nif do
+  # Only reached while the NIF is not loaded: loading replaces every function above.
+  defp load_and_call(function, args) do
+    case load() do
+      :ok -> apply(__MODULE__, function, args)
+      {:error, {path, text}} -> not_loaded(path, text)
+    end
+  end
+
+  defp load do
     path = :filename.join(priv_dir(), ~c"kube_dist_nif")
 
     case :erlang.load_nif(path, 0) do
-      :ok ->
-        :ok
-
-      {:error, {_reason, text}} ->
-        # Keep the module loadable so callers get a clear error instead of :undef.
-        :persistent_term.put({__MODULE__, :load_error}, {path, text})
-        :ok
+      :ok -> :ok
+      # Another process loaded it first.
+      {:error, {:reload, _}} -> :ok
+      {:error, {_reason, text}} -> {:error, {path, text}}
     end
   end
 
@@ -33,20 +45,7 @@ defmodule KubeDist.Native do
     end
   end
 
-  @doc false
-  def load_error, do: :persistent_term.get({__MODULE__, :load_error}, nil)
-
-  def start_watch(_options), do: not_loaded()
-  def await_synced(_handle, _timeout_ms), do: not_loaded()
-  def list_pods(_handle), do: not_loaded()
-  def resolve(_handle, _host, _with_pod), do: not_loaded()
-  def health(_handle), do: not_loaded()
-  def panic_for_test, do: not_loaded()
-  def subscribe(_handle, _pid, _tag), do: not_loaded()
-
-  defp not_loaded do
-    {path, text} = load_error() || {~c"priv/kube_dist_nif", ~c"not loaded"}
-
+  defp not_loaded(path, text) do
     :erlang.nif_error(
       {:kube_dist_nif_not_loaded,
        "could not load #{path}.so (#{text}); run `mix compile` (it builds the NIF with cargo)"}

@@ -36,7 +36,7 @@ defmodule KubeDist.Test.Cluster do
     id = "kd#{rem(System.unique_integer([:positive]), 100_000)}"
 
     {:ok, agent} =
-      Agent.start(fn -> %{pods: %{}, epmds: %{}, sims: [], nodes: [], next_ip: 1} end)
+      Agent.start(fn -> %{pods: %{}, epmds: %{}, procs: %{}, sims: [], nodes: [], next_ip: 1} end)
 
     cluster = %__MODULE__{id: id, mode: Keyword.get(opts, :mode, :epmd), agent: agent}
     # Benchmarks run outside ExUnit and call stop/1 themselves.
@@ -178,6 +178,25 @@ defmodule KubeDist.Test.Cluster do
     Agent.update(cluster.agent, &update_in(&1, [:pods], fn pods -> Map.delete(pods, name) end))
   end
 
+  @doc """
+  Starts a long-running command inside a pod's network namespace (e.g. a release's
+  `bin/app start`), with `env`; it is killed when the cluster stops. Returns its port.
+  """
+  def spawn_in_pod!(cluster, pod, [command | args], env \\ []) do
+    port =
+      Port.open({:spawn_executable, ip_path()}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ["netns", "exec", netns(cluster, pod), command | args],
+        env: Enum.map(env, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
+      ])
+
+    {:os_pid, pid} = Port.info(port, :os_pid)
+    track(cluster, :procs, pid, pod)
+    port
+  end
+
   @doc "Runs a command inside a pod's network namespace; returns `{output, exit_status}`."
   def in_pod(cluster, pod, [command | args]) do
     ip(["netns", "exec", netns(cluster, pod), command | args])
@@ -188,6 +207,7 @@ defmodule KubeDist.Test.Cluster do
     if Process.alive?(cluster.agent) do
       state = Agent.get(cluster.agent, & &1)
       Enum.each(state.nodes, &Node.stop/1)
+      Enum.each(state.procs, fn {pid, _} -> kill(pid) end)
 
       Enum.each(state.epmds, fn {_, pid} -> kill(pid) end)
       Enum.each(state.sims, &Simulator.stop/1)
