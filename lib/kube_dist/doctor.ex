@@ -204,8 +204,8 @@ defmodule KubeDist.Doctor do
   end
 
   defp check_candidates(pods, config, own) do
-    eligible =
-      Enum.filter(pods, &(why_not(&1, config, own) == nil and (own == nil or &1.uid != own.uid)))
+    # Our own pod too: the other nodes in it are candidates as well.
+    eligible = Enum.filter(pods, &(why_not(&1, config, own) == nil))
 
     {checked, skipped} = Enum.split(eligible, @max_candidates)
 
@@ -233,7 +233,7 @@ defmodule KubeDist.Doctor do
     ]
   end
 
-  defp candidate(_pod, names), do: Enum.map(names, &node_check/1)
+  defp candidate(_pod, names), do: for(node <- names, node != Node.self(), do: node_check(node))
 
   defp node_check(node) do
     [name, host] = node |> Atom.to_string() |> String.split("@", parts: 2)

@@ -61,10 +61,16 @@ defmodule KubeDist.Epmd do
     end
   end
 
+  @typep name :: atom() | charlist() | String.t()
+  @typep host :: atom() | charlist() | String.t() | :inet.ip_address()
+
   @doc false
+  @spec register_node(name(), :inet.port_number()) :: {:ok, integer()} | {:error, term()}
   def register_node(name, port), do: register_node(name, port, :inet)
 
   @doc false
+  @spec register_node(name(), :inet.port_number(), :inet | :inet6) ::
+          {:ok, integer()} | {:error, term()}
   def register_node(name, port, family) do
     case mode() do
       :epmd -> :erl_epmd.register_node(name, port, family)
@@ -74,6 +80,7 @@ defmodule KubeDist.Epmd do
   end
 
   @doc false
+  @spec listen_port_please(name(), host()) :: {:ok, :inet.port_number()}
   def listen_port_please(name, host) do
     case mode() do
       :epmd -> :erl_epmd.listen_port_please(name, host)
@@ -82,6 +89,10 @@ defmodule KubeDist.Epmd do
   end
 
   @doc false
+  @spec address_please(name(), host(), :inet | :inet6) ::
+          {:ok, :inet.ip_address()}
+          | {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()}
+          | {:error, term()}
   def address_please(name, host, family) do
     case mode() do
       # Every connect asks: epmd mode needs only the IP, not the whole pod.
@@ -97,9 +108,12 @@ defmodule KubeDist.Epmd do
   end
 
   @doc false
+  @spec port_please(name(), host()) :: {:port, :inet.port_number(), pos_integer()} | :noport
   def port_please(name, ip), do: port_please(name, ip, :infinity)
 
   @doc false
+  @spec port_please(name(), host(), timeout()) ::
+          {:port, :inet.port_number(), pos_integer()} | :noport | {:error, term()}
   def port_please(name, ip, timeout) do
     case mode() do
       :epmd ->
@@ -112,6 +126,7 @@ defmodule KubeDist.Epmd do
   end
 
   @doc false
+  @spec names(host()) :: {:ok, [{charlist(), :inet.port_number()}]} | {:error, term()}
   def names(host) do
     case {mode(), lookup(host, :ports)} do
       {:epmd, {:ok, ip, _}} -> :erl_epmd.names(ip)

@@ -74,6 +74,7 @@ defmodule KubeDist.Strategy do
         }
 
   @doc false
+  @spec child_spec([state()] | keyword()) :: Supervisor.child_spec()
   def child_spec(args),
     do: %{id: __MODULE__, type: :worker, start: {__MODULE__, :start_link, [args]}}
 

@@ -179,7 +179,14 @@ defmodule KubeDist.StrategyTest do
     start_strategy(sim, node_basename: "app", version_label: "version", own_pod: "me")
     assert_receive {:connect, :app@new}, 5_000
     refute_receive {:connect, :app@old}, 300
-    refute_received {:connect, :app@me}
+  end
+
+  test "the other nodes of our own pod are connected too", %{sim: sim} do
+    # This test's VM stands for a third node of pod "me" (it is neither api@me nor worker@me).
+    create_pod(sim, "default", "me", ip: "198.51.100.10", labels: [nodes: "api,worker"])
+    start_strategy(sim, nodes: {:label, "nodes"}, own_pod: "me")
+    assert_receive {:connect, :api@me}, 5_000
+    assert_receive {:connect, :worker@me}, 5_000
   end
 
   test "a node whose own pod is terminating stops reaching out", %{sim: sim} do
