@@ -1,3 +1,8 @@
 [
-  inputs: ["{mix,.formatter}.exs", "{config,lib,test,bench}/**/*.{ex,exs}"]
+  inputs: [
+    "{mix,.formatter}.exs",
+    "{config,lib,test,bench,demo}/**/*.{ex,exs}",
+    "examples/shop/{mix,.formatter}.exs",
+    "examples/shop/{config,lib}/**/*.{ex,exs}"
+  ]
 ]

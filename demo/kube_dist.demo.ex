@@ -235,8 +235,10 @@ defmodule Mix.Tasks.KubeDist.Demo do
 
   defp print_pods(pods) do
     for pod <- pods do
-      IO.puts("  #{String.pad_trailing(pod.name, 28)} #{String.pad_trailing(pod.ip, 16)} " <>
-        Enum.map_join(pod.nodes, " ", & &1.name))
+      IO.puts(
+        "  #{String.pad_trailing(pod.name, 28)} #{String.pad_trailing(pod.ip, 16)} " <>
+          Enum.map_join(pod.nodes, " ", & &1.name)
+      )
     end
   end
 
