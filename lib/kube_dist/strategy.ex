@@ -119,7 +119,8 @@ defmodule KubeDist.Strategy do
          connect: state.connect,
          disconnect: state.disconnect,
          list_nodes: Map.get(state, :list_nodes, {:erlang, :nodes, [:connected]}),
-         config: config,
+         # The token lives on in the watch only: a crash report must not print it.
+         config: Keyword.delete(config, :token),
          watch: watch,
          tag: tag,
          own_host: config[:own_pod] || host(Node.self()),

@@ -171,6 +171,10 @@ defmodule KubeDist.Watch do
           do: {:cont, {:ok, Map.put(acc, :namespaces, list)}},
           else: {:halt, {:error, "option :namespaces must be a list of strings or :all"}}
 
+      # A token given in the wrong type is still a secret: never echo it.
+      {:token, _}, _ ->
+        {:halt, {:error, "option :token must be a string"}}
+
       {key, value}, _ when key in @string_options or key == :namespaces ->
         {:halt, {:error, "option #{inspect(key)} has an invalid value: #{inspect(value)}"}}
 

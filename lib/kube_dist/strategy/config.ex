@@ -8,6 +8,7 @@ defmodule KubeDist.Strategy.Config do
     :field_selector,
     :api_url,
     :ca_file,
+    :token,
     :token_file,
     :service_account_dir,
     :kubeconfig,
@@ -38,7 +39,9 @@ defmodule KubeDist.Strategy.Config do
           nil
 
         {:error, why} ->
-          {:error, "KubeDist.Strategy config #{inspect(key)}: #{why}, got #{inspect(value)}"}
+          # A token is a secret, whatever its type: never echo it.
+          got = if key == :token, do: "", else: ", got #{inspect(value)}"
+          {:error, "KubeDist.Strategy config #{inspect(key)}: #{why}#{got}"}
       end
     end)
   end
