@@ -40,7 +40,8 @@ pub enum Resolution {
     Ambiguous(Vec<Arc<PodRecord>>),
 }
 
-type Key = (Box<str>, Box<str>);
+// The record's own strings, shared: a key costs no allocation however often it is kept.
+type Key = (Arc<str>, Arc<str>);
 
 fn key(pod: &PodRecord) -> Key {
     (pod.namespace.clone(), pod.name.clone())
@@ -50,7 +51,7 @@ fn key(pod: &PodRecord) -> Key {
 #[derive(Debug, Default)]
 pub struct PodIndex {
     pods: HashMap<Key, Arc<PodRecord>>,
-    by_name: HashMap<Box<str>, Vec<Key>>,
+    by_name: HashMap<Arc<str>, Vec<Key>>,
     by_hostname: HashMap<(Box<str>, Box<str>), Vec<Key>>,
     /// Pods holding each IP, in the order they acquired it: the last one owns it.
     ip_holders: HashMap<IpAddr, Vec<Key>>,
@@ -248,7 +249,8 @@ impl PodIndex {
             .values()
             .map(|p| p.heap_bytes() + std::mem::size_of::<PodRecord>())
             .sum();
-        let keys = |n: usize| n * (std::mem::size_of::<Key>() + 24);
+        // Keys share the records' strings: an entry is two pointers.
+        let keys = |n: usize| n * std::mem::size_of::<Key>();
         records
             + self.pods.capacity() * entry
             + keys(self.by_name.len() * 2)

@@ -1,6 +1,7 @@
 //! The slim pod record the index keeps: what distribution needs, not the whole Pod.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -59,9 +60,9 @@ pub struct PodRecord {
     /// `metadata.uid`
     pub uid: Box<str>,
     /// `metadata.namespace`
-    pub namespace: Box<str>,
+    pub namespace: Arc<str>,
     /// `metadata.name`
-    pub name: Box<str>,
+    pub name: Arc<str>,
     /// `status.podIPs` (falling back to `status.podIP`), in the order the kubelet gave.
     pub ips: Box<[IpAddr]>,
     /// `spec.hostname`
@@ -127,8 +128,8 @@ impl PodRecord {
         let nonempty = |s: Option<&String>| s.filter(|s| !s.is_empty()).map(|s| s.as_str().into());
         Some(PodRecord {
             uid: nonempty(meta.uid.as_ref())?,
-            namespace: nonempty(meta.namespace.as_ref())?,
-            name: nonempty(meta.name.as_ref())?,
+            namespace: meta.namespace.as_deref().filter(|s| !s.is_empty()).map(Arc::from)?,
+            name: meta.name.as_deref().filter(|s| !s.is_empty()).map(Arc::from)?,
             ips: ips.into(),
             hostname: nonempty(spec.and_then(|s| s.hostname.as_ref())),
             subdomain: nonempty(spec.and_then(|s| s.subdomain.as_ref())),
@@ -164,8 +165,10 @@ impl PodRecord {
         let pairs = |p: &[(Box<str>, Box<str>)]| p.iter().map(|(k, v)| k.len() + v.len() + 32).sum::<usize>();
         let opt = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
         self.uid.len()
+            // An Arc<str> carries its two counters.
             + self.namespace.len()
             + self.name.len()
+            + 32
             + self.ips.len() * std::mem::size_of::<IpAddr>()
             + opt(&self.hostname)
             + opt(&self.subdomain)
