@@ -129,8 +129,9 @@ tag = Watch.subscribe(watch)
 
 event_samples =
   for i <- 1..trials do
-    name = "pod-#{rem(i, pods)}"
-    ready = if rem(div(i, pods), 2) == 0, do: "False", else: "True"
+    # Each pass over the pods flips them all: first to not Ready, then back.
+    name = "pod-#{rem(i - 1, pods)}"
+    ready = if rem(div(i - 1, pods), 2) == 0, do: "False", else: "True"
     body = ~s({"status":{"conditions":[{"type":"Ready","status":"#{ready}"}]}})
     path = "/api/v1/namespaces/default/pods/#{name}/status"
     t0 = System.monotonic_time(:nanosecond)

@@ -61,6 +61,9 @@ defmodule KubeDist.Strategy do
   require Logger
 
   alias KubeDist.Strategy.{Config, Nodes}
+
+  # How long the nodes of a pod that left are refused if something connects them again.
+  @keep_departed_away 60_000
   alias KubeDist.Watch
 
   @typedoc "libcluster's `%Cluster.Strategy.State{}` (or a map with the same keys)."
@@ -127,7 +130,9 @@ defmodule KubeDist.Strategy do
          # uid => node names we connected it for
          pods: %{},
          own_pod_gone: false,
-         leaving: false
+         leaving: false,
+         # node => when its pod left (ms)
+         departed: %{}
        }}
     else
       {:error, reason} -> {:stop, {:invalid_config, reason}}
@@ -147,6 +152,8 @@ defmodule KubeDist.Strategy do
     case state.pods do
       %{^uid => known} ->
         if known != nodes, do: discovered(state, pod_name, :joined, nodes)
+        # Eligible again (a pod of the same name came back): welcome.
+        state = %{state | departed: Map.drop(state.departed, nodes)}
         if joining?(state), do: connect(state, nodes)
         {:noreply, put_in(state.pods[uid], nodes)}
 
@@ -205,8 +212,10 @@ defmodule KubeDist.Strategy do
 
     state = %{state | own_pod_gone: state.own_pod_gone or own_pod?(pod, state)}
     {nodes, pods} = Map.pop(state.pods, pod.uid, [])
-    if state.config[:disconnect_deleted], do: disconnect(state, nodes)
-    %{state | pods: pods}
+
+    if state.config[:disconnect_deleted],
+      do: state |> depart(nodes) |> Map.put(:pods, pods),
+      else: %{state | pods: pods}
   end
 
   defp on_event({kind, pod}, state) when kind == :added, do: consider(pod, state)
@@ -220,6 +229,8 @@ defmodule KubeDist.Strategy do
 
       # Our pod turned Ready: reach out to everyone now, our pod's other nodes included.
       own_pod?(pod, state) ->
+        state = %{state | own_pod_gone: false}
+
         if Nodes.eligible?(pod, state.config, own_version(state)),
           do: reconcile(state),
           else: state
@@ -231,8 +242,7 @@ defmodule KubeDist.Strategy do
       pod.terminating and Map.has_key?(state.pods, pod.uid) ->
         {nodes, pods} = Map.pop(state.pods, pod.uid)
         discovered(state, pod.name, :left, nodes)
-        disconnect(state, nodes)
-        %{state | pods: pods}
+        depart(%{state | pods: pods}, nodes)
 
       true ->
         state
@@ -247,7 +257,9 @@ defmodule KubeDist.Strategy do
       Enum.filter(Watch.pods(state.watch), &Nodes.eligible?(&1, state.config, own_version(state)))
 
     Enum.each(pods, &name(state, &1))
-    %{state | pods: Map.merge(Map.new(pods, &{&1.uid, []}), state.pods)}
+    forget_after = System.monotonic_time(:millisecond) - @keep_departed_away
+    departed = for {node, at} <- state.departed, at > forget_after, into: %{}, do: {node, at}
+    %{state | pods: Map.merge(Map.new(pods, &{&1.uid, []}), state.pods), departed: departed}
   end
 
   # Naming may ask the pod's epmd, which can be slow or hang: it runs beside the strategy,
@@ -256,6 +268,14 @@ defmodule KubeDist.Strategy do
     strategy = self()
     config = state.config
     Task.start(fn -> send(strategy, {:named, pod.uid, pod.name, Nodes.names(pod, config)}) end)
+  end
+
+  # Let go of nodes whose pod left, and keep them away for a while: `global` may connect
+  # them again through a node that has not heard of the departure yet.
+  defp depart(state, nodes) do
+    disconnect(state, nodes)
+    now = System.monotonic_time(:millisecond)
+    %{state | departed: Map.merge(state.departed, Map.new(nodes, &{&1, now}))}
   end
 
   # Our pod is terminating: let go of every node outside it (once).
@@ -276,6 +296,7 @@ defmodule KubeDist.Strategy do
     cond do
       same_pod?(node, state) -> false
       state.leaving or state.own_pod_gone -> true
+      Map.has_key?(state.departed, node) -> true
       state.config[:keep_terminating] -> false
       true -> match?({:ok, _, %{terminating: true}}, Watch.lookup(state.watch, host(node)))
     end
