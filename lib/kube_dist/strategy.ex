@@ -151,11 +151,13 @@ defmodule KubeDist.Strategy do
   def handle_info({:named, uid, pod_name, nodes}, state) do
     case state.pods do
       %{^uid => known} ->
-        if known != nodes, do: discovered(state, pod_name, :joined, nodes)
+        # Every name the pod ever stood for is kept: it bounds the atoms a pod can make.
+        all = Enum.uniq(known ++ nodes)
+        if all != known, do: discovered(state, pod_name, :joined, nodes)
         # Eligible again (a pod of the same name came back): welcome.
         state = %{state | departed: Map.drop(state.departed, nodes)}
         if joining?(state), do: connect(state, nodes)
-        {:noreply, put_in(state.pods[uid], nodes)}
+        {:noreply, put_in(state.pods[uid], all)}
 
       # The pod left while it was being named.
       _ ->
@@ -211,6 +213,10 @@ defmodule KubeDist.Strategy do
     end
 
     state = %{state | own_pod_gone: state.own_pod_gone or own_pod?(pod, state)}
+    # Deleted without a grace period, our pod never looked terminating: leave now.
+    state =
+      if own_pod?(pod, state) and state.config[:disconnect_deleted], do: leave(state), else: state
+
     {nodes, pods} = Map.pop(state.pods, pod.uid, [])
 
     if state.config[:disconnect_deleted],
@@ -228,8 +234,9 @@ defmodule KubeDist.Strategy do
         leave(state)
 
       # Our pod turned Ready: reach out to everyone now, our pod's other nodes included.
+      # (A pod of our name that is not terminating is a new one: we are back.)
       own_pod?(pod, state) ->
-        state = %{state | own_pod_gone: false}
+        state = %{state | own_pod_gone: false, leaving: false}
 
         if Nodes.eligible?(pod, state.config, own_version(state)),
           do: reconcile(state),
@@ -267,7 +274,11 @@ defmodule KubeDist.Strategy do
   defp name(state, pod) do
     strategy = self()
     config = state.config
-    Task.start(fn -> send(strategy, {:named, pod.uid, pod.name, Nodes.names(pod, config)}) end)
+    known = Map.get(state.pods, pod.uid, [])
+
+    Task.start(fn ->
+      send(strategy, {:named, pod.uid, pod.name, Nodes.names(pod, config, known)})
+    end)
   end
 
   # Let go of nodes whose pod left, and keep them away for a while: `global` may connect
@@ -286,6 +297,9 @@ defmodule KubeDist.Strategy do
       "KubeDist.Strategy #{state.topology}: our pod is terminating; leaving the cluster"
     )
 
+    # Leave `global`'s cluster first: disconnected one by one, a node that is still alive
+    # makes `global` cut the others apart too, to prevent overlapping partitions.
+    if function_exported?(:global, :disconnect, 0), do: :global.disconnect()
     disconnect(state, Enum.reject(Node.list(), &same_pod?(&1, state)))
     %{state | leaving: true}
   end

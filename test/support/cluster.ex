@@ -56,8 +56,9 @@ defmodule KubeDist.Test.Cluster do
 
   @doc """
   Adds a pod: a namespace with the next free address, and a Ready Pod object for it.
-  Options: `:labels`, `:ports` (`[{"dist-api", 4371}]`), `:ip` (reuse a given address).
-  In epmd mode the pod gets its own epmd. Returns the pod's IP.
+  Options: `:labels`, `:ports` (`[{"dist-api", 4371}]`), `:ip` (reuse a given address),
+  `:ready`. In epmd mode the pod gets its own epmd, unless `epmd: false` (then port 4369
+  is free for a stand-in, see `netns_path/2`). Returns the pod's IP.
   """
   def add_pod!(cluster, name, opts \\ []) do
     ip = Keyword.get_lazy(opts, :ip, fn -> next_ip(cluster) end)
@@ -93,7 +94,7 @@ defmodule KubeDist.Test.Cluster do
       end
     end
 
-    if cluster.mode == :epmd do
+    if cluster.mode == :epmd and Keyword.get(opts, :epmd, true) do
       epmd =
         Port.open({:spawn_executable, ip_path()}, [
           :binary,
@@ -106,7 +107,8 @@ defmodule KubeDist.Test.Cluster do
       wait_for_epmd(ns)
     end
 
-    KubeDist.SimCase.create_pod(cluster.sim, "default", name, Keyword.merge(opts, ip: ip))
+    pod_opts = opts |> Keyword.delete(:epmd) |> Keyword.merge(ip: ip)
+    KubeDist.SimCase.create_pod(cluster.sim, "default", name, pod_opts)
     ip
   end
 
@@ -196,6 +198,12 @@ defmodule KubeDist.Test.Cluster do
     track(cluster, :procs, pid, pod)
     port
   end
+
+  @doc """
+  The path of a pod's network namespace, for the `{:netns, path}` socket option: a
+  socket this VM opens with it lives inside the pod (e.g. a stand-in epmd).
+  """
+  def netns_path(cluster, pod), do: Path.join("/var/run/netns", netns(cluster, pod))
 
   @doc "Runs a command inside a pod's network namespace; returns `{output, exit_status}`."
   def in_pod(cluster, pod, [command | args]) do

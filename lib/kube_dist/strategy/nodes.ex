@@ -22,16 +22,30 @@ defmodule KubeDist.Strategy.Nodes do
   defp same_version?(_pod, nil, _own), do: true
   defp same_version?(pod, label, own), do: Map.get(pod.labels, label) == own
 
-  @doc "The node names `pod` stands for."
-  @spec names(KubeDist.Watch.pod(), keyword()) :: [node()]
-  def names(pod, config) do
+  @doc """
+  The node names `pod` stands for. `known` are the names it stood for before: they are
+  reused, and a pod gets new atoms only up to 16 names in all, however often its
+  answer changes (a hostile epmd could otherwise hand out fresh names on every ask).
+  """
+  @spec names(KubeDist.Watch.pod(), keyword(), [node()]) :: [node()]
+  def names(pod, config, known \\ []) do
     host = host(pod, config)
+    known = Map.new(known, &{Atom.to_string(&1), &1})
 
     pod
     |> basenames(config[:nodes], config[:connect_timeout])
     |> Enum.filter(&valid_basename?/1)
-    |> Enum.take(@max_nodes_per_pod)
-    |> Enum.map(&:"#{&1}@#{host}")
+    |> Enum.map(&"#{&1}@#{host}")
+    |> Enum.uniq()
+    |> Enum.reduce({[], @max_nodes_per_pod - map_size(known)}, fn name, {nodes, budget} ->
+      case known do
+        %{^name => node} -> {[node | nodes], budget}
+        _ when budget > 0 -> {[String.to_atom(name) | nodes], budget - 1}
+        _ -> {nodes, budget}
+      end
+    end)
+    |> elem(0)
+    |> Enum.reverse()
   end
 
   defp basenames(_pod, {:basename, name}, _timeout), do: [name]

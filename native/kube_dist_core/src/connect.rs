@@ -148,6 +148,10 @@ pub async fn config(options: &ConnectOptions) -> Result<Resolved, String> {
     };
     // Never trust an unverified API server, whatever a kubeconfig says.
     resolved.config.accept_invalid_certs = false;
+    // The watcher retries with its own backoff and reports each failure. The client's
+    // default retries (429/503/504, 15 times, doubling up to minutes) would hide an
+    // outage entirely and resume tens of seconds after the API is back.
+    resolved.config.default_retry = false;
     if resolved.default_namespace.is_empty() {
         resolved.default_namespace = "default".into();
     }
