@@ -8,6 +8,8 @@ Logger.configure(level: :warning)
 if String.trim(uid) != "0" do
   IO.puts("not root: skipping the :netns tests (pods as network namespaces)")
   ExUnit.configure(exclude: [:netns])
+else
+  KubeDist.Test.Cluster.sweep_stale()
 end
 
 ExUnit.start()

@@ -72,6 +72,10 @@ defmodule KubeDist.Watch do
     :cluster_domain
   ]
 
+  # Every option a watch takes; KubeDist.Strategy passes these through.
+  @doc false
+  def option_keys, do: [:namespaces | @string_options]
+
   @doc "Starts (or joins) a watch. See the module docs for options."
   @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
   def start(options \\ []) do

@@ -228,6 +228,22 @@ defmodule KubeDist.Test.Cluster do
     :ok
   end
 
+  @doc """
+  Deletes the namespaces of earlier runs that died without `stop/1` (a killed test run):
+  those named like ours in which no process runs any more.
+  """
+  def sweep_stale do
+    {list, _} = ip(["netns", "list"])
+
+    for line <- String.split(list, "\n", trim: true),
+        [name | _] = String.split(line),
+        name =~ ~r/^kd\d+-/,
+        {"", 0} == ip(["netns", "pids", name]),
+        do: ip(["netns", "del", name])
+
+    :ok
+  end
+
   @doc "The pods the API server holds now, decoded."
   def server_pods(cluster), do: KubeDist.SimCase.server_pods(cluster.sim, "default")
 

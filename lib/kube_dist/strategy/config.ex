@@ -2,18 +2,7 @@ defmodule KubeDist.Strategy.Config do
   @moduledoc false
   # Validates KubeDist.Strategy's keyword config, with an error that names the key.
 
-  @watch_keys [
-    :namespaces,
-    :label_selector,
-    :field_selector,
-    :api_url,
-    :ca_file,
-    :token,
-    :token_file,
-    :service_account_dir,
-    :kubeconfig,
-    :cluster_domain
-  ]
+  @watch_keys KubeDist.Watch.option_keys()
 
   @defaults [
     host: :pod_name,
