@@ -54,6 +54,10 @@ defmodule KubeDist.Epmd do
   @spec start_link() :: {:ok, pid()} | :ignore | {:error, term()}
   def start_link do
     start_watch()
+    # Read once: every connect needs them, and a running distribution cannot change
+    # its mode anyway.
+    :persistent_term.put({__MODULE__, :mode}, mode_from_env())
+    :persistent_term.put({__MODULE__, :dist_port}, default_port_from_env())
 
     case mode() do
       :epmd -> :erl_epmd.start_link()
@@ -100,9 +104,9 @@ defmodule KubeDist.Epmd do
         with :error <- lookup(host, false), do: :erl_epmd.address_please(name, host, family)
 
       :epmdless ->
-        case lookup(host, :ports) do
-          {:ok, ip, ports} -> {:ok, ip, port_for(ports, name), @dist_version}
-          :error -> stock_address(name, host, family)
+        case lookup(host, {:port, name}) do
+          {:ok, ip, port} -> {:ok, ip, port || default_port(), @dist_version}
+          :error -> stock_address(host, family)
         end
     end
   end
@@ -120,8 +124,8 @@ defmodule KubeDist.Epmd do
         :erl_epmd.port_please(name, ip, timeout)
 
       :epmdless ->
-        ports = with({:ok, _, ports} <- lookup(ip, :ports), do: ports, else: (_ -> nil))
-        {:port, port_for(ports, name), @dist_version}
+        port = with({:ok, _, port} <- lookup(ip, {:port, name}), do: port, else: (_ -> nil))
+        {:port, port || default_port(), @dist_version}
     end
   end
 
@@ -151,9 +155,14 @@ defmodule KubeDist.Epmd do
         do: {basename, port}
   end
 
-  @doc "The mode in force, from `KUBE_DIST_MODE`."
+  @doc """
+  The mode in force: `KUBE_DIST_MODE` as it was when the distribution started this
+  module (read from the environment while it has not).
+  """
   @spec mode() :: mode()
-  def mode do
+  def mode, do: :persistent_term.get({__MODULE__, :mode}, nil) || mode_from_env()
+
+  defp mode_from_env do
     case System.get_env("KUBE_DIST_MODE", "epmd") do
       "epmdless" -> :epmdless
       _ -> :epmd
@@ -172,28 +181,24 @@ defmodule KubeDist.Epmd do
   defp declared_basename("dist"), do: ~c"*"
   defp declared_basename(_), do: nil
 
-  defp port_for(nil, _name), do: default_port()
-
-  defp port_for(ports, name) do
-    declared = declared_nodes(ports)
-    name = to_charlist(name)
-
-    case List.keyfind(declared, name, 0) || List.keyfind(declared, ~c"*", 0) do
-      {_, port} -> port
-      nil -> default_port()
-    end
-  end
-
   # Our own listen port: what our pod declares for our name, found by our host name.
   # A port shared by every basename (`dist`, or the default) may already be taken by a
   # sibling, typically the node a remote shell attaches to: then listen anywhere, since
   # nobody needs to reach a remote shell.
   defp own_port(name, host) do
-    ports = with({:ok, _ip, ports} <- lookup(host, :ports), do: ports, else: (_ -> nil))
+    ports =
+      with(
+        {:ok, _ip, ports} when ports != nil <- lookup(host, :ports),
+        do: ports,
+        else: (_ -> [])
+      )
 
-    case ports && List.keyfind(declared_nodes(ports), to_charlist(name), 0) do
+    declared = declared_nodes(ports)
+
+    case List.keyfind(declared, to_charlist(name), 0) || List.keyfind(declared, ~c"*", 0) do
+      {~c"*", port} -> free_or_any(port)
       {_, port} -> port
-      _ -> free_or_any(port_for(ports, name))
+      nil -> free_or_any(default_port())
     end
   end
 
@@ -211,18 +216,19 @@ defmodule KubeDist.Epmd do
     end
   end
 
-  defp stock_address(name, host, family) do
+  defp stock_address(host, family) do
     case :inet.getaddr(to_charlist(host), family) do
-      {:ok, ip} -> {:ok, ip, port_for(nil, name), @dist_version}
+      {:ok, ip} -> {:ok, ip, default_port(), @dist_version}
       {:error, _} = error -> error
     end
   end
 
-  # `with`: false for the IP alone, `:ports` for the pod's declared ports, true for the pod.
+  # `with`: false for the IP alone, `{:port, basename}` for a node's epmd-less port,
+  # `:ports` for the pod's declared ports, true for the pod.
   defp lookup(host, with) do
     with %KubeDist.Watch{resource: resource} = watch <- watch(),
          :ok <- await_sync(watch),
-         {:ok, _, _} = found <- KubeDist.Native.resolve(resource, host_string(host), with) do
+         {:ok, _, _} = found <- KubeDist.Native.resolve(resource, host_term(host), with) do
       found
     else
       {:ok, ip} -> {:ok, ip}
@@ -230,8 +236,9 @@ defmodule KubeDist.Epmd do
     end
   end
 
-  defp host_string(ip) when is_tuple(ip), do: ip |> :inet.ntoa() |> List.to_string()
-  defp host_string(host), do: to_string(host)
+  # The NIF takes a host as the distribution hands it over (charlist, atom or string).
+  defp host_term(ip) when is_tuple(ip), do: :inet.ntoa(ip)
+  defp host_term(host), do: host
 
   # Only the first caller waits; later ones find the watch synced or give up at once.
   defp await_sync(watch) do
@@ -291,7 +298,10 @@ defmodule KubeDist.Epmd do
     |> Enum.reject(fn {_, value} -> is_nil(value) end)
   end
 
-  defp default_port, do: env_integer("KUBE_DIST_DIST_PORT", @default_port)
+  defp default_port,
+    do: :persistent_term.get({__MODULE__, :dist_port}, nil) || default_port_from_env()
+
+  defp default_port_from_env, do: env_integer("KUBE_DIST_DIST_PORT", @default_port)
   defp sync_timeout, do: env_integer("KUBE_DIST_SYNC_TIMEOUT_MS", @default_sync_timeout)
 
   defp env_integer(name, default) do

@@ -37,6 +37,14 @@ defmodule KubeDist.EpmdTest do
     assert {:ok, {:ok, {127, 0, 1, 2}, 4372, 6}} =
              Node.eval(a, "KubeDist.Epmd.address_please(~c\"worker\", ~c\"pod-b\", :inet)")
 
+    # By IP, as the distribution asks after address_please; an undeclared basename gets
+    # the default port.
+    assert {:ok, {:port, 4371, 6}} =
+             Node.eval(a, "KubeDist.Epmd.port_please(~c\"api\", {127, 0, 1, 2})")
+
+    assert {:ok, {:ok, {127, 0, 1, 2}, 4370, 6}} =
+             Node.eval(a, "KubeDist.Epmd.address_please(~c\"other\", ~c\"pod-b\", :inet)")
+
     assert {:ok, {:ok, [{~c"api", 4371}, {~c"worker", 4372}]}} =
              Node.eval(a, "KubeDist.Epmd.names(~c\"pod-b\")")
 

@@ -6,7 +6,7 @@
 //! pod whose IP was handed to a newer pod stops resolving, and no lookup can return an
 //! IP that now belongs to someone else.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -55,6 +55,9 @@ pub struct PodIndex {
     by_hostname: HashMap<(Box<str>, Box<str>), Vec<Key>>,
     /// Pods holding each IP, in the order they acquired it: the last one owns it.
     ip_holders: HashMap<IpAddr, Vec<Key>>,
+    /// One copy of each namespace's and node's name for all their pods. Never shrinks:
+    /// namespaces and nodes are few next to pods, and long-lived.
+    shared: HashSet<Arc<str>>,
 }
 
 impl PodIndex {
@@ -86,7 +89,9 @@ impl PodIndex {
     }
 
     /// Adds or replaces a pod; `None` when nothing changed.
-    pub fn upsert(&mut self, record: PodRecord) -> Option<PodChange> {
+    pub fn upsert(&mut self, mut record: PodRecord) -> Option<PodChange> {
+        record.namespace = self.share(&record.namespace);
+        record.node_name = record.node_name.map(|node| self.share(&node));
         let new = Arc::new(record);
         let old = self.pods.get(&key(&new)).cloned();
         match &old {
@@ -102,6 +107,16 @@ impl PodIndex {
         })
     }
 
+    fn share(&mut self, name: &Arc<str>) -> Arc<str> {
+        match self.shared.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.shared.insert(name.clone());
+                name.clone()
+            }
+        }
+    }
+
     /// Removes a pod; it stops resolving at once.
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<PodChange> {
         let old = self.pods.remove(&(namespace.into(), name.into()))?;
@@ -113,7 +128,7 @@ impl PodIndex {
     /// (re-)list, and returns only the differences, so a re-list after `410 Gone` or an
     /// outage reports what really changed and nothing else.
     pub fn replace(&mut self, namespace: Option<&str>, records: Vec<PodRecord>) -> Vec<PodChange> {
-        let fresh: std::collections::HashSet<Key> = records.iter().map(key).collect();
+        let fresh: HashSet<Key> = records.iter().map(key).collect();
         let gone: Vec<Key> = self
             .pods
             .keys()
@@ -129,21 +144,21 @@ impl PodIndex {
     fn link(&mut self, pod: &Arc<PodRecord>, before: Option<&PodRecord>) {
         let k = key(pod);
         if before.is_none() {
-            self.by_name.entry(pod.name.clone()).or_default().push(k.clone());
+            self.by_name.entry(pod.name.clone()).or_insert_with(one).push(k.clone());
         }
         if let (Some(h), Some(s)) = (&pod.hostname, &pod.subdomain) {
             let same = before.is_some_and(|b| b.hostname == pod.hostname && b.subdomain == pod.subdomain);
             if !same {
                 self.by_hostname
                     .entry((h.clone(), s.clone()))
-                    .or_default()
+                    .or_insert_with(one)
                     .push(k.clone());
             }
         }
         for ip in pod.ips.iter() {
             if !before.is_some_and(|b| b.ips.contains(ip)) {
                 // Acquired now: this pod becomes the IP's owner.
-                self.ip_holders.entry(*ip).or_default().push(k.clone());
+                self.ip_holders.entry(*ip).or_insert_with(one).push(k.clone());
             }
         }
     }
@@ -241,22 +256,42 @@ impl PodIndex {
         }
     }
 
-    /// Bytes the index holds on the heap (records and tables), for the memory benchmark.
+    /// Bytes the index holds on the heap (records and tables), for the memory benchmark;
+    /// the allocator's own overhead is not counted.
     pub fn heap_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<Key>() + std::mem::size_of::<Arc<PodRecord>>() + 16;
+        use std::mem::size_of;
+        // A table has about capacity * 8/7 slots, each an entry and a control byte.
+        fn table<K, V>(map: &HashMap<K, V>) -> usize {
+            map.capacity() * 8 / 7 * (size_of::<(K, V)>() + 1)
+        }
+        fn table_of<K>(set: &HashSet<K>) -> usize {
+            set.capacity() * 8 / 7 * (size_of::<K>() + 1)
+        }
+        fn holders<K>(map: &HashMap<K, Vec<Key>>) -> usize {
+            table(map) + map.values().map(|v| v.capacity() * size_of::<Key>()).sum::<usize>()
+        }
+        // A record lives in an Arc: its two counters too.
         let records: usize = self
             .pods
             .values()
-            .map(|p| p.heap_bytes() + std::mem::size_of::<PodRecord>())
+            .map(|p| p.heap_bytes() + size_of::<PodRecord>() + 16)
             .sum();
-        // Keys share the records' strings: an entry is two pointers.
-        let keys = |n: usize| n * std::mem::size_of::<Key>();
+        let hostnames: usize = self.by_hostname.keys().map(|(h, s)| h.len() + s.len()).sum();
+        let shared: usize = table_of(&self.shared) + self.shared.iter().map(|s| s.len() + 16).sum::<usize>();
         records
-            + self.pods.capacity() * entry
-            + keys(self.by_name.len() * 2)
-            + keys(self.by_hostname.len() * 2)
-            + keys(self.ip_holders.len() * 2)
+            + table(&self.pods)
+            + holders(&self.by_name)
+            + holders(&self.by_hostname)
+            + hostnames
+            + holders(&self.ip_holders)
+            + shared
     }
+}
+
+// Nearly every name and IP has a single holder: room for one, not the four a first push
+// reserves (that alone was 200 bytes a pod).
+fn one() -> Vec<Key> {
+    Vec::with_capacity(1)
 }
 
 fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Key>>, at: &K, key: &Key) {

@@ -69,8 +69,8 @@ pub struct PodRecord {
     pub hostname: Option<Box<str>>,
     /// `spec.subdomain`
     pub subdomain: Option<Box<str>>,
-    /// `spec.nodeName`
-    pub node_name: Option<Box<str>>,
+    /// `spec.nodeName`; shared by the index among the pods of a node.
+    pub node_name: Option<Arc<str>>,
     /// `status.phase`
     pub phase: Phase,
     /// The Ready condition is True.
@@ -133,7 +133,10 @@ impl PodRecord {
             ips: ips.into(),
             hostname: nonempty(spec.and_then(|s| s.hostname.as_ref())),
             subdomain: nonempty(spec.and_then(|s| s.subdomain.as_ref())),
-            node_name: nonempty(spec.and_then(|s| s.node_name.as_ref())),
+            node_name: spec
+                .and_then(|s| s.node_name.as_deref())
+                .filter(|s| !s.is_empty())
+                .map(Arc::from),
             phase: Phase::parse(status.and_then(|s| s.phase.as_deref())),
             ready: status
                 .and_then(|s| s.conditions.as_ref())
@@ -150,6 +153,18 @@ impl PodRecord {
         self.ips.first().copied()
     }
 
+    /// The port of node `basename@<this pod>` in epmd-less mode: the container port
+    /// named `dist-<basename>`, else the one named `dist` (any basename).
+    pub fn dist_port(&self, basename: &str) -> Option<u16> {
+        let named = |wanted: &dyn Fn(&str) -> bool| {
+            self.ports
+                .iter()
+                .find(|p| p.name.as_deref().is_some_and(wanted))
+                .map(|p| p.port)
+        };
+        named(&|name| name.strip_prefix("dist-") == Some(basename)).or_else(|| named(&|name| name == "dist"))
+    }
+
     /// A label's value.
     pub fn label(&self, key: &str) -> Option<&str> {
         lookup(&self.labels, key)
@@ -160,19 +175,19 @@ impl PodRecord {
         lookup(&self.annotations, key)
     }
 
-    /// Heap bytes this record holds, for the memory benchmark.
+    /// Heap bytes this record holds alone (not its namespace and node names, which the
+    /// index shares), for the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
         let pairs = |p: &[(Box<str>, Box<str>)]| p.iter().map(|(k, v)| k.len() + v.len() + 32).sum::<usize>();
         let opt = |s: &Option<Box<str>>| s.as_ref().map_or(0, |s| s.len());
+        // Namespace and node names are shared among pods: the index counts them once.
         self.uid.len()
             // An Arc<str> carries its two counters.
-            + self.namespace.len()
             + self.name.len()
-            + 32
+            + 16
             + self.ips.len() * std::mem::size_of::<IpAddr>()
             + opt(&self.hostname)
             + opt(&self.subdomain)
-            + opt(&self.node_name)
             + pairs(&self.labels)
             + pairs(&self.annotations)
             + self
@@ -229,6 +244,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn dist_port_prefers_the_basename_then_the_shared_port() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p", "namespace": "ns", "uid": "u" },
+            "spec": { "containers": [
+                { "name": "a", "ports": [{ "name": "dist", "containerPort": 4370 }, { "containerPort": 80 }] },
+                { "name": "b", "ports": [{ "name": "dist-worker", "containerPort": 4371 }] }
+            ] }
+        }))
+        .unwrap();
+        let record = PodRecord::from_pod(&pod).unwrap();
+        assert_eq!(record.dist_port("worker"), Some(4371));
+        assert_eq!(record.dist_port("api"), Some(4370));
+        assert_eq!(record.dist_port(""), Some(4370));
+        let bare = PodRecord {
+            ports: Box::new([]),
+            ..record
+        };
+        assert_eq!(bare.dist_port("api"), None);
     }
 
     #[test]

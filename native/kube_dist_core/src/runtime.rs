@@ -4,9 +4,11 @@ use once_cell::sync::Lazy;
 use tokio::runtime::Runtime;
 
 static RUNTIME: Lazy<Runtime> = Lazy::new(|| {
-    // Two workers: watches are I/O-bound, and the BEAM owns the CPUs.
+    // One worker: watches are I/O-bound and the BEAM owns the CPUs. It also keeps the
+    // index's allocations in one glibc arena: with two workers the RSS per indexed pod
+    // was about 170 bytes higher (BENCHMARKS.md).
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("kube_dist")
         .enable_all()
         .build()

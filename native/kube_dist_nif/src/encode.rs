@@ -43,7 +43,6 @@ fn pairs<'a>(env: Env<'a>, pairs: &[(Box<str>, Box<str>)]) -> Term<'a> {
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| Term::map_new(env))
 }
 
-/// A pod record as a map with atom keys.
 /// A pod's declared container ports, as a list of maps.
 pub fn ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
     let ports: Vec<Term> = pod
@@ -61,6 +60,7 @@ pub fn ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
     ports.encode(env)
 }
 
+/// A pod record as a map with atom keys.
 pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
     use kube_dist_core::pod::Phase;
     let phase = match pod.phase {

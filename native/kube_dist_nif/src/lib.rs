@@ -17,7 +17,7 @@ use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, ports }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, ports, port }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -88,35 +88,50 @@ fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     })
 }
 
-/// `resolve(handle, host, with)`: `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}`
-/// with true, `{:ok, ip, ports | nil}` with `:ports` (what epmd-less connects need, at a
-/// fraction of a whole pod's encoding); `:error` when no pod answers,
-/// `{:error, :ambiguous}`. A hash lookup: it runs on a normal scheduler in microseconds.
+/// `resolve(handle, host, with)`, `host` a string or charlist as the distribution
+/// passes it: `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}` with true,
+/// `{:ok, ip, ports | nil}` with `:ports`, `{:ok, ip, port | nil}` with
+/// `{:port, basename}` (the epmd-less port of `basename@host`: what a connect needs);
+/// `:error` when no pod answers, `{:error, :ambiguous}`. A hash lookup: it runs on a
+/// normal scheduler in microseconds.
 #[rustler::nif]
-fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: rustler::Binary<'a>, with: Term<'a>) -> Term<'a> {
+fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, with: Term<'a>) -> Term<'a> {
     use kube_dist_core::index::Resolution;
     guarded(env, || {
-        let Ok(host) = std::str::from_utf8(host.as_slice()) else {
+        let Some(host) = text(host) else {
             return Ok(atoms::error().encode(env));
         };
-        Ok(match handle.0.resolve(host) {
+        let nil = || rustler::types::atom::nil().encode(env);
+        Ok(match handle.0.resolve(&host) {
             Resolution::Found(ip, _) if rustler::types::atom::false_() == with => {
                 (atoms::ok(), encode::ip(env, ip)).encode(env)
             }
             Resolution::Found(ip, pod) => {
-                let pod = pod.map_or_else(
-                    || rustler::types::atom::nil().encode(env),
-                    |p| match atoms::ports() == with {
-                        true => encode::ports(env, &p),
-                        false => encode::pod(env, &p),
-                    },
-                );
-                (atoms::ok(), encode::ip(env, ip), pod).encode(env)
+                let detail = match (pod, with.decode::<(rustler::Atom, Term)>()) {
+                    (None, _) => nil(),
+                    (Some(pod), Ok((tag, basename))) if tag == atoms::port() => text(basename)
+                        .and_then(|basename| pod.dist_port(&basename))
+                        .map_or_else(nil, |port| port.encode(env)),
+                    (Some(pod), _) if atoms::ports() == with => encode::ports(env, &pod),
+                    (Some(pod), _) => encode::pod(env, &pod),
+                };
+                (atoms::ok(), encode::ip(env, ip), detail).encode(env)
             }
             Resolution::NotFound => atoms::error().encode(env),
             Resolution::Ambiguous(_) => (atoms::error(), atoms::ambiguous()).encode(env),
         })
     })
+}
+
+/// A name as Erlang hands it over: a binary, a charlist or an atom.
+fn text(term: Term<'_>) -> Option<String> {
+    if let Ok(binary) = term.decode::<rustler::Binary>() {
+        return std::str::from_utf8(binary.as_slice()).ok().map(str::to_string);
+    }
+    if let Ok(chars) = term.decode::<Vec<u32>>() {
+        return chars.into_iter().map(char::from_u32).collect();
+    }
+    term.atom_to_string().ok()
 }
 
 /// `health(handle)`: sync state, resourceVersion, errors, pod count and index size
