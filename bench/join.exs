@@ -23,15 +23,19 @@ defmodule JoinBench do
   spawn(fn ->
     Process.register(self(), :join_recorder)
     :net_kernel.monitor_nodes(true)
-    loop = fn loop, seen ->
+    # Scheduler safety: every long schedule over 1 ms in this node, kept for the end.
+    :erlang.system_monitor(self(), [{:long_schedule, 1}])
+    loop = fn loop, seen, long ->
       receive do
-        {:nodeup, node} -> loop.(loop, Map.put_new(seen, node, System.os_time(:microsecond)))
-        {:get, from} -> send(from, {:seen, seen}) && loop.(loop, seen)
-        :reset -> loop.(loop, %{})
-        _ -> loop.(loop, seen)
+        {:nodeup, node} -> loop.(loop, Map.put_new(seen, node, System.os_time(:microsecond)), long)
+        {:monitor, _, :long_schedule, info} -> loop.(loop, seen, [info | long])
+        {:get, from} -> send(from, {:seen, seen}) && loop.(loop, seen, long)
+        {:long, from} -> send(from, {:long, long}) && loop.(loop, seen, long)
+        :reset -> loop.(loop, %{}, long)
+        _ -> loop.(loop, seen, long)
       end
     end
-    loop.(loop, %{})
+    loop.(loop, %{}, [])
   end)
   :ok
   """
@@ -43,6 +47,13 @@ defmodule JoinBench do
       Node.eval(node, "send(:join_recorder, {:get, self()}); receive do {:seen, s} -> s end")
 
     seen
+  end
+
+  def long_schedules(node) do
+    {:ok, long} =
+      Node.eval(node, "send(:join_recorder, {:long, self()}); receive do {:long, l} -> l end")
+
+    long
   end
 
   def reset(node), do: Node.eval(node, "send(:join_recorder, :reset)")
@@ -133,6 +144,16 @@ try do
 
   IO.puts("join: pod Ready -> all #{existing} existing nodes connected")
   p99_watch = JoinBench.summary("KubeDist.Strategy (watch)", watch)
+  long = Enum.flat_map(nodes, &JoinBench.long_schedules/1)
+  # The NIFs are what must never hold a scheduler; with more BEAMs than cores, the OS
+  # preempting a scheduler thread shows up as long schedules anywhere, ours included.
+  nifs = Enum.filter(long, &(inspect(&1) =~ "KubeDist.Native"))
+  elixir = Enum.filter(long, &(inspect(&1) =~ "KubeDist")) -- nifs
+
+  IO.puts(
+    "  long_schedule > 1 ms in the existing nodes: #{length(long)} in all, #{length(nifs)} in KubeDist.Native" <>
+      ", #{length(elixir)} in KubeDist's Elixir code #{inspect(elixir)}"
+  )
 
   # --poll-trials 0 skips the poller, whose code never changes and whose trials are slow.
   if poll_trials > 0 do

@@ -171,7 +171,7 @@ defmodule KubeDist.Watch do
         {:cont, {:ok, Map.put(acc, :namespaces, :all)}}
 
       {:namespaces, list}, {:ok, acc} when is_list(list) ->
-        if Enum.all?(list, &is_binary/1),
+        if not List.improper?(list) and Enum.all?(list, &is_binary/1),
           do: {:cont, {:ok, Map.put(acc, :namespaces, list)}},
           else: {:halt, {:error, "option :namespaces must be a list of strings or :all"}}
 

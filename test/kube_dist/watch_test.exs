@@ -22,6 +22,21 @@ defmodule KubeDist.WatchTest do
     assert %{synced: true, pods: 3, errors: 0} = Watch.health(watch)
   end
 
+  test "the resolve NIF takes hosts as the distribution hands them over", %{sim: sim} do
+    {:ok, %Watch{resource: r} = watch} = Watch.start(Simulator.watch_options(sim))
+    assert Watch.await_synced(watch, 10_000)
+
+    for host <- ["pod-1", ~c"pod-1", :"pod-1"],
+        do: assert({:ok, {127, 1, 0, 2}} = KubeDist.Native.resolve(r, host, false))
+
+    # Seeded pods declare no ports: no epmd-less port of their own.
+    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.resolve(r, ~c"pod-1", {:port, "app"})
+    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.resolve(r, "pod-1", {:port, :bad})
+
+    for garbage <- [[1, :x], [0x110000], <<0xFF>>, 42, {1, 2}, [?p | ?q]],
+        do: assert(:error = KubeDist.Native.resolve(r, garbage, false))
+  end
+
   test "subscribers hear additions, readiness, termination and deletion", %{sim: sim} do
     {:ok, watch} = Watch.start(Simulator.watch_options(sim))
     assert Watch.await_synced(watch, 10_000)
@@ -107,6 +122,13 @@ defmodule KubeDist.WatchTest do
 
     assert {:error, "option :namespaces must be a list of strings or :all"} =
              Watch.start(namespaces: [:x])
+
+    # Improper lists, in Elixir and straight at the NIF: a reason, not a panic.
+    assert {:error, "option :namespaces must be a list of strings or :all"} =
+             Watch.start(namespaces: ["a" | "b"])
+
+    assert {:error, "option namespaces must be a list of strings or :all"} =
+             KubeDist.Native.start_watch(%{namespaces: ["a" | "b"]})
 
     assert {:error, message} = Watch.start(api_url: "not a url", token: "t")
     assert message =~ "invalid api_url"

@@ -128,7 +128,9 @@ fn text(term: Term<'_>) -> Option<String> {
     if let Ok(binary) = term.decode::<rustler::Binary>() {
         return std::str::from_utf8(binary.as_slice()).ok().map(str::to_string);
     }
-    if let Ok(chars) = term.decode::<Vec<u32>>() {
+    // Rustler's list decoding panics on an improper list: only proper ones get there.
+    if term.list_length().is_ok() {
+        let chars = term.decode::<Vec<u32>>().ok()?;
         return chars.into_iter().map(char::from_u32).collect();
     }
     term.atom_to_string().ok()

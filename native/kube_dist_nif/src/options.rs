@@ -47,8 +47,10 @@ pub fn decode(map: Term<'_>) -> Result<Options, String> {
     let namespaces = match map.map_get(keys::namespaces()) {
         Err(_) => Vec::new(),
         Ok(value) if value.decode::<rustler::Atom>().ok() == Some(keys::all()) => vec![None],
+        // Rustler's list decoding panics on an improper list: check it is proper first.
         Ok(value) => value
-            .decode::<Vec<String>>()
+            .list_length()
+            .and_then(|_| value.decode::<Vec<String>>())
             .map_err(|_| "option namespaces must be a list of strings or :all".to_string())?
             .into_iter()
             .map(Some)
