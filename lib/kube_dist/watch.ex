@@ -74,6 +74,7 @@ defmodule KubeDist.Watch do
 
   # Every option a watch takes; KubeDist.Strategy passes these through.
   @doc false
+  @spec option_keys() :: [atom()]
   def option_keys, do: [:namespaces | @string_options]
 
   @doc "Starts (or joins) a watch. See the module docs for options."
