@@ -1,4 +1,5 @@
-//! The HTTP surface: discovery, the core/v1 Pod API and its status subresource.
+//! The HTTP surface: discovery, the core/v1 Pod API and its status subresource, and
+//! the other kinds manifests hold (see [`crate::objects`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 use crate::auth::Identity;
+use crate::objects::{self, Kind};
 use crate::patch::{self, PatchKind};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -121,18 +123,23 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
 async fn route(shared: &Arc<Shared>, call: &Call) -> Result<Response<Body>, ApiError> {
     let segments: Vec<&str> = call.segments.iter().map(String::as_str).collect();
     let get = call.method == Method::GET;
+    if let Some((kind, ns, name)) = object_route(&segments) {
+        return other_object(shared, call, kind, ns, name);
+    }
     match (segments.as_slice(), get) {
         (["version"], true) => discovery(shared, "/version", version()),
         (["healthz"] | ["livez"] | ["readyz"], true) => Ok(text(shared, "ok")),
         (["api"], true) => discovery(shared, "/api", api_versions()),
-        (["apis"], true) => discovery(
-            shared,
-            "/apis",
-            json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [] }),
-        ),
-        (["api", "v1"], true) => discovery(shared, "/api/v1", core_resources()),
+        (["apis"], true) => discovery(shared, "/apis", objects::group_list()),
+        (["api", "v1"], true) => discovery(shared, "/api/v1", resource_list("", "v1")),
+        (["apis", group, version], true) if !objects::resources(group, version).is_empty() => {
+            discovery(shared, "/apis/{group}/{version}", resource_list(group, version))
+        }
         (["openapi", "v3"], true) => discovery(shared, "/openapi/v3", openapi_index()),
-        (["openapi", "v3", "api", "v1"], true) => discovery(shared, "/openapi/v3/api/v1", openapi_core()),
+        (["openapi", "v3", "api", "v1"], true) => discovery(shared, "/openapi/v3/api/v1", openapi("", "v1")),
+        (["openapi", "v3", "apis", group, version], true) if !objects::resources(group, version).is_empty() => {
+            discovery(shared, "/openapi/v3/apis/{group}/{version}", openapi(group, version))
+        }
         (["api", "v1", "pods"], true) => collection(shared, call, None).await,
         (["api", "v1", "watch", "pods"], true) => watch(shared, call, None, true),
         (["api", "v1", "namespaces", ns, "pods"], _) => collection(shared, call, Some(ns)).await,
@@ -141,6 +148,69 @@ async fn route(shared: &Arc<Shared>, call: &Call) -> Result<Response<Body>, ApiE
         (["api", "v1", "namespaces", ns, "pods", name, "status"], _) => object(shared, call, ns, name, true).await,
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// `(kind, namespace, name)` when the path is one of [`objects::KINDS`]'s.
+fn object_route<'a>(segments: &[&'a str]) -> Option<(&'static Kind, Option<&'a str>, Option<&'a str>)> {
+    let (group, version, rest) = match segments {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let (namespace, plural, name) = match rest {
+        [plural] => (None, *plural, None),
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
+        _ => return None,
+    };
+    Some((Kind::find(group, version, plural)?, namespace, name))
+}
+
+/// create, get, list, patch and delete for the other kinds: no watch, no PUT.
+fn other_object(
+    shared: &Shared,
+    call: &Call,
+    kind: &Kind,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let verb = match (&call.method, ns, name) {
+        (&Method::GET, _, None) if !call.flag("watch") => "list",
+        (&Method::POST, Some(_), None) => "create",
+        (&Method::GET, Some(_), Some(_)) => "get",
+        (&Method::PATCH, Some(_), Some(_)) => "patch",
+        (&Method::DELETE, Some(_), Some(_)) => "delete",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    shared
+        .stats
+        .request(&verb.to_uppercase(), &kind.path_template(name.is_some()));
+    shared
+        .auth
+        .authorize_on(&call.identity, verb, kind.resource(), ns, name)?;
+    let (ns, name) = (ns.unwrap_or_default(), name.unwrap_or_default());
+    let strict = call.param("fieldValidation") != Some("Ignore");
+    let (code, body) = match verb {
+        "list" => (200, shared.objects.list(kind, Some(ns).filter(|ns| !ns.is_empty()))),
+        "create" => {
+            let dry_run = call.param("dryRun") == Some("All");
+            let object = parse_body(&call.body)?;
+            (201, shared.objects.create(kind, ns, object, strict, dry_run)?)
+        }
+        "get" => (200, shared.objects.get(kind, ns, name)?),
+        "patch" => {
+            let content_type = call.content_type.as_deref().unwrap_or("");
+            let patch_kind = PatchKind::from_content_type(content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+            let patch_doc: Value = parse_body(&call.body)?;
+            (
+                200,
+                shared.objects.patch(kind, ns, name, (patch_kind, &patch_doc), strict)?,
+            )
+        }
+        _ => (200, shared.objects.delete(kind, ns, name)?),
+    };
+    Ok(json_response(shared, code, &body))
 }
 
 fn discovery(shared: &Shared, path: &str, body: Value) -> Result<Response<Body>, ApiError> {
@@ -414,55 +484,97 @@ fn api_versions() -> Value {
     })
 }
 
-fn core_resources() -> Value {
-    let verbs = json!([
-        "create",
-        "delete",
-        "deletecollection",
-        "get",
-        "list",
-        "patch",
-        "update",
-        "watch"
-    ]);
-    json!({
-        "kind": "APIResourceList",
-        "groupVersion": "v1",
-        "resources": [
-            { "name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod", "verbs": verbs,
-              "shortNames": ["po"], "categories": ["all"] },
-            { "name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod",
-              "verbs": ["get", "patch", "update"] }
-        ]
-    })
+/// The `APIResourceList` of `group`/`version`: pods in core, and the other kinds.
+fn resource_list(group: &str, version: &str) -> Value {
+    let mut resources = Vec::new();
+    if group.is_empty() {
+        let verbs = json!([
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch"
+        ]);
+        resources.push(
+            json!({ "name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
+            "verbs": verbs, "shortNames": ["po"], "categories": ["all"] }),
+        );
+        resources.push(
+            json!({ "name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod",
+            "verbs": ["get", "patch", "update"] }),
+        );
+    }
+    resources.extend(objects::resources(group, version));
+    let group_version = match group {
+        "" => version.to_string(),
+        group => format!("{group}/{version}"),
+    };
+    json!({ "kind": "APIResourceList", "groupVersion": group_version, "resources": resources })
 }
 
-/// The OpenAPI v3 index: one document, for core/v1.
+/// The OpenAPI v3 index: one document per group version served.
 fn openapi_index() -> Value {
-    json!({ "paths": { "api/v1": { "serverRelativeURL": "/openapi/v3/api/v1?hash=kube-sim-1" } } })
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "api/v1".into(),
+        json!({ "serverRelativeURL": "/openapi/v3/api/v1?hash=kube-sim-1" }),
+    );
+    for kind in objects::KINDS.iter().filter(|k| !k.group.is_empty()) {
+        let path = format!("apis/{}", kind.api_version());
+        let url = format!("/openapi/v3/{path}?hash=kube-sim-1");
+        paths.insert(path, json!({ "serverRelativeURL": url }));
+    }
+    json!({ "paths": paths })
 }
 
-/// Just enough of the core/v1 OpenAPI document for kubectl to see that pods accept
-/// server-side field validation (so `kubectl create -f` validates on the server).
-fn openapi_core() -> Value {
-    let gvk = json!({ "group": "", "version": "v1", "kind": "Pod" });
+/// Just enough of a group version's OpenAPI document for kubectl to see that its kinds
+/// accept server-side field validation (so `kubectl create -f` and `kubectl apply -f`
+/// leave validation to the server, which checks strictly).
+fn openapi(group: &str, version: &str) -> Value {
     let field_validation = json!({ "name": "fieldValidation", "in": "query", "schema": { "type": "string" } });
-    let operation = |action: &str| {
+    let operation = |action: &str, kind: &str| {
         json!({
             "x-kubernetes-action": action,
-            "x-kubernetes-group-version-kind": gvk,
+            "x-kubernetes-group-version-kind": { "group": group, "version": version, "kind": kind },
             "parameters": [field_validation],
             "responses": { "200": { "description": "OK" } }
         })
     };
+    let mut paths = serde_json::Map::new();
+    if group.is_empty() {
+        let pod = |action| operation(action, "Pod");
+        paths.insert(
+            "/api/v1/namespaces/{namespace}/pods".into(),
+            json!({ "post": pod("post") }),
+        );
+        for path in [
+            "/api/v1/namespaces/{namespace}/pods/{name}",
+            "/api/v1/namespaces/{namespace}/pods/{name}/status",
+        ] {
+            paths.insert(path.into(), json!({ "patch": pod("patch"), "put": pod("put") }));
+        }
+    }
+    for kind in objects::KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+    {
+        paths.insert(
+            kind.path_template(false),
+            json!({ "post": operation("post", kind.kind) }),
+        );
+        // kubectl looks for the parameter on PATCH to decide that the server validates.
+        paths.insert(
+            kind.path_template(true),
+            json!({ "patch": operation("patch", kind.kind) }),
+        );
+    }
     json!({
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes", "version": format!("v{}.{}.0", KUBERNETES_VERSION.0, KUBERNETES_VERSION.1) },
-        "paths": {
-            "/api/v1/namespaces/{namespace}/pods": { "post": operation("post") },
-            "/api/v1/namespaces/{namespace}/pods/{name}": { "patch": operation("patch"), "put": operation("put") },
-            "/api/v1/namespaces/{namespace}/pods/{name}/status": { "patch": operation("patch"), "put": operation("put") }
-        },
+        "paths": paths,
         "components": { "schemas": {} }
     })
 }

@@ -17,6 +17,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod manifest;
 pub mod netns;
+pub mod objects;
 pub mod patch;
 pub mod selector;
 pub mod status;
@@ -82,6 +83,8 @@ impl Default for Config {
 pub struct Shared {
     /// The objects.
     pub store: Store,
+    /// Objects of the other kinds manifests hold.
+    pub objects: objects::Objects,
     /// Tokens and RBAC.
     pub auth: Auth,
     /// Fault switches.
@@ -165,6 +168,7 @@ impl Simulator {
         let acceptor = TlsAcceptor::from(serving.server_config().map_err(io::Error::other)?);
         let shared = Arc::new(Shared {
             store: Store::new(config.history_limit),
+            objects: Default::default(),
             auth: Auth::new(&config.service_account_namespace, &config.service_account_name),
             faults: Faults::default(),
             stats: Stats::default(),

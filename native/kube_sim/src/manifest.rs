@@ -49,20 +49,29 @@ pub fn check(yaml: &str) -> Result<Checked, String> {
                 .pods
                 .extend(replicas(&strict::<Deployment>(&value).map_err(context)?)),
             "Pod" => checked.pods.push(strict::<Pod>(&value).map_err(context)?),
-            "ServiceAccount" => strict::<ServiceAccount>(&value).map(drop).map_err(context)?,
-            "Role" => strict::<Role>(&value).map(drop).map_err(context)?,
-            "RoleBinding" => strict::<RoleBinding>(&value).map(drop).map_err(context)?,
-            "ClusterRole" => strict::<ClusterRole>(&value).map(drop).map_err(context)?,
-            "ClusterRoleBinding" => strict::<ClusterRoleBinding>(&value).map(drop).map_err(context)?,
-            "Secret" => strict::<Secret>(&value).map(drop).map_err(context)?,
-            "ConfigMap" => strict::<ConfigMap>(&value).map(drop).map_err(context)?,
-            "Service" => strict::<Service>(&value).map(drop).map_err(context)?,
-            "Namespace" => strict::<Namespace>(&value).map(drop).map_err(context)?,
-            other => return Err(context(format!("kind {other:?} is not one this checker knows"))),
+            other => check_object(other, &value).map_err(context)?,
         }
         checked.objects.push(name);
     }
     Ok(checked)
+}
+
+/// Checks one object of `kind` strictly: every field must exist in the kind's schema.
+pub fn check_object(kind: &str, value: &Value) -> Result<(), String> {
+    match kind {
+        "Deployment" => strict::<Deployment>(value).map(drop),
+        "Pod" => strict::<Pod>(value).map(drop),
+        "ServiceAccount" => strict::<ServiceAccount>(value).map(drop),
+        "Role" => strict::<Role>(value).map(drop),
+        "RoleBinding" => strict::<RoleBinding>(value).map(drop),
+        "ClusterRole" => strict::<ClusterRole>(value).map(drop),
+        "ClusterRoleBinding" => strict::<ClusterRoleBinding>(value).map(drop),
+        "Secret" => strict::<Secret>(value).map(drop),
+        "ConfigMap" => strict::<ConfigMap>(value).map(drop),
+        "Service" => strict::<Service>(value).map(drop),
+        "Namespace" => strict::<Namespace>(value).map(drop),
+        other => Err(format!("kind {other:?} is not one this checker knows")),
+    }
 }
 
 /// Decodes `value` as `T`, refusing any field `T` does not have.

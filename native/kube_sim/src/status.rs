@@ -26,8 +26,19 @@ impl ApiError {
         }
     }
 
-    fn about(mut self, name: &str) -> Self {
-        self.details = Some(json!({ "name": name, "kind": "pods" }));
+    fn about(self, name: &str) -> Self {
+        self.about_resource("pods", "", name)
+    }
+
+    fn about_resource(mut self, resource: &str, group: &str, name: &str) -> Self {
+        let mut details = json!({ "kind": resource });
+        if !name.is_empty() {
+            details["name"] = json!(name);
+        }
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        self.details = Some(details);
         self
     }
 
@@ -43,32 +54,46 @@ impl ApiError {
 
     /// 403, worded exactly like the RBAC authorizer's denial.
     pub fn forbidden(user: &str, verb: &str, namespace: Option<&str>, name: Option<&str>) -> Self {
-        let resource = "pods";
+        Self::forbidden_on(user, verb, "pods", "", namespace, name)
+    }
+
+    /// 403 for any resource of any API group.
+    pub fn forbidden_on(
+        user: &str,
+        verb: &str,
+        resource: &str,
+        group: &str,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Self {
+        let qualified = qualified(resource, group);
         let scope = match namespace {
             Some(ns) => format!("in the namespace \"{ns}\""),
             None => "at the cluster scope".to_string(),
         };
         let subject = match name {
-            Some(n) => format!("{resource} \"{n}\""),
-            None => resource.to_string(),
+            Some(n) => format!("{qualified} \"{n}\""),
+            None => qualified,
         };
-        let mut err = Self::new(
+        let err = Self::new(
             403,
             "Forbidden",
             format!(
-                "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"\" {scope}"
+                "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{resource}\" in API group \"{group}\" {scope}"
             ),
         );
-        err.details = Some(match name {
-            Some(n) => json!({ "name": n, "kind": resource }),
-            None => json!({ "kind": resource }),
-        });
-        err
+        err.about_resource(resource, group, name.unwrap_or(""))
     }
 
     /// 404 for a named pod.
     pub fn not_found(name: &str) -> Self {
-        Self::new(404, "NotFound", format!("pods \"{name}\" not found")).about(name)
+        Self::not_found_of("pods", "", name)
+    }
+
+    /// 404 for a named object of any resource.
+    pub fn not_found_of(resource: &str, group: &str, name: &str) -> Self {
+        let qualified = qualified(resource, group);
+        Self::new(404, "NotFound", format!("{qualified} \"{name}\" not found")).about_resource(resource, group, name)
     }
 
     /// 404 for a path this server does not serve.
@@ -87,7 +112,14 @@ impl ApiError {
 
     /// 409 on create of an existing name.
     pub fn already_exists(name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("pods \"{name}\" already exists")).about(name)
+        Self::already_exists_of("pods", "", name)
+    }
+
+    /// 409 on create of an existing name, for any resource.
+    pub fn already_exists_of(resource: &str, group: &str, name: &str) -> Self {
+        let qualified = qualified(resource, group);
+        Self::new(409, "AlreadyExists", format!("{qualified} \"{name}\" already exists"))
+            .about_resource(resource, group, name)
     }
 
     /// 409 on an update carrying a stale resourceVersion.
@@ -112,9 +144,21 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"))
     }
 
-    /// 422 for an object that fails validation.
+    /// 422 for a pod that fails validation.
     pub fn invalid(name: &str, message: impl Into<String>) -> Self {
-        Self::new(422, "Invalid", format!("Pod \"{name}\" is invalid: {}", message.into())).about(name)
+        Self::invalid_of("Pod", "", name, message)
+    }
+
+    /// 422 for an object of any kind that fails validation.
+    pub fn invalid_of(kind: &str, group: &str, name: &str, message: impl Into<String>) -> Self {
+        let qualified = qualified(kind, group);
+        let resource = format!("{}s", kind.to_lowercase());
+        Self::new(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {}", message.into()),
+        )
+        .about_resource(&resource, group, name)
     }
 
     /// 503 while the server is (simulated) down.
@@ -164,3 +208,11 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// `deployments.apps`, or `pods` in the core group: how the API server names a resource.
+fn qualified(resource: &str, group: &str) -> String {
+    match group {
+        "" => resource.to_string(),
+        group => format!("{resource}.{group}"),
+    }
+}

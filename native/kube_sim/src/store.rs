@@ -559,7 +559,8 @@ fn validate(pod: &Pod) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn now() -> Time {
+/// The current time, as object timestamps carry it.
+pub(crate) fn now() -> Time {
     Time(Timestamp::from_second(unix_now()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
@@ -577,7 +578,8 @@ fn random_u64() -> u64 {
     hasher.finish()
 }
 
-fn new_uid() -> String {
+/// A fresh random UID, as kube-apiserver gives every object.
+pub(crate) fn new_uid() -> String {
     let (a, b) = (random_u64(), random_u64());
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",

@@ -282,3 +282,56 @@ async fn kubectl_reports_auth_failures() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn kubectl_applies_the_example_manifests() {
+    let k = Kubectl::start().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/kubernetes");
+    let kinds = [
+        "serviceaccount/shop",
+        "role.rbac.authorization.k8s.io/kube-dist-pod-reader",
+        "rolebinding.rbac.authorization.k8s.io/shop-kube-dist-pod-reader",
+        "configmap/shop-dist-tls",
+        "secret/shop-dist-tls",
+        "deployment.apps/shop",
+        "deployment.apps/shop-api",
+    ];
+    let said = |out: &str, what: &str| {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines, kinds.map(|k| format!("{k} {what}")), "{out}");
+    };
+
+    // The check the issue asks for: a client-side dry run, which stores nothing.
+    said(
+        &k.run(&["apply", "--dry-run=client", "-k", dir]).await,
+        "created (dry run)",
+    );
+    assert!(names(&k.run(&["get", "deployments", "-o", "json"]).await).is_empty());
+
+    said(&k.run(&["apply", "-k", dir]).await, "created");
+    let deployments = names(&k.run(&["get", "deployments", "-o", "json"]).await);
+    assert_eq!(deployments, ["shop", "shop-api"]);
+    said(&k.run(&["apply", "-k", dir]).await, "unchanged");
+
+    // The server validates strictly, as kube-apiserver does for kubectl.
+    let typo = std::fs::read_to_string(format!("{dir}/deployment.yaml"))
+        .unwrap()
+        .replacen("containerPort:", "containerport:", 1)
+        .replace("name: shop\n", "name: shop-typo\n");
+    let err = k
+        .fail(&["create", "-f", k.file("typo.yaml", &typo).to_str().unwrap()])
+        .await;
+    assert!(err.contains("strict decoding error"), "{err}");
+    assert!(err.contains(".spec.template.spec.containers[0].ports[0]"), "{err}");
+
+    // The pods' service account may read pods and nothing else.
+    k.sim.write_kubeconfig(&k.dir.path().join("kubeconfig"), false).unwrap();
+    let err = k.fail(&["get", "deployments"]).await;
+    assert!(
+        err.contains("deployments.apps is forbidden: User \"system:serviceaccount:default:kube-dist\" cannot list resource \"deployments\" in API group \"apps\" in the namespace \"default\""),
+        "{err}"
+    );
+    k.sim.write_kubeconfig(&k.dir.path().join("kubeconfig"), true).unwrap();
+    k.run(&["delete", "-k", dir]).await;
+    assert!(names(&k.run(&["get", "deployments", "-o", "json"]).await).is_empty());
+}
