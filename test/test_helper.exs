@@ -1,6 +1,8 @@
 # Build the simulator once, before any test starts one.
 KubeDist.Simulator.binary()
 Logger.configure(level: :warning)
+# Who the strategy tests' recorder has "connected"; owned by this process, which outlives them.
+:ets.new(KubeDist.Test.Recorder, [:public, :named_table, :set])
 
 # Multi-pod tests create network namespaces: root only. CI runs as root.
 {uid, 0} = System.cmd("id", ["-u"])

@@ -64,6 +64,8 @@ defmodule KubeDist.Strategy do
 
   # How long the nodes of a pod that left are refused if something connects them again.
   @keep_departed_away 60_000
+  # How long a departing pod's nodes get to leave by themselves before we cut them off.
+  @leave_grace 1_000
   alias KubeDist.Watch
 
   @typedoc "libcluster's `%Cluster.Strategy.State{}` (or a map with the same keys)."
@@ -187,6 +189,13 @@ defmodule KubeDist.Strategy do
     {:noreply, state}
   end
 
+  def handle_info({:let_go, nodes}, state) do
+    {mod, fun, args} = state.list_nodes
+    connected = apply(mod, fun, args)
+    disconnect(state, Enum.filter(nodes, &(&1 in connected)))
+    {:noreply, state}
+  end
+
   def handle_info({:connected, node, result, duration}, state) do
     report(state, :connect, node, result, duration)
     {:noreply, state}
@@ -282,9 +291,13 @@ defmodule KubeDist.Strategy do
   end
 
   # Let go of nodes whose pod left, and keep them away for a while: `global` may connect
-  # them again through a node that has not heard of the departure yet.
+  # them again through a node that has not heard of the departure yet. A node running
+  # KubeDist leaves by itself within milliseconds, through `global.disconnect/0`, which
+  # keeps the rest of the cluster whole; cutting it off from here instead makes `global`
+  # on third nodes break their connections too, to prevent overlapping partitions. So
+  # the nodes get @leave_grace to go before they are disconnected.
   defp depart(state, nodes) do
-    disconnect(state, nodes)
+    Process.send_after(self(), {:let_go, nodes}, @leave_grace)
     now = System.monotonic_time(:millisecond)
     %{state | departed: Map.merge(state.departed, Map.new(nodes, &{&1, now}))}
   end

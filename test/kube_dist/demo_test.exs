@@ -8,7 +8,8 @@ defmodule KubeDist.DemoTest do
   defp demo(env), do: System.cmd("mix", ["kube_dist.demo"], env: env, stderr_to_stdout: true)
 
   defp assert_story(out) do
-    assert out =~ "Deployment/default/shop-api"
+    # kubectl applies the manifests to the simulator (checked offline without kubectl).
+    assert out =~ ~r{deployment.apps/shop-api created|Deployment/default/shop-api}
 
     assert out =~
              ~r/shop-\w+-\w+ +198\.51\.100\.1 +api@shop-\w+-\w+ worker@shop-\w+-\w+|127\.0\.1\.1/
@@ -16,6 +17,13 @@ defmodule KubeDist.DemoTest do
     assert out =~ "Full mesh of 3 nodes in"
     assert out =~ ~r/api@shop-api-\w+-\w+ joined every node in \d+ ms/
     assert out =~ ~r/api@shop-api-\w+-\w+ left every node in \d+ ms/
+
+    # The three nodes that remain are still a full mesh: each lists two peers.
+    [_, after_leave] = String.split(out, ~r/==> Deleting pod.*\n/, parts: 2)
+
+    for line <- after_leave |> String.split("\n") |> Enum.take(3),
+        do: assert(length(String.split(line)) == 4, "not a full mesh: #{line}")
+
     assert out =~ "Stopped every node, the simulator and every namespace."
   end
 

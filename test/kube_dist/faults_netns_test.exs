@@ -115,6 +115,36 @@ defmodule KubeDist.FaultsNetnsTest do
     assert mesh?([a, b])
   end
 
+  test "a pod that leaves takes its node away and cuts nobody else off" do
+    cluster = Cluster.start!(mode: :epmd)
+    for pod <- ["pod-a", "pod-b", "pod-c", "pod-d"], do: Cluster.add_pod!(cluster, pod)
+
+    [a, b, c, d] =
+      for pod <- ["pod-a", "pod-b", "pod-c", "pod-d"],
+          do: Cluster.start_node!(cluster, "app", pod)
+
+    # Everyone sees every pod; d runs no strategy (it is connected by the others).
+    for node <- [a, b, c], do: Cluster.start_strategy!(cluster, node, reconcile_interval: 30_000)
+    eventually(fn -> mesh?([a, b, c, d]) end)
+    for node <- [a, b, d], do: record_nodedowns!(node)
+
+    # c sees its pod terminating and leaves through `global`; a and b, seeing the same,
+    # give it that moment rather than cut it off themselves, which would make `global`
+    # cut third nodes apart to prevent overlapping partitions.
+    KubeDist.SimCase.delete_pod(cluster.sim, "default", "pod-c", 30)
+    eventually(fn -> disconnected?(c, [a, b, d]) end)
+    Process.sleep(1_500)
+    assert Enum.map([a, b, d], &nodedowns/1) == [[c.name], [c.name], [c.name]]
+    assert mesh?([a, b, d])
+
+    # d does not leave by itself: the others cut it off once the grace is over, and the
+    # mesh that remains is whole again right after.
+    KubeDist.SimCase.delete_pod(cluster.sim, "default", "pod-d", 30)
+    eventually(fn -> disconnected?(d, [a, b]) and mesh?([a, b]) end)
+    Process.sleep(1_500)
+    assert disconnected?(d, [a, b]) and mesh?([a, b])
+  end
+
   test "a hostile epmd's thousands of names create no atoms in a peer" do
     cluster = Cluster.start!(mode: :epmd)
     for pod <- ["pod-a", "pod-b"], do: Cluster.add_pod!(cluster, pod)

@@ -9,11 +9,22 @@ unless Code.ensure_loaded?(Cluster.Strategy.State) do
 end
 
 defmodule KubeDist.Test.Recorder do
-  @moduledoc "Connect/disconnect/list_nodes MFAs that report to a test process instead of acting."
+  @moduledoc """
+  Connect/disconnect/list_nodes MFAs that report to a test process instead of acting,
+  and remember who is "connected" (in a public table the test helper creates).
+  """
 
-  def connect(test, node), do: send(test, {:connect, node}) && true
-  def disconnect(test, node), do: send(test, {:disconnect, node}) && true
-  def list_nodes(_test), do: []
+  def connect(test, node) do
+    :ets.insert(__MODULE__, {{test, node}})
+    send(test, {:connect, node}) && true
+  end
+
+  def disconnect(test, node) do
+    :ets.delete(__MODULE__, {test, node})
+    send(test, {:disconnect, node}) && true
+  end
+
+  def list_nodes(test), do: :ets.select(__MODULE__, [{{{test, :"$1"}}, [], [:"$1"]}])
 end
 
 defmodule KubeDist.Test.SlowRecorder do
