@@ -189,10 +189,16 @@ defmodule KubeDist.Strategy do
     {:noreply, state}
   end
 
-  def handle_info({:let_go, nodes}, state) do
+  # The grace is over: cut off those still connected, unless their pod came back since.
+  def handle_info({:let_go, nodes, departed_at}, state) do
     {mod, fun, args} = state.list_nodes
     connected = apply(mod, fun, args)
-    disconnect(state, Enum.filter(nodes, &(&1 in connected)))
+
+    disconnect(
+      state,
+      Enum.filter(nodes, &(state.departed[&1] == departed_at and &1 in connected))
+    )
+
     {:noreply, state}
   end
 
@@ -297,8 +303,8 @@ defmodule KubeDist.Strategy do
   # on third nodes break their connections too, to prevent overlapping partitions. So
   # the nodes get @leave_grace to go before they are disconnected.
   defp depart(state, nodes) do
-    Process.send_after(self(), {:let_go, nodes}, @leave_grace)
     now = System.monotonic_time(:millisecond)
+    Process.send_after(self(), {:let_go, nodes, now}, @leave_grace)
     %{state | departed: Map.merge(state.departed, Map.new(nodes, &{&1, now}))}
   end
 
