@@ -1,5 +1,5 @@
 //! KubeDist's engine, free of any BEAM dependency: connect to the Kubernetes API
-//! ([`connect`]), watch pods ([`watch`]) into a slim in-memory index ([`index`] of
+//! ([`connect`]), watch pods ([`watch`], decoded slim by [`wire`]) into a slim in-memory index ([`index`] of
 //! [`pod`] records), on one shared tokio [`runtime`]. The NIF crate is a thin layer
 //! over this one.
 
@@ -9,3 +9,4 @@ pub mod index;
 pub mod pod;
 pub mod runtime;
 pub mod watch;
+pub mod wire;

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::wire::WirePod;
 
 /// Pod lifecycle phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 impl PodRecord {
     /// The record for `pod`, or `None` when it lacks a namespace, name or uid.
-    pub fn from_pod(pod: &Pod) -> Option<PodRecord> {
+    pub fn from_pod(pod: &WirePod) -> Option<PodRecord> {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
@@ -225,7 +225,7 @@ mod tests {
             port in any::<i32>(),
             ready in any::<bool>(),
         ) {
-            let pod: Pod = serde_json::from_value(serde_json::json!({
+            let pod: WirePod = serde_json::from_value(serde_json::json!({
                 "metadata": { "name": name, "namespace": "ns", "uid": "u", "labels": labels },
                 "spec": { "containers": [{ "name": "c", "ports": [{ "name": "dist", "containerPort": port }] }] },
                 "status": {
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn dist_port_prefers_the_basename_then_the_shared_port() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: WirePod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "p", "namespace": "ns", "uid": "u" },
             "spec": { "containers": [
                 { "name": "a", "ports": [{ "name": "dist", "containerPort": 4370 }, { "containerPort": 80 }] },
@@ -269,7 +269,7 @@ mod tests {
 
     #[test]
     fn ipv6_only_and_several_ips_are_kept_in_order() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: WirePod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "p", "namespace": "ns", "uid": "u" },
             "status": { "podIP": "fd00::1", "podIPs": [{ "ip": "fd00::1" }, { "ip": "10.0.0.1" }, { "ip": "bogus" }] }
         }))

@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use crate::index::{PodChange, PodIndex, Resolution};
 use crate::pod::PodRecord;
+use crate::wire::WirePod;
 
 /// What to watch: the namespaces (`None`: all) and optional selectors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -216,8 +216,8 @@ async fn follow(client: Client, target: &Target, state: &State) {
     let namespaces = target.namespaces.len();
     let streams = target.namespaces.iter().map(|ns| {
         let api = match ns {
-            Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
-            None => Api::<Pod>::all(client.clone()),
+            Some(ns) => Api::<WirePod>::namespaced(client.clone(), ns),
+            None => Api::<WirePod>::all(client.clone()),
         };
         let ns = ns.clone();
         watcher::watcher(api, target.config.clone())
@@ -312,7 +312,7 @@ impl State {
         }
     }
 
-    fn saw(&self, pod: &Pod) {
+    fn saw(&self, pod: &WirePod) {
         if let Some(rv) = &pod.metadata.resource_version {
             self.health().resource_version = Some(rv.clone());
         }
@@ -334,8 +334,9 @@ impl State {
     }
 }
 
-/// A list decodes every pod in full before the index keeps a few hundred bytes of each;
-/// glibc keeps the freed pages in its arenas for good unless asked to give them back.
+/// A list page holds hundreds of pods (the response text, then their decoded fields)
+/// before the index keeps a few hundred bytes of each; glibc keeps the freed pages in its
+/// arenas for good unless asked to give them back.
 fn release_list_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
