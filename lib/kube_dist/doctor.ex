@@ -147,21 +147,18 @@ defmodule KubeDist.Doctor do
     for {namespace, watched, scope} <- scopes do
       options = Keyword.put(Config.watch_options(config), :namespaces, watched)
 
+      # The health is read from the same watch: a watch nobody holds any more stops, and
+      # a new one would not have met the error yet.
       with {:ok, watch} <- Watch.start(options),
-           true <- Watch.await_synced(watch, @sync_timeout) do
-        check("RBAC in #{scope}", :ok, "get, list and watch on pods allowed")
+           false <- Watch.await_synced(watch, @sync_timeout) do
+        error = Watch.health(watch)
+        fix = if error.last_error_kind == 403, do: role_yaml(namespace, error.last_error)
+        check("RBAC in #{scope}", :fail, error.last_error || "no answer", fix)
       else
-        _ ->
-          error = health_of(options)
-          fix = if error.last_error_kind == 403, do: role_yaml(namespace, error.last_error)
-          check("RBAC in #{scope}", :fail, error.last_error || "no answer", fix)
+        true -> check("RBAC in #{scope}", :ok, "get, list and watch on pods allowed")
+        {:error, reason} -> check("RBAC in #{scope}", :fail, inspect(reason))
       end
     end
-  end
-
-  defp health_of(options) do
-    {:ok, watch} = Watch.start(options)
-    Watch.health(watch)
   end
 
   defp pods_seen(pods, config, own) do
