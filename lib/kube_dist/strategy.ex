@@ -147,6 +147,9 @@ defmodule KubeDist.Strategy do
 
   def handle_info(:reconcile, state) do
     Process.send_after(self(), :reconcile, state.config[:reconcile_interval])
+    # A leaving node keeps itself out: a connection that came back anyway (`global` on a
+    # node that joined while we were leaving) is cut here too, not only at its nodeup.
+    if state.leaving, do: cut_all_but_our_pod(state)
     {:noreply, reconcile(state)}
   end
 
@@ -319,9 +322,12 @@ defmodule KubeDist.Strategy do
     # Leave `global`'s cluster first: disconnected one by one, a node that is still alive
     # makes `global` cut the others apart too, to prevent overlapping partitions.
     if function_exported?(:global, :disconnect, 0), do: :global.disconnect()
-    disconnect(state, Enum.reject(Node.list(), &same_pod?(&1, state)))
+    cut_all_but_our_pod(state)
     %{state | leaving: true}
   end
+
+  defp cut_all_but_our_pod(state),
+    do: disconnect(state, Enum.reject(Node.list(), &same_pod?(&1, state)))
 
   # A node that must not stay connected: we are leaving, or its pod is terminating.
   # Nodes of our own pod (a remote shell) are always welcome.
