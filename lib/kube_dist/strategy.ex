@@ -147,7 +147,7 @@ defmodule KubeDist.Strategy do
 
   def handle_info(:reconcile, state) do
     Process.send_after(self(), :reconcile, state.config[:reconcile_interval])
-    # A leaving node keeps itself out: a connection that came back anyway (`global` on a
+    # A leaving node keeps itself out: a connection that came back anyway (seen with a
     # node that joined while we were leaving) is cut here too, not only at its nodeup.
     if state.leaving, do: cut_all_but_our_pod(state)
     {:noreply, reconcile(state)}
