@@ -38,14 +38,28 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
     dest = Path.join(priv, @target)
 
     # Copy only when it changed, so an unchanged build does not force a reload.
-    if File.read(built) != File.read(dest) do
-      # Write aside and rename: a running VM that has the old file mapped keeps it.
-      File.cp!(built, dest <> ".tmp")
-      File.rename!(dest <> ".tmp", dest)
-      {:ok, []}
-    else
-      {:noop, []}
-    end
+    result =
+      if File.read(built) != File.read(dest) do
+        # Write aside and rename: a running VM that has the old file mapped keeps it.
+        File.cp!(built, dest <> ".tmp")
+        File.rename!(dest <> ".tmp", dest)
+        {:ok, []}
+      else
+        {:noop, []}
+      end
+
+    link_priv()
+    result
+  end
+
+  # Mix links _build/ENV/lib/kube_dist/priv to priv/ before the compilers run, and only
+  # if priv/ existed then: on a first build (a fresh clone, a clean Docker stage) it did
+  # not, and :code.priv_dir/1 would point nowhere until the next `mix compile`. Laying
+  # out the build structure again now links it.
+  defp link_priv do
+    config = Mix.Project.config()
+    linked = Path.join(Mix.Project.app_path(config), "priv")
+    unless File.exists?(linked), do: Mix.Project.build_structure(config)
   end
 
   defp cargo_target_dir(root), do: System.get_env("CARGO_TARGET_DIR", Path.join(root, "target"))
@@ -66,22 +80,30 @@ defmodule KubeDist.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
       preferred_cli_env: ["kube_dist.demo": :test],
-      # KubeDist.Simulator (demo and tests only) uses :httpc; :telemetry is optional at runtime.
-      xref: [exclude: [:httpc, :telemetry]],
+      # :telemetry is optional at runtime.
+      xref: [exclude: [:telemetry]],
       description:
         "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
       package: [
         licenses: ["Apache-2.0"],
-        files: ~w(lib native Cargo.toml Cargo.lock mix.exs README.md)
+        # bench is a member of the Cargo workspace: cargo needs it to build the NIF.
+        files: ~w(lib native bench Cargo.toml Cargo.lock mix.exs README.md)
       ]
     ]
   end
 
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger | tooling_applications(Mix.env())]]
   end
 
-  # The demo runs real nodes through the multi-pod test harness: both live in :test.
+  # The demo runs real nodes through the multi-pod test harness: both live in :test, and
+  # only there. (A project depending on kube_dist compiles it in :prod.)
   defp elixirc_paths(:test), do: ["lib", "test/support", "demo"]
   defp elixirc_paths(_), do: ["lib"]
+
+  # The harness drives the simulator with :httpc, which needs :ssl's modules even for
+  # plain HTTP (it computes TLS defaults on every request since OTP 26). Declared, because
+  # since Elixir 1.15 Mix prunes the code path to the applications a project declares.
+  defp tooling_applications(:test), do: [:inets, :ssl]
+  defp tooling_applications(_), do: []
 end

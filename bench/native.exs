@@ -3,7 +3,7 @@
 # API change -> Elixir message latency, index lag and CPU under steady churn driven by the
 # simulator, and long schedules caused meanwhile.
 #
-#     mix run bench/native.exs -- --pods 10000 --trials 200
+#     MIX_ENV=test mix run bench/native.exs -- --pods 10000 --trials 200
 #
 # Results go to BENCHMARKS.md by hand; see scripts/test for the smoke size CI runs.
 

@@ -11,21 +11,52 @@ defmodule KubeDist.ReleaseNetnsTest do
   @moduletag timeout: 300_000
   @example "examples/shop"
 
+  # A new application that depends on :kube_dist, built the way a clean Docker stage
+  # builds it: kube_dist's sources without priv/ (as a fresh clone or a git dependency
+  # has them), an empty _build, and one `MIX_ENV=prod mix release`. Its cargo build shares
+  # this checkout's target dir, so dependencies are not compiled again.
   setup_all do
+    tmp = Path.join(System.tmp_dir!(), "kube_dist_release-#{System.unique_integer([:positive])}")
+    on_exit(fn -> File.rm_rf!(tmp) end)
+    source = Path.join(tmp, "kube_dist")
+    app = Path.join(tmp, "shop")
+    Enum.each([source, app], &File.mkdir_p!/1)
+
+    for entry <- ~w(mix.exs Cargo.toml Cargo.lock lib native bench),
+        do: File.cp_r!(entry, Path.join(source, entry))
+
+    for entry <- ~w(mix.exs lib config rel),
+        do: File.cp_r!(Path.join(@example, entry), Path.join(app, entry))
+
+    mix_exs = Path.join(app, "mix.exs")
+
+    File.write!(
+      mix_exs,
+      String.replace(File.read!(mix_exs), ~s(path: "../.."), "path: #{inspect(source)}")
+    )
+
+    refute File.exists?(Path.join(source, "priv"))
+
     {out, status} =
-      System.cmd("mix", ["release", "--overwrite"],
-        cd: @example,
-        env: [{"MIX_ENV", "prod"}],
+      System.cmd("mix", ["release"],
+        cd: app,
+        env: [
+          {"MIX_ENV", "prod"},
+          {"MIX_BUILD_ROOT", nil},
+          {"CARGO_TARGET_DIR", System.get_env("CARGO_TARGET_DIR", Path.expand("target"))}
+        ],
         stderr_to_stdout: true
       )
 
     assert status == 0, out
-    :ok
+    release = Path.join(app, "_build/prod/rel/shop")
+    assert [_] = Path.wildcard(Path.join(release, "lib/kube_dist-*/priv/kube_dist_nif.so")), out
+    {:ok, release: release}
   end
 
-  test "two copies of the example release join each other as pods" do
+  test "two copies of the example release join each other as pods", %{release: release} do
     cluster = Cluster.start!(mode: :epmdless)
-    bin = Path.expand("#{@example}/_build/prod/rel/shop/bin/shop")
+    bin = Path.join(release, "bin/shop")
 
     for pod <- ["pod-a", "pod-b"] do
       Cluster.add_pod!(cluster, pod, ports: [{"dist-shop", 4370}], labels: [app: "shop"])
@@ -51,8 +82,16 @@ defmodule KubeDist.ReleaseNetnsTest do
 
     eventually(fn -> match?({:ok, true}, Node.eval(observer, "Node.connect(:\"shop@pod-a\")")) end)
 
-    assert {:ok, {:ok, [[~c"Elixir.KubeDist.Epmd"]]}} =
-             call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
+    # The example's vm.args uses the kernel parameter on OTP 27+, the flag before.
+    if String.to_integer(System.otp_release()) >= 27 do
+      assert {:ok, {:ok, KubeDist.Epmd}} =
+               call.("shop@pod-a", ":application, :get_env, [:kernel, :epmd_module]")
+
+      assert {:ok, :error} = call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
+    else
+      assert {:ok, {:ok, [[~c"Elixir.KubeDist.Epmd"]]}} =
+               call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
+    end
 
     assert {:ok, :epmdless} = call.("shop@pod-a", "KubeDist.Epmd, :mode, []")
     eventually(fn -> call.("shop@pod-a", "Node, :list, []") == {:ok, [:"shop@pod-b"]} end)

@@ -33,7 +33,9 @@ defmodule KubeDist.Test.Cluster do
   `:epmdless`), `:cleanup` (`:on_exit`, the default, or `:manual`: call `stop/1`).
   """
   def start!(opts \\ []) do
-    id = "kd#{rem(System.unique_integer([:positive]), 100_000)}"
+    # Unique across VMs too: test runs side by side (another checkout, the OTP 27 run)
+    # must not pick the same namespace names.
+    id = "kd#{:erlang.phash2({System.pid(), System.unique_integer()}, 100_000)}"
 
     {:ok, agent} =
       Agent.start(fn -> %{pods: %{}, epmds: %{}, procs: %{}, sims: [], nodes: [], next_ip: 1} end)

@@ -1,7 +1,7 @@
 defmodule KubeDist.Simulator do
   @moduledoc """
   Runs `kube_sim`, KubeDist's Kubernetes API simulator, as a child OS process: for the
-  demo, the test suite, and for testing your own clustering setup without a cluster.
+  demo, the test suite and the benchmarks (test tooling: compiled in `MIX_ENV=test` only).
 
   The simulator serves the core/v1 Pod API over HTTPS with a generated CA and bearer
   tokens, exactly as kube-apiserver does, plus a loopback-only control port that acts
