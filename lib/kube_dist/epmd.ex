@@ -7,7 +7,7 @@ defmodule KubeDist.Epmd do
       # rel/vm.args.eex
       -epmd_module Elixir.KubeDist.Epmd
       # or, on OTP 27+, the kernel parameter (an Erlang term: quote the atom)
-      -kernel epmd_module 'Elixir.KubeDist.Epmd'
+      -kernel epmd_module "'Elixir.KubeDist.Epmd'"
 
   It starts with the kernel, before any application and before application config is
   read, so it is configured by OS environment variables (set them in the pod spec,
