@@ -7,7 +7,7 @@
 //!
 //! Layers, top to bottom: [`Simulator`] (listeners, files for clients), [`api`] (HTTP
 //! routes), [`watch`] (event streams), [`store`] (objects and history), with [`auth`],
-//! [`faults`], [`selector`], [`patch`], [`table`] and [`status`] beside them.
+//! [`faults`], [`selector`], [`patch`], [`query`], [`table`] and [`status`] beside them.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod netns;
 pub mod objects;
 pub mod patch;
+pub mod query;
 pub mod selector;
 pub mod status;
 pub mod store;
