@@ -2,8 +2,9 @@
 //!
 //! It speaks the real wire protocol (HTTPS, bearer tokens, `Status` errors, discovery,
 //! list/watch with resourceVersions, bookmarks, paging, selectors, Tables for kubectl)
-//! so that kube-rs and kubectl run against it unmodified. Tests drive it through this
-//! library, or through the `kube_sim` binary and its loopback control port.
+//! so that kube-rs, kubectl and the official Python client run against it unmodified.
+//! Tests drive it through this library, or through the `kube_sim` binary and its
+//! loopback control port.
 //!
 //! Layers, top to bottom: [`Simulator`] (listeners, files for clients), [`api`] (HTTP
 //! routes), [`watch`] (event streams), [`store`] (objects and history), with [`auth`],
