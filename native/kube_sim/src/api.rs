@@ -13,11 +13,13 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde_json::{json, Value};
 
 use crate::auth::Identity;
 use crate::objects::{self, Kind};
 use crate::patch::{self, PatchKind};
+use crate::query;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Filter, ListVersion, WatchStart};
@@ -60,8 +62,14 @@ impl Call {
         self.query.get(name).map(String::as_str).filter(|v| !v.is_empty())
     }
 
+    /// A boolean parameter, `None` when absent; see [`query::parse_bool`].
+    fn bool_param(&self, name: &str) -> Option<bool> {
+        self.query.get(name).map(|v| query::parse_bool(v))
+    }
+
+    /// A boolean parameter that is false when absent.
     fn flag(&self, name: &str) -> bool {
-        matches!(self.param(name), Some("true") | Some("1"))
+        self.bool_param(name).unwrap_or(false)
     }
 }
 
@@ -106,9 +114,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect(),
-        query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect(),
+        query: query::parse(parts.uri.query().unwrap_or("")),
         accept: header(ACCEPT),
         content_type: header(CONTENT_TYPE),
         identity,
@@ -333,7 +339,7 @@ fn watch(shared: &Arc<Shared>, call: &Call, ns: Option<&str>, legacy_path: bool)
     shared.auth.authorize(&call.identity, "watch", ns, None)?;
     let filter = filter(call, ns)?;
     let rv = resource_version(call)?;
-    let send_initial = call.param("sendInitialEvents").map(|v| v == "true");
+    let send_initial = call.bool_param("sendInitialEvents");
     let bookmarks = call.flag("allowWatchBookmarks");
     if send_initial == Some(true) && (call.param("resourceVersionMatch") != Some("NotOlderThan") || !bookmarks) {
         return Err(ApiError::invalid(
@@ -400,18 +406,7 @@ async fn object(
     shared.auth.authorize(&call.identity, verb, Some(ns), Some(name))?;
     let pod = match verb {
         "get" => shared.store.get(ns, name)?,
-        "delete" => {
-            let grace = call
-                .param("gracePeriodSeconds")
-                .and_then(|g| g.parse().ok())
-                .or_else(|| {
-                    serde_json::from_slice::<Value>(&call.body)
-                        .ok()?
-                        .get("gracePeriodSeconds")?
-                        .as_i64()
-                });
-            shared.delete_pod(ns, name, grace)?
-        }
+        "delete" => shared.delete_pod(ns, name, grace_period(call)?)?,
         "update" => {
             let new: Pod = parse_body(&call.body)?;
             if new.metadata.name.as_deref().is_some_and(|n| n != name) {
@@ -428,18 +423,30 @@ async fn object(
             let patch_doc: Value = parse_body(&call.body)?;
             shared.store.update(ns, name, |old| {
                 let mut doc = serde_json::to_value(old).map_err(|e| ApiError::bad_request(e.to_string()))?;
-                patch::apply(kind, &mut doc, &patch_doc);
+                patch::apply(kind, &mut doc, &patch_doc)?;
                 let new: Pod = serde_json::from_value(doc).map_err(|e| ApiError::bad_request(e.to_string()))?;
-                let mut new = scoped(old, new, status);
-                // A patch never carries a precondition unless it names a resourceVersion itself.
-                if patch_doc.pointer("/metadata/resourceVersion").is_none() {
-                    new.metadata.resource_version = None;
-                }
-                Ok(new)
+                // The patched object still carries the stored resourceVersion unless the
+                // patch set one: then it is a precondition, and a stale one conflicts.
+                Ok(scoped(old, new, status))
             })?
         }
     };
     Ok(json_response(shared, 200, &json!(*pod)))
+}
+
+/// The `gracePeriodSeconds` of a delete. Like kube-apiserver, the `DeleteOptions` body is
+/// read when there is one, and the query only when there is none: a client sending both
+/// (the Python client does, given `body=` and `grace_period_seconds=`) gets the body's.
+fn grace_period(call: &Call) -> Result<Option<i64>, ApiError> {
+    if !call.body.is_empty() {
+        return Ok(parse_body::<DeleteOptions>(&call.body)?.grace_period_seconds);
+    }
+    call.param("gracePeriodSeconds")
+        .map(|g| {
+            g.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))
+        })
+        .transpose()
 }
 
 /// What an update may change: the status subresource changes only status, the main

@@ -12,15 +12,14 @@ use serde_json::json;
 
 use crate::api::{self, Body};
 use crate::faults::{Outage, WatchSignal};
+use crate::query;
 use crate::status::ApiError;
 use crate::Shared;
 
 /// Answers a `/_sim/...` request, or `None` when the path is not a control route.
 pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&str>) -> Option<Response<Body>> {
     let action = path.strip_prefix("/_sim/")?;
-    let params: HashMap<String, String> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let params: HashMap<String, String> = query::parse(query.unwrap_or(""));
     let number = |name: &str| params.get(name).and_then(|v| v.parse::<u64>().ok());
     let faults = &shared.faults;
     let body = match (method, action) {
@@ -43,7 +42,7 @@ pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&
         (&Method::POST, "faults/recover") => Some(json!({ "recovered": true }).tap(|_| faults.recover())),
         (&Method::POST, "faults/compact") => Some(json!({ "compacted": true }).tap(|_| shared.store.compact())),
         (&Method::POST, "faults/cut-watches") => {
-            let expired = params.get("expired").is_some_and(|v| v == "true");
+            let expired = params.get("expired").is_some_and(|v| query::parse_bool(v));
             faults.signal(WatchSignal::Cut { expired });
             Some(json!({ "cut": true, "expired": expired }))
         }

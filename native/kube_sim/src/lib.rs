@@ -2,12 +2,13 @@
 //!
 //! It speaks the real wire protocol (HTTPS, bearer tokens, `Status` errors, discovery,
 //! list/watch with resourceVersions, bookmarks, paging, selectors, Tables for kubectl)
-//! so that kube-rs and kubectl run against it unmodified. Tests drive it through this
-//! library, or through the `kube_sim` binary and its loopback control port.
+//! so that kube-rs, kubectl and the official Python client run against it unmodified.
+//! Tests drive it through this library, or through the `kube_sim` binary and its
+//! loopback control port.
 //!
 //! Layers, top to bottom: [`Simulator`] (listeners, files for clients), [`api`] (HTTP
 //! routes), [`watch`] (event streams), [`store`] (objects and history), with [`auth`],
-//! [`faults`], [`selector`], [`patch`], [`table`] and [`status`] beside them.
+//! [`faults`], [`selector`], [`patch`], [`query`], [`table`] and [`status`] beside them.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod netns;
 pub mod objects;
 pub mod patch;
+pub mod query;
 pub mod selector;
 pub mod status;
 pub mod store;

@@ -174,7 +174,7 @@ impl Objects {
         Ok(object)
     }
 
-    /// Applies a merge or strategic merge patch to an object; its identity (name,
+    /// Applies a JSON, merge or strategic merge patch to an object; its identity (name,
     /// namespace, uid, creation time) stays as it was.
     pub fn patch(
         &self,
@@ -191,7 +191,7 @@ impl Objects {
             .get(&key)
             .ok_or_else(|| ApiError::not_found_of(kind.plural, kind.group, name))?;
         let mut new = old.clone();
-        patch::apply(patch_kind, &mut new, patch_doc);
+        patch::apply(patch_kind, &mut new, patch_doc)?;
         for field in ["name", "namespace", "uid", "creationTimestamp"] {
             new["metadata"][field] = old["metadata"][field].clone();
         }

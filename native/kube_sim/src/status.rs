@@ -161,6 +161,18 @@ impl ApiError {
         .about_resource(&resource, group, name)
     }
 
+    /// 422 for a JSON patch that does not apply (a failed `test`, a missing path): the
+    /// generic answer kube-apiserver gives, which names neither the operation nor the cause.
+    pub fn patch_not_applied() -> Self {
+        let mut err = Self::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        );
+        err.details = Some(json!({}));
+        err
+    }
+
     /// 503 while the server is (simulated) down.
     pub fn unavailable() -> Self {
         Self::new(
