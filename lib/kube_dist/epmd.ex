@@ -374,7 +374,9 @@ defmodule KubeDist.Epmd do
         :ok
 
       {:error, {path, text}} ->
-        {:error, Fallback.nif(path, text, :filelib.is_regular(~c"#{path}.so"))}
+        # :prim_file: the kernel's file server is not up yet while distribution starts.
+        exists? = match?({:ok, _}, :prim_file.read_file_info(~c"#{path}.so"))
+        {:error, Fallback.nif(path, text, exists?)}
     end
   end
 
