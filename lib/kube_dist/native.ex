@@ -9,6 +9,7 @@ defmodule KubeDist.Native do
   # pending cannot be called). Nothing here may use Logger or application config.
 
   def start_watch(options), do: load_and_call(:start_watch, [options])
+
   def notify_synced(handle, pid, tag, timeout_ms),
     do: load_and_call(:notify_synced, [handle, pid, tag, timeout_ms])
 

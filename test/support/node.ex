@@ -101,7 +101,10 @@ defmodule KubeDist.Test.Node do
   end
 
   defp keep_output(port, line),
-    do: Process.put({__MODULE__, :output, port}, [line | Process.get({__MODULE__, :output, port}, [])])
+    do:
+      Process.put({__MODULE__, :output, port}, [
+        line | Process.get({__MODULE__, :output, port}, [])
+      ])
 
   @doc """
   Opens a remote shell (`erl -remsh`, as `bin/app remote` does) from `pod` onto
@@ -166,7 +169,9 @@ defmodule KubeDist.Test.Node do
         "-pa",
         Path.join(:code.lib_dir(:logger), "ebin"),
         "-pa",
-        Keyword.get_lazy(opts, :kube_dist_ebin, fn -> :code.lib_dir(:kube_dist) |> Path.join("ebin") end)
+        Keyword.get_lazy(opts, :kube_dist_ebin, fn ->
+          :code.lib_dir(:kube_dist) |> Path.join("ebin")
+        end)
       ] ++
         if(mode == :epmdless, do: ["-start_epmd", "false"], else: []) ++
         Keyword.get(opts, :extra_args, [])
