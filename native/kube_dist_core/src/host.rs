@@ -230,10 +230,24 @@ mod tests {
 
     #[test]
     fn only_pod_forms_may_be_pods() {
-        for host in ["web-0", "web-0.prod", "web-0.prod.pod", "10-1-2-3.prod.pod", "web-0.db.prod.svc"] {
+        for host in [
+            "web-0",
+            "web-0.prod",
+            "web-0.prod.pod",
+            "10-1-2-3.prod.pod",
+            "web-0.db.prod.svc",
+        ] {
             assert!(parse(host, DOMAIN).may_be_pod(), "{host}");
         }
-        for host in ["10.1.2.3", "fd00::1", "localhost", "LOCALHOST.", "under_score", "a.b.c.d.e", ""] {
+        for host in [
+            "10.1.2.3",
+            "fd00::1",
+            "localhost",
+            "LOCALHOST.",
+            "under_score",
+            "a.b.c.d.e",
+            "",
+        ] {
             assert!(!parse(host, DOMAIN).may_be_pod(), "{host}");
         }
     }
