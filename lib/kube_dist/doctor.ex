@@ -12,7 +12,8 @@ defmodule KubeDist.Doctor do
       ...
 
   The checks, in order: distribution (started, name mode); the epmd module and its
-  mode; the API server (reachable, credentials, TLS); RBAC (`get`, `list`, `watch` on
+  mode (and, if it runs as the stock one since boot, why); the NIF (when it does not
+  load, nothing else is checked: the file, and which build to run); the API server (reachable, credentials, TLS); RBAC (`get`, `list`, `watch` on
   pods) in each watched namespace; the pods seen, and which are eligible and why not;
   this node's own pod; then every candidate node: its name, how its host resolves,
   whether its epmd (or declared port) answers, and whether it connects.
@@ -47,7 +48,8 @@ defmodule KubeDist.Doctor do
   def run(config \\ nil) do
     distribution = [distribution(), epmd_module()]
 
-    with {:ok, config} <- Config.validate(config || discovered_config()),
+    with :ok <- nif(),
+         {:ok, config} <- Config.validate(config || discovered_config()),
          {:ok, watch} <- Watch.start(Config.watch_options(config)) do
       synced = Watch.await_synced(watch, @sync_timeout)
       health = Watch.health(watch)
@@ -60,6 +62,9 @@ defmodule KubeDist.Doctor do
         [pods_seen(pods, config, own), own_pod_check(own, config)] ++
         candidates(pods, config, own)
     else
+      {:nif_failed, check} ->
+        distribution ++ [check]
+
       {:error, reason} ->
         distribution ++
           [
@@ -99,12 +104,34 @@ defmodule KubeDist.Doctor do
     end
   end
 
+  # Without the NIF nothing else can be checked: say which file and which build.
+  defp nif do
+    case KubeDist.Native.load() do
+      :ok ->
+        :ok
+
+      {:error, {path, text}} ->
+        %{detail: detail, fix: fix} =
+          KubeDist.Epmd.Fallback.nif(path, text, :filelib.is_regular(~c"#{path}.so"))
+
+        {:nif_failed, check("NIF", :fail, detail, fix)}
+    end
+  end
+
   defp epmd_module do
-    case :net_kernel.epmd_module() do
-      KubeDist.Epmd ->
+    case {:net_kernel.epmd_module(), KubeDist.Epmd.problem()} do
+      {KubeDist.Epmd, %{detail: detail, fix: fix}} ->
+        check(
+          "epmd module",
+          :fail,
+          "KubeDist.Epmd, #{KubeDist.Epmd.mode()} mode, running as the stock one since boot: #{detail}",
+          fix
+        )
+
+      {KubeDist.Epmd, nil} ->
         check("epmd module", :ok, "KubeDist.Epmd, #{KubeDist.Epmd.mode()} mode")
 
-      other ->
+      {other, _} ->
         check(
           "epmd module",
           :warn,

@@ -20,7 +20,8 @@ defmodule KubeDist.Epmd do
   | `KUBE_DIST_LABEL_SELECTOR` | none | only pods matching it resolve |
   | `KUBE_DIST_CLUSTER_DOMAIN` | from `/etc/resolv.conf`, else `cluster.local` | for qualified names |
   | `KUBE_DIST_DIST_PORT` | `4370` | epmd-less: the port of a node its pod does not declare |
-  | `KUBE_DIST_SYNC_TIMEOUT_MS` | `5000` | how long the first lookup waits for the pod list |
+  | `KUBE_DIST_LISTEN_PORT` | none | epmd-less: this container's listen port, its `dist-<basename>` containerPort (set it: then the node needs no API at boot) |
+  | `KUBE_DIST_SYNC_TIMEOUT_MS` | `5000` | how long after boot lookups may wait for the first pod list |
   | `KUBE_DIST_API_URL`, `KUBE_DIST_CA_FILE`, `KUBE_DIST_TOKEN_FILE`, `KUBE_DIST_SERVICE_ACCOUNT_DIR`, `KUBE_DIST_KUBECONFIG` | in-cluster | where the API is (see `KubeDist.Watch`) |
 
   ## Resolution
@@ -28,8 +29,13 @@ defmodule KubeDist.Epmd do
   `address_please/3` answers from the index for any host form a pod has (`web-0`,
   `web-0.prod`, `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local`,
   ...). A host that is not a pod falls through to the stock resolver (`/etc/hosts`,
-  DNS), so non-Kubernetes peers and the node's own name keep working. The first lookup
-  waits, bounded by `KUBE_DIST_SYNC_TIMEOUT_MS`, for the initial pod list.
+  DNS), so non-Kubernetes peers and the node's own name keep working.
+
+  Until the first pod list is in, a lookup of a host that may be a pod waits for it, but
+  only until one deadline fixed at boot (`KUBE_DIST_SYNC_TIMEOUT_MS` after this module
+  started), shared by every caller, in a `receive` that holds no scheduler. IPs,
+  `localhost`, the node's own host and names no pod can have never wait. Past the
+  deadline, lookups answer at once from whatever the index holds until the list is in.
 
   ## epmd-less mode
 
@@ -38,7 +44,24 @@ defmodule KubeDist.Epmd do
   node `<basename>@<pod>`; a port named `dist` serves any basename. A node its pod does
   not declare listens on `KUBE_DIST_DIST_PORT`. Several BEAM containers in one pod then
   simply declare different ports, and no epmd is contended for.
+
+  A node listens on `KUBE_DIST_LISTEN_PORT` when the container sets it (its
+  `dist-<basename>` containerPort; if that port is already taken in the pod, as by the
+  node a remote shell attaches to, anywhere: nobody dials a remote shell). Otherwise it
+  waits for its own pod, up to the deadline above; if the pod is still not listed then,
+  it refuses to start distribution, saying why, rather than listen where nobody dials.
+
+  ## When something fails
+
+  If the NIF cannot load (missing `priv/kube_dist_nif.so`, built for another libc or
+  architecture) or the pod watch cannot start, the node still boots: in epmd mode
+  everything goes to the stock `:erl_epmd`; epmd-less, hosts resolve through the stock
+  resolver on `KUBE_DIST_DIST_PORT` and the node listens on `KUBE_DIST_LISTEN_PORT` (else
+  that port). The problem and its fix are printed once on the console and
+  `KubeDist.doctor/0` reports them (`problem/0`).
   """
+
+  alias KubeDist.Epmd.{Fallback, ListenPort}
 
   @default_port 4370
   @default_sync_timeout 5_000
@@ -54,11 +77,12 @@ defmodule KubeDist.Epmd do
   @doc false
   @spec start_link() :: {:ok, pid()} | :ignore | {:error, term()}
   def start_link do
-    start_watch()
     # Read once: every connect needs them, and a running distribution cannot change
-    # its mode anyway.
+    # its mode anyway. The deadline is the one bound on every wait for the first list.
     :persistent_term.put({__MODULE__, :mode}, mode_from_env())
     :persistent_term.put({__MODULE__, :dist_port}, default_port_from_env())
+    :persistent_term.put({__MODULE__, :deadline}, now() + sync_timeout())
+    start_watch()
 
     case mode() do
       :epmd -> :erl_epmd.start_link()
@@ -85,11 +109,11 @@ defmodule KubeDist.Epmd do
   end
 
   @doc false
-  @spec listen_port_please(name(), host()) :: {:ok, :inet.port_number()}
+  @spec listen_port_please(name(), host()) :: {:ok, :inet.port_number()} | {:error, term()}
   def listen_port_please(name, host) do
     case mode() do
       :epmd -> :erl_epmd.listen_port_please(name, host)
-      :epmdless -> {:ok, own_port(name, host)}
+      :epmdless -> own_port(name, host)
     end
   end
 
@@ -174,6 +198,13 @@ defmodule KubeDist.Epmd do
   @spec watch() :: KubeDist.Watch.t() | nil
   def watch, do: :persistent_term.get({__MODULE__, :watch}, nil)
 
+  @doc """
+  What went wrong when the distribution started this module (the NIF did not load, or
+  the watch did not start), with the fix; `nil` when nothing did.
+  """
+  @spec problem() :: KubeDist.Epmd.Fallback.problem() | nil
+  def problem, do: :persistent_term.get({__MODULE__, :problem}, nil)
+
   ## Internals
 
   defp declared_basename("dist-" <> basename) when basename != "",
@@ -182,24 +213,60 @@ defmodule KubeDist.Epmd do
   defp declared_basename("dist"), do: ~c"*"
   defp declared_basename(_), do: nil
 
-  # Our own listen port: what our pod declares for our name, found by our host name.
-  # A port shared by every basename (`dist`, or the default) may already be taken by a
-  # sibling, typically the node a remote shell attaches to: then listen anywhere, since
-  # nobody needs to reach a remote shell.
+  # Our own listen port (epmd-less): see KubeDist.Epmd.ListenPort.
   defp own_port(name, host) do
-    ports =
-      with(
-        {:ok, _ip, ports} when ports != nil <- lookup(host, :ports),
-        do: ports,
-        else: (_ -> [])
-      )
+    name = to_charlist(name)
 
-    declared = declared_nodes(ports)
+    case ListenPort.choose(name, listen_port_from_env(), own_pod(host), default_port()) do
+      {:exact, port} ->
+        {:ok, port}
 
-    case List.keyfind(declared, to_charlist(name), 0) || List.keyfind(declared, ~c"*", 0) do
-      {~c"*", port} -> free_or_any(port)
-      {_, port} -> port
-      nil -> free_or_any(default_port())
+      {:if_free, port} ->
+        {:ok, free_or_any(port)}
+
+      :unknown ->
+        problem = Fallback.unknown_port("#{name}@#{host}", sync_timeout(), last_api_error())
+        :erlang.display_string(Fallback.console(problem, "distribution does not start"))
+        {:error, String.to_charlist(problem.detail)}
+    end
+  end
+
+  # What the index knows of our own pod; waits (up to the deadline) for the first list.
+  defp own_pod(host) do
+    case watch() do
+      nil -> :no_watch
+      %KubeDist.Watch{} = watch -> own_pod(watch, host_term(host), false)
+    end
+  end
+
+  defp own_pod(watch, host, waited?) do
+    case KubeDist.Native.resolve(watch.resource, host, :ports) do
+      {:ok, _ip, ports} when is_list(ports) ->
+        {:pod, ports}
+
+      # A host that cannot be a pod, or the list is in and has no such pod.
+      answer when answer == :error or answer == {:error, :ambiguous} ->
+        :no_pod
+
+      # The list is not in (`:not_synced`), or an IP no listed pod holds yet.
+      _not_yet ->
+        cond do
+          KubeDist.Watch.await_synced(watch, 0) -> :no_pod
+          waited? -> :unknown
+          true -> await_then(watch, fn -> own_pod(watch, host, true) end)
+        end
+    end
+  end
+
+  defp await_then(watch, next) do
+    await_sync(watch)
+    next.()
+  end
+
+  defp last_api_error do
+    case watch() do
+      nil -> nil
+      watch -> KubeDist.Watch.health(watch).last_error
     end
   end
 
@@ -225,15 +292,32 @@ defmodule KubeDist.Epmd do
   end
 
   # `with`: false for the IP alone, `{:port, basename}` for a node's epmd-less port,
-  # `:ports` for the pod's declared ports, true for the pod.
+  # `:ports` for the pod's declared ports, true for the pod. Without an index: `:error`,
+  # and the caller falls back to the stock resolver.
   defp lookup(host, with) do
-    with %KubeDist.Watch{resource: resource} = watch <- watch(),
-         :ok <- await_sync(watch),
-         {:ok, _, _} = found <- KubeDist.Native.resolve(resource, host_term(host), with) do
-      found
-    else
-      {:ok, ip} -> {:ok, ip}
-      _ -> :error
+    case watch() do
+      %KubeDist.Watch{} = watch -> lookup(watch, host_term(host), with, true)
+      nil -> :error
+    end
+  end
+
+  defp lookup(watch, host, with, may_wait?) do
+    case KubeDist.Native.resolve(watch.resource, host, with) do
+      {:ok, _ip} = found ->
+        found
+
+      {:ok, _ip, _detail} = found ->
+        found
+
+      # The list is not in and the host may be a pod (the NIF decides which hosts may):
+      # wait, once per boot at most, unless it is our own host.
+      {:error, :not_synced} when may_wait? ->
+        if not own_host?(host) and await_sync(watch),
+          do: lookup(watch, host, with, false),
+          else: :error
+
+      _ ->
+        :error
     end
   end
 
@@ -241,36 +325,60 @@ defmodule KubeDist.Epmd do
   defp host_term(ip) when is_tuple(ip), do: :inet.ntoa(ip)
   defp host_term(host), do: host
 
-  # Only the first caller waits; later ones find the watch synced or give up at once.
-  defp await_sync(watch) do
-    case :persistent_term.get({__MODULE__, :synced}, false) do
-      true ->
-        :ok
-
-      false ->
-        if KubeDist.Watch.await_synced(watch, sync_timeout()) do
-          :persistent_term.put({__MODULE__, :synced}, true)
-        end
-
-        :ok
-    end
+  defp own_host?(host) do
+    own = node() |> Atom.to_string() |> String.split("@") |> List.last()
+    String.downcase(to_string(host)) == String.downcase(own)
   end
+
+  # Waits for the first list until the deadline fixed at boot: true once it is in. Every
+  # caller shares that deadline, so a boot waits once at most; past it, nobody waits.
+  # The wait is a `receive` (the NIF messages us from its runtime): no scheduler is held.
+  defp await_sync(watch) do
+    remaining = :persistent_term.get({__MODULE__, :deadline}, 0) - now()
+    remaining > 0 and KubeDist.Watch.await_synced(watch, remaining)
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
 
   defp start_watch do
     if watch() == nil do
-      case KubeDist.Watch.start(watch_options()) do
+      case start_watch_safely() do
         {:ok, watch} ->
           :persistent_term.put({__MODULE__, :watch}, watch)
 
-        {:error, reason} ->
+        {:error, problem} ->
+          :persistent_term.put({__MODULE__, :problem}, problem)
+          instead = Fallback.instead(mode(), default_port(), listen_port_from_env())
           # Never standard_error at boot (it stops the kernel); the VM's own console is safe.
-          :erlang.display_string(
-            ~c"KubeDist.Epmd: cannot watch pods, falling back to DNS: #{reason}\n"
-          )
+          :erlang.display_string(Fallback.console(problem, instead))
       end
     end
 
     :ok
+  end
+
+  # Whatever fails here, the node must boot: every failure becomes a problem to report.
+  defp start_watch_safely do
+    with :ok <- load_nif() do
+      case KubeDist.Watch.start(watch_options()) do
+        {:ok, watch} -> {:ok, watch}
+        {:error, reason} -> {:error, Fallback.watch(reason)}
+      end
+    end
+  catch
+    kind, reason -> {:error, Fallback.watch(Exception.format_banner(kind, reason))}
+  end
+
+  defp load_nif do
+    case KubeDist.Native.load() do
+      :ok ->
+        :ok
+
+      {:error, {path, text}} ->
+        # :prim_file: the kernel's file server is not up yet while distribution starts.
+        exists? = match?({:ok, _}, :prim_file.read_file_info(~c"#{path}.so"))
+        {:error, Fallback.nif(path, text, exists?)}
+    end
   end
 
   @doc false
@@ -303,6 +411,14 @@ defmodule KubeDist.Epmd do
     do: :persistent_term.get({__MODULE__, :dist_port}, nil) || default_port_from_env()
 
   defp default_port_from_env, do: env_integer("KUBE_DIST_DIST_PORT", @default_port)
+
+  defp listen_port_from_env do
+    case env_integer("KUBE_DIST_LISTEN_PORT", nil) do
+      port when is_integer(port) and port in 1..65_535 -> port
+      _ -> nil
+    end
+  end
+
   defp sync_timeout, do: env_integer("KUBE_DIST_SYNC_TIMEOUT_MS", @default_sync_timeout)
 
   defp env_integer(name, default) do

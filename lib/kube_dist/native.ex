@@ -9,7 +9,10 @@ defmodule KubeDist.Native do
   # pending cannot be called). Nothing here may use Logger or application config.
 
   def start_watch(options), do: load_and_call(:start_watch, [options])
-  def await_synced(handle, timeout_ms), do: load_and_call(:await_synced, [handle, timeout_ms])
+
+  def notify_synced(handle, pid, tag, timeout_ms),
+    do: load_and_call(:notify_synced, [handle, pid, tag, timeout_ms])
+
   def list_pods(handle), do: load_and_call(:list_pods, [handle])
   def resolve(handle, host, with), do: load_and_call(:resolve, [handle, host, with])
   def health(handle), do: load_and_call(:health, [handle])
@@ -24,12 +27,15 @@ defmodule KubeDist.Native do
     end
   end
 
-  defp load do
+  # Loads the NIF if it is not yet; `{:error, {path, text}}` (the library's path without
+  # its `.so`, and the loader's words) when it cannot be. Never raises: KubeDist.Epmd
+  # asks at boot, where an exception would stop the kernel.
+  def load do
     path = :filename.join(priv_dir(), ~c"kube_dist_nif")
 
     case :erlang.load_nif(path, 0) do
       :ok -> :ok
-      # Another process loaded it first.
+      # Loaded already (by us or by another process first).
       {:error, {:reload, _}} -> :ok
       {:error, {_reason, text}} -> {:error, {path, text}}
     end

@@ -88,11 +88,27 @@ defmodule KubeDist.Watch do
 
   @doc """
   Waits until the initial list is in, up to `timeout` milliseconds. Returns whether
-  it is. Runs on a dirty I/O scheduler, so it may block as long as it needs.
+  it is. The caller waits in a `receive` (the native side messages it), holding no
+  scheduler.
   """
   @spec await_synced(t(), non_neg_integer()) :: boolean()
-  def await_synced(%__MODULE__{resource: r}, timeout) when is_integer(timeout) and timeout >= 0,
-    do: KubeDist.Native.await_synced(r, timeout)
+  def await_synced(%__MODULE__{resource: r}, timeout) when is_integer(timeout) and timeout >= 0 do
+    tag = make_ref()
+
+    case KubeDist.Native.notify_synced(r, self(), tag, timeout) do
+      :ok ->
+        # The answer always comes, at `timeout` at the latest; the margin only guards
+        # against a runtime that stopped.
+        receive do
+          {^tag, synced} -> synced
+        after
+          timeout + 5_000 -> false
+        end
+
+      {:error, _} ->
+        false
+    end
+  end
 
   @doc "Every indexed pod, sorted by namespace and name, from one consistent snapshot."
   @spec pods(t()) :: [pod()]
@@ -124,8 +140,13 @@ defmodule KubeDist.Watch do
 
   A deleted pod stops resolving at once; a terminating pod still resolves (so its
   connections drain) until its IP is given to another pod.
+
+  Until the initial list is in, a host that may name a pod and is not found answers
+  `{:error, :not_synced}` (never an IP, `localhost`, or a name no pod can have): it may
+  resolve once the list is in.
   """
-  @spec resolve(t(), host()) :: {:ok, :inet.ip_address()} | :error | {:error, :ambiguous}
+  @spec resolve(t(), host()) ::
+          {:ok, :inet.ip_address()} | :error | {:error, :ambiguous | :not_synced}
   def resolve(%__MODULE__{resource: r}, host),
     do: KubeDist.Native.resolve(r, to_host(host), false)
 
@@ -133,7 +154,7 @@ defmodule KubeDist.Watch do
   Like `resolve/2`, also returning the pod (or `nil` for an IP no indexed pod owns).
   """
   @spec lookup(t(), host()) ::
-          {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous}
+          {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous | :not_synced}
   def lookup(%__MODULE__{resource: r}, host), do: KubeDist.Native.resolve(r, to_host(host), true)
 
   defp to_host(host) when is_binary(host), do: host

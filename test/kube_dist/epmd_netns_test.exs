@@ -54,6 +54,62 @@ defmodule KubeDist.EpmdNetnsTest do
     end
   end
 
+  test "epmd-less with a slow API at boot: each node of a pod listens on its declared port, or refuses" do
+    cluster = Cluster.start!(mode: :epmdless)
+    # Like examples/kubernetes: one pod, a container per node, each declaring its port.
+    container = fn name, port ->
+      %{
+        "name" => name,
+        "image" => "shop:1",
+        "ports" => [%{"name" => "dist-#{name}", "containerPort" => port}]
+      }
+    end
+
+    spec = %{
+      "containers" => [
+        container.("api", 4370),
+        container.("worker", 4371),
+        container.("extra", 4372)
+      ]
+    }
+
+    Cluster.add_pod!(cluster, "shop", spec: spec)
+    Cluster.add_pod!(cluster, "pod-o", ports: [{"dist", 4370}])
+
+    # Every API answer takes 3 s, three times the nodes' wait for their pod: only the
+    # container's KUBE_DIST_LISTEN_PORT can tell them their ports at boot.
+    KubeDist.SimCase.fault!(cluster.sim, "faults/latency", ms: 3_000)
+
+    env = fn port ->
+      [env: [{"KUBE_DIST_SYNC_TIMEOUT_MS", "1000"}, {"KUBE_DIST_LISTEN_PORT", "#{port}"}]]
+    end
+
+    api = Cluster.start_node!(cluster, "api", "shop", env.(4370))
+    worker = Cluster.start_node!(cluster, "worker", "shop", env.(4371))
+
+    # Without it, a node whose pod is not listed by the deadline does not listen anywhere.
+    assert {:error, _, output} =
+             Cluster.start_node(cluster, "extra", "shop",
+               env: [{"KUBE_DIST_SYNC_TIMEOUT_MS", "1000"}]
+             )
+
+    assert output =~ "refusing to start distribution for extra@shop: its listen port is unknown"
+    assert output =~ "set KUBE_DIST_LISTEN_PORT"
+
+    # With more time than the list takes, it waits for its pod and takes its declared port.
+    extra =
+      Cluster.start_node!(cluster, "extra", "shop", env: [{"KUBE_DIST_SYNC_TIMEOUT_MS", "15000"}])
+
+    {listening, 0} = Cluster.in_pod(cluster, "shop", ["ss", "-ltnH"])
+    ip = Cluster.pod_ip(cluster, "shop")
+    for port <- [4370, 4371, 4372], do: assert(listening =~ "#{ip}:#{port} ")
+
+    # A node in another pod dials the declared ports and reaches all three.
+    KubeDist.SimCase.fault!(cluster.sim, "faults/latency", ms: 0)
+    other = Cluster.start_node!(cluster, "app", "pod-o")
+    for node <- [api, worker, extra], do: connect_and_call(other, node.name)
+  end
+
   test "a deleted pod's name never reaches the pod that reuses its IP" do
     cluster = Cluster.start!(mode: :epmd)
     ip = Cluster.add_pod!(cluster, "pod-old")

@@ -61,6 +61,16 @@ defmodule KubeDist.ManifestsTest do
   test "the Deployments' pods run in the simulator and declare their nodes", %{sim: sim} do
     {json, 0} = check(kustomize!(@dir))
 
+    # Each container tells its node the port it declares, so no API call is needed at boot.
+    for pod <- KubeDist.Test.JSON.decode!(json)["pods"], container <- pod["spec"]["containers"] do
+      env = Map.new(container["env"], &{&1["name"], &1["value"]})
+
+      [%{"containerPort" => port}] =
+        Enum.filter(container["ports"], &(&1["name"] == "dist-#{env["RELEASE_NODE"]}"))
+
+      assert env["KUBE_DIST_LISTEN_PORT"] == "#{port}", container["name"]
+    end
+
     for {pod, i} <- Enum.with_index(KubeDist.Test.JSON.decode!(json)["pods"], 1) do
       create_pod(sim, "default", pod["metadata"]["name"],
         spec: pod["spec"],

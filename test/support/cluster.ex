@@ -116,21 +116,26 @@ defmodule KubeDist.Test.Cluster do
 
   @doc "Starts node `basename@pod` inside the pod's namespace. Options as `KubeDist.Test.Node.start!/4`."
   def start_node!(cluster, basename, pod, opts \\ []) do
+    case start_node(cluster, basename, pod, opts) do
+      {:ok, node} -> node
+      {:error, reason, output} -> raise "node did not come up: #{inspect(reason)}\n#{output}"
+    end
+  end
+
+  @doc "Like `start_node!/4`, but `{:error, reason, console_output}` when the node does not come up."
+  def start_node(cluster, basename, pod, opts \\ []) do
     %{ns: ns, ip: ip} = Agent.get(cluster.agent, & &1.pods[pod])
 
-    node =
-      Node.start!(
-        cluster.sim,
-        basename,
-        pod,
-        Keyword.merge(
-          [ip: ip, mode: cluster.mode, netns: ns, api_url: "https://#{@api_ip}:6443"],
-          opts
-        )
+    opts =
+      Keyword.merge(
+        [ip: ip, mode: cluster.mode, netns: ns, api_url: "https://#{@api_ip}:6443"],
+        opts
       )
 
-    Agent.update(cluster.agent, &Map.update!(&1, :nodes, fn nodes -> [node | nodes] end))
-    node
+    with {:ok, node} <- Node.start(cluster.sim, basename, pod, opts) do
+      Agent.update(cluster.agent, &Map.update!(&1, :nodes, fn nodes -> [node | nodes] end))
+      {:ok, node}
+    end
   end
 
   @doc """

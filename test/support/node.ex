@@ -20,9 +20,22 @@ defmodule KubeDist.Test.Node do
   (`:epmd` or `:epmdless`), `:epmd_port` (epmd mode: the test's own epmd), `:env`
   (extra environment), `:namespaces`, `:netns` (run inside that network namespace),
   `:api_url` (how the node reaches the simulator), `:name_flag` (`"-sname"` or `"-name"`),
-  `:host` (the host part, default the pod name), `:extra_args`.
+  `:host` (the host part, default the pod name), `:extra_args`, `:kube_dist_ebin` (load
+  kube_dist from this ebin instead of the build's: its `../priv` is where the NIF is
+  looked for).
   """
   def start!(%Simulator{} = sim, basename, pod, opts) do
+    case start(sim, basename, pod, opts) do
+      {:ok, node} -> node
+      {:error, reason, output} -> raise "node did not come up: #{inspect(reason)}\n#{output}"
+    end
+  end
+
+  @doc """
+  Like `start!/4`, but `{:error, reason, console_output}` when the node does not come up
+  (e.g. it refuses to start distribution).
+  """
+  def start(%Simulator{} = sim, basename, pod, opts) do
     {executable, args, env} =
       command(
         sim,
@@ -55,10 +68,43 @@ defmodule KubeDist.Test.Node do
 
     # The REPL answers once the node is up (distribution included).
     case eval(node, "Node.self()", 30_000) do
-      {:ok, name} when name == node.name -> node
-      other -> raise "node #{node.name} did not come up: #{inspect(other)}"
+      {:ok, name} when name == node.name ->
+        {:ok, node}
+
+      other ->
+        stop(node)
+        {:error, {node.name, other}, output(node)}
     end
   end
+
+  @doc """
+  What the node printed on its console (standard output and error) so far, besides
+  the REPL's answers: collected while `eval/3` waits, and now.
+  """
+  def output(%__MODULE__{port: port}) do
+    collect_output(port)
+    Process.get({__MODULE__, :output, port}, []) |> Enum.reverse() |> Enum.join("\n")
+  end
+
+  defp collect_output(port) do
+    receive do
+      {^port, {:data, {_, "KDREPL " <> _}}} = answer ->
+        # An answer nobody waited for: leave it for eval/3's caller.
+        send(self(), answer)
+
+      {^port, {:data, {_, line}}} ->
+        keep_output(port, line)
+        collect_output(port)
+    after
+      0 -> :ok
+    end
+  end
+
+  defp keep_output(port, line),
+    do:
+      Process.put({__MODULE__, :output, port}, [
+        line | Process.get({__MODULE__, :output, port}, [])
+      ])
 
   @doc """
   Opens a remote shell (`erl -remsh`, as `bin/app remote` does) from `pod` onto
@@ -123,7 +169,9 @@ defmodule KubeDist.Test.Node do
         "-pa",
         Path.join(:code.lib_dir(:logger), "ebin"),
         "-pa",
-        :code.lib_dir(:kube_dist) |> Path.join("ebin")
+        Keyword.get_lazy(opts, :kube_dist_ebin, fn ->
+          :code.lib_dir(:kube_dist) |> Path.join("ebin")
+        end)
       ] ++
         if(mode == :epmdless, do: ["-start_epmd", "false"], else: []) ++
         Keyword.get(opts, :extra_args, [])
@@ -165,7 +213,8 @@ defmodule KubeDist.Test.Node do
       {^port, {:data, {:eol, "KDREPL " <> answer}}} ->
         answer |> Base.decode64!() |> :erlang.binary_to_term()
 
-      {^port, {:data, _other_output}} ->
+      {^port, {:data, {_, line}}} ->
+        keep_output(port, line)
         await_answer(port, timeout)
 
       {^port, {:exit_status, status}} ->

@@ -52,6 +52,20 @@ pub enum Host {
     Other,
 }
 
+impl Host {
+    /// Whether the host may name a pod that the index does not hold yet: every pod form,
+    /// but not an IP literal (it is its own answer), not `localhost` (the machine itself,
+    /// never a peer pod) and not `Other` (no pod is named so). Only such hosts are worth
+    /// waiting for while the initial pod list is not in.
+    pub fn may_be_pod(&self) -> bool {
+        match self {
+            Host::Ip(_) | Host::Other => false,
+            Host::Name(name) => name != "localhost",
+            _ => true,
+        }
+    }
+}
+
 /// The longest host name DNS allows; longer input is not a pod name.
 const MAX_HOST: usize = 253;
 
@@ -212,6 +226,30 @@ mod tests {
             parse("cluster.local", DOMAIN),
             Host::NameDotNamespace("cluster".into(), "local".into())
         );
+    }
+
+    #[test]
+    fn only_pod_forms_may_be_pods() {
+        for host in [
+            "web-0",
+            "web-0.prod",
+            "web-0.prod.pod",
+            "10-1-2-3.prod.pod",
+            "web-0.db.prod.svc",
+        ] {
+            assert!(parse(host, DOMAIN).may_be_pod(), "{host}");
+        }
+        for host in [
+            "10.1.2.3",
+            "fd00::1",
+            "localhost",
+            "LOCALHOST.",
+            "under_score",
+            "a.b.c.d.e",
+            "",
+        ] {
+            assert!(!parse(host, DOMAIN).may_be_pod(), "{host}");
+        }
     }
 
     #[test]

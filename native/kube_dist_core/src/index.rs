@@ -38,6 +38,9 @@ pub enum Resolution {
     NotFound,
     /// Several pods answer to it and none is preferred; sorted by namespace.
     Ambiguous(Vec<Arc<PodRecord>>),
+    /// No pod answers yet, but the host may name a pod and the initial list is not in:
+    /// the answer may change once it is (see [`crate::watch::Watch::resolve`]).
+    NotSynced,
 }
 
 // The record's own strings, shared: a key costs no allocation however often it is kept.

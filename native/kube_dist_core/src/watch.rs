@@ -122,10 +122,19 @@ impl Watch {
 
     /// Waits until every namespace has been listed, up to `timeout`; true if synced.
     pub async fn synced(&self, timeout: Duration) -> bool {
+        self.wait_synced(timeout).await
+    }
+
+    /// A future that is true once every namespace has been listed, false after `timeout`
+    /// or when the watch stops first. It holds no reference on the watch, so a waiter
+    /// never keeps a watch alive.
+    pub fn wait_synced(&self, timeout: Duration) -> impl std::future::Future<Output = bool> + Send + 'static {
         let mut rx = self.state.synced.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|synced| *synced))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        async move {
+            tokio::time::timeout(timeout, rx.wait_for(|synced| *synced))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
     }
 
     /// Whether the initial list is in.
@@ -139,9 +148,16 @@ impl Watch {
     }
 
     /// Resolves a host name in any Kubernetes form (see [`crate::host`]) from the index.
+    /// While the initial list is not in, a host that may be a pod and is not found is
+    /// [`Resolution::NotSynced`] rather than `NotFound`: the caller decides whether to wait.
     pub fn resolve(&self, host: &str) -> Resolution {
         let host = crate::host::parse(host, &self.state.cluster_domain);
-        self.index().resolve(&host, self.state.home.as_deref())
+        match self.index().resolve(&host, self.state.home.as_deref()) {
+            Resolution::NotFound | Resolution::Ambiguous(_) if host.may_be_pod() && !self.is_synced() => {
+                Resolution::NotSynced
+            }
+            resolution => resolution,
+        }
     }
 
     /// A fresh subscriber id, for [`Watch::subscribe_as`].

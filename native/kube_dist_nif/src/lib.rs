@@ -17,7 +17,7 @@ use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, ports, port }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, ports, port }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -70,12 +70,31 @@ fn start_watch<'a>(env: Env<'a>, options: Term<'a>) -> Term<'a> {
     })
 }
 
-/// `await_synced(handle, timeout_ms)`: true once the initial list is in.
-#[rustler::nif(schedule = "DirtyIo")]
-fn await_synced(env: Env<'_>, handle: ResourceArc<WatchHandle>, timeout_ms: u64) -> Term<'_> {
+/// `notify_synced(handle, pid, tag, timeout_ms)`: returns `:ok` at once; `pid` then gets
+/// `{tag, true}` when the initial list is in (at once if it is), or `{tag, false}` after
+/// `timeout_ms` or if the watch stops first. The wait runs on the tokio runtime, so the
+/// caller waits in a `receive` and holds no scheduler, dirty or not.
+#[rustler::nif]
+fn notify_synced<'a>(
+    env: Env<'a>,
+    handle: ResourceArc<WatchHandle>,
+    pid: LocalPid,
+    tag: Term<'a>,
+    timeout_ms: u64,
+) -> Term<'a> {
     guarded(env, || {
-        let synced = runtime().block_on(handle.0.synced(Duration::from_millis(timeout_ms)));
-        Ok(synced.encode(env))
+        let owned = OwnedEnv::new();
+        let tag = owned.save(tag);
+        let synced = handle.0.wait_synced(Duration::from_millis(timeout_ms));
+        runtime().spawn(async move {
+            let synced = synced.await;
+            // A tokio thread, never a scheduler: sending is allowed here. A dead
+            // receiver makes it fail, and there is nobody left to tell.
+            let _ = OwnedEnv::new().send_and_clear(&pid, |env| {
+                (owned.run(|tag_env| tag.load(tag_env).in_env(env)), synced).encode(env)
+            });
+        });
+        Ok(atoms::ok().encode(env))
     })
 }
 
@@ -92,8 +111,10 @@ fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
 /// passes it: `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}` with true,
 /// `{:ok, ip, ports | nil}` with `:ports`, `{:ok, ip, port | nil}` with
 /// `{:port, basename}` (the epmd-less port of `basename@host`: what a connect needs);
-/// `:error` when no pod answers, `{:error, :ambiguous}`. A hash lookup: it runs on a
-/// normal scheduler in microseconds.
+/// `:error` when no pod answers, `{:error, :ambiguous}`, and `{:error, :not_synced}` when
+/// no pod answers yet to a host that may be a pod while the initial list is not in (never
+/// for IPs, `localhost` or names no pod can have: see `Host::may_be_pod`). A hash lookup:
+/// it runs on a normal scheduler in microseconds.
 #[rustler::nif]
 fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, with: Term<'a>) -> Term<'a> {
     use kube_dist_core::index::Resolution;
@@ -119,6 +140,7 @@ fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, w
             }
             Resolution::NotFound => atoms::error().encode(env),
             Resolution::Ambiguous(_) => (atoms::error(), atoms::ambiguous()).encode(env),
+            Resolution::NotSynced => (atoms::error(), atoms::not_synced()).encode(env),
         })
     })
 }

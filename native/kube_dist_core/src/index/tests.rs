@@ -334,6 +334,8 @@ mod model {
                         Resolution::Found(ip, Some(p)) => vec![(p.namespace.to_string(), p.name.to_string(), ip)],
                         Resolution::Found(_, None) | Resolution::NotFound => Vec::new(),
                         Resolution::Ambiguous(pods) => pods.iter().map(|p| (p.namespace.to_string(), p.name.to_string(), p.ip().unwrap())).collect(),
+                        // Only a watch answers this (the index alone knows no sync state).
+                        Resolution::NotSynced => unreachable!("the index never answers NotSynced"),
                     };
                     prop_assert_eq!(actual, expected, "host {} after {:?}", host, ops);
                 }
