@@ -54,47 +54,82 @@ defmodule KubeDist.ReleaseNetnsTest do
     {:ok, release: release}
   end
 
-  test "two copies of the example release join each other as pods", %{release: release} do
-    cluster = Cluster.start!(mode: :epmdless)
-    bin = Path.join(release, "bin/shop")
+  for mode <- [:epmdless, :epmd] do
+    @tag mode: mode
+    test "#{mode}: two copies of the example release join each other as pods; rpc and remote work",
+         %{release: release, mode: mode} do
+      cluster = Cluster.start!(mode: mode)
+      bin = Path.join(release, "bin/shop")
 
-    for pod <- ["pod-a", "pod-b"] do
-      Cluster.add_pod!(cluster, pod, ports: [{"dist-shop", 4370}], labels: [app: "shop"])
+      for pod <- ["pod-a", "pod-b"] do
+        Cluster.add_pod!(cluster, pod, ports: [{"dist-shop", 4370}], labels: [app: "shop"])
+        Cluster.spawn_in_pod!(cluster, pod, [bin, "start"], env(cluster, pod, mode))
+      end
 
-      Cluster.spawn_in_pod!(cluster, pod, [bin, "start"], [
-        {"RELEASE_NODE", "shop@#{pod}"},
-        {"RELEASE_COOKIE", "kube_dist_test"},
-        {"KUBE_DIST_MODE", "epmdless"},
-        {"KUBE_DIST_NAMESPACES", "default"},
-        {"KUBE_DIST_LABEL_SELECTOR", "app=shop"},
-        {"KUBE_DIST_API_URL", "https://198.51.100.254:6443"},
-        {"KUBE_DIST_CA_FILE", Path.join(cluster.sim.dir, "ca.crt")},
-        {"KUBE_DIST_TOKEN_FILE", Path.join(cluster.sim.dir, "serviceaccount/token")}
-      ])
+      # A hidden observer: its connections are not passed on, so what the releases are
+      # connected to, they connected to themselves.
+      Cluster.add_pod!(cluster, "pod-c", ports: [{"dist", 4370}])
+      observer = Cluster.start_node!(cluster, "observer", "pod-c", extra_args: ["-hidden"])
+
+      call = fn node, mfa -> Node.eval(observer, ":erpc.call(:#{inspect(node)}, #{mfa})") end
+
+      eventually(fn ->
+        match?({:ok, true}, Node.eval(observer, "Node.connect(:\"shop@pod-a\")"))
+      end)
+
+      # The example's vm.args uses the kernel parameter on OTP 27+, the flag before.
+      if String.to_integer(System.otp_release()) >= 27 do
+        assert {:ok, {:ok, KubeDist.Epmd}} =
+                 call.("shop@pod-a", ":application, :get_env, [:kernel, :epmd_module]")
+
+        assert {:ok, :error} = call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
+      else
+        assert {:ok, {:ok, [[~c"Elixir.KubeDist.Epmd"]]}} =
+                 call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
+      end
+
+      assert {:ok, ^mode} = call.("shop@pod-a", "KubeDist.Epmd, :mode, []")
+      eventually(fn -> call.("shop@pod-a", "Node, :list, []") == {:ok, [:"shop@pod-b"]} end)
+      assert {:ok, [:"shop@pod-a"]} = call.("shop@pod-b", "Node, :list, []")
+
+      # The release's own scripts start from remote.vm.args: they need the epmd module
+      # too (in epmd-less mode there is no epmd to ask).
+      env = env(cluster, "pod-a", mode)
+      vars = for {key, value} <- env, do: "#{key}=#{value}"
+
+      {out, status} =
+        Cluster.in_pod(
+          cluster,
+          "pod-a",
+          ["env" | vars] ++ [bin, "rpc", "IO.inspect(Node.list())"]
+        )
+
+      assert status == 0, out
+      assert out =~ ~s([:"shop@pod-b"])
+
+      shell =
+        Node.terminal(
+          [System.find_executable("ip"), "netns", "exec", "#{cluster.id}-pod-a", "env"] ++
+            vars ++ [bin, "remote"],
+          [],
+          ~r/iex\(shop@pod-a\)\d+> /,
+          "IO.puts(Enum.join(Node.list(), \",\") <> \"<-peers\")\n"
+        )
+
+      assert shell =~ "shop@pod-b<-peers"
     end
+  end
 
-    # A hidden observer: its connections are not passed on, so what the releases are
-    # connected to, they connected to themselves.
-    Cluster.add_pod!(cluster, "pod-c", ports: [{"dist", 4370}])
-    observer = Cluster.start_node!(cluster, "observer", "pod-c", extra_args: ["-hidden"])
-
-    call = fn node, mfa -> Node.eval(observer, ":erpc.call(:#{inspect(node)}, #{mfa})") end
-
-    eventually(fn -> match?({:ok, true}, Node.eval(observer, "Node.connect(:\"shop@pod-a\")")) end)
-
-    # The example's vm.args uses the kernel parameter on OTP 27+, the flag before.
-    if String.to_integer(System.otp_release()) >= 27 do
-      assert {:ok, {:ok, KubeDist.Epmd}} =
-               call.("shop@pod-a", ":application, :get_env, [:kernel, :epmd_module]")
-
-      assert {:ok, :error} = call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
-    else
-      assert {:ok, {:ok, [[~c"Elixir.KubeDist.Epmd"]]}} =
-               call.("shop@pod-a", ":init, :get_argument, [:epmd_module]")
-    end
-
-    assert {:ok, :epmdless} = call.("shop@pod-a", "KubeDist.Epmd, :mode, []")
-    eventually(fn -> call.("shop@pod-a", "Node, :list, []") == {:ok, [:"shop@pod-b"]} end)
-    assert {:ok, [:"shop@pod-a"]} = call.("shop@pod-b", "Node, :list, []")
+  defp env(cluster, pod, mode) do
+    [
+      {"RELEASE_NODE", "shop@#{pod}"},
+      {"RELEASE_COOKIE", "kube_dist_test"},
+      {"KUBE_DIST_MODE", Atom.to_string(mode)},
+      {"KUBE_DIST_NAMESPACES", "default"},
+      {"KUBE_DIST_LABEL_SELECTOR", "app=shop"},
+      {"KUBE_DIST_API_URL", "https://198.51.100.254:6443"},
+      {"KUBE_DIST_CA_FILE", Path.join(cluster.sim.dir, "ca.crt")},
+      {"KUBE_DIST_TOKEN_FILE", Path.join(cluster.sim.dir, "serviceaccount/token")}
+    ]
   end
 end

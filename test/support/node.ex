@@ -115,7 +115,16 @@ defmodule KubeDist.Test.Node do
     {executable, args, env} =
       command(sim, "rem", pod, Keyword.put(opts, :extra_args, ["-remsh", to_string(target)]))
 
-    shell = Enum.map_join([executable | args], " ", &"'#{&1}'")
+    terminal([executable | args], env, ~r/\(#{target}\)1> /, input)
+  end
+
+  @doc """
+  Runs `command` under a pseudo-terminal (`script`), as a person at a terminal would:
+  once the screen matches `prompt`, types `input`, and returns what the terminal showed
+  (about 3 s after typing). `env` is a list of `{charlist, charlist}`.
+  """
+  def terminal(command, env, prompt, input) do
+    shell = Enum.map_join(command, " ", &"'#{&1}'")
 
     port =
       Port.open({:spawn_executable, System.find_executable("script")}, [
@@ -126,10 +135,10 @@ defmodule KubeDist.Test.Node do
       ])
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
-    # Type only once the remote prompt shows: the shell has connected.
-    prompt = collect(port, ~r/\(#{target}\)1> /, System.monotonic_time(:millisecond) + 20_000, "")
+    # Type only once the prompt shows (for a remote shell: it has connected).
+    shown = collect(port, prompt, System.monotonic_time(:millisecond) + 20_000, "")
     Port.command(port, input)
-    output = collect(port, nil, System.monotonic_time(:millisecond) + 3_000, prompt)
+    output = collect(port, nil, System.monotonic_time(:millisecond) + 3_000, shown)
     System.cmd("pkill", ["-9", "-P", to_string(os_pid)], stderr_to_stdout: true)
     output
   end
