@@ -66,6 +66,10 @@ defmodule KubeDist.Strategy do
   @keep_departed_away 60_000
   # How long a departing pod's nodes get to leave by themselves before we cut them off.
   @leave_grace 1_000
+  # Backoff between attempts to start the watch (credentials not found, ...).
+  @retry_start_ms 1_000
+  @retry_start_max_ms 30_000
+
   alias KubeDist.Watch
 
   @typedoc "libcluster's `%Cluster.Strategy.State{}` (or a map with the same keys)."
@@ -110,38 +114,73 @@ defmodule KubeDist.Strategy do
   def init(state) do
     Logger.metadata(topology: state.topology)
 
-    with {:ok, config} <- Config.validate(state.config),
-         {:ok, watch} <- Watch.start(Config.watch_options(config)) do
-      tag = Watch.subscribe(watch)
-      send(self(), :reconcile)
-      # `global` connects nodes transitively: a node we let go can come back through a
-      # third node, so every nodeup is checked against the pods.
-      if Node.alive?(), do: :net_kernel.monitor_nodes(true)
+    case Config.validate(state.config) do
+      {:ok, config} ->
+        state = %{
+          topology: state.topology,
+          connect: state.connect,
+          disconnect: state.disconnect,
+          list_nodes: Map.get(state, :list_nodes, {:erlang, :nodes, [:connected]}),
+          # The token lives on in the watch only: a crash report must not print it.
+          config: Keyword.delete(config, :token),
+          watch: nil,
+          tag: nil,
+          own_host: config[:own_pod] || host(Node.self()),
+          # uid => node names we connected it for
+          pods: %{},
+          own_pod_gone: false,
+          leaving: false,
+          # node => when its pod left (ms)
+          departed: %{}
+        }
 
-      {:ok,
-       %{
-         topology: state.topology,
-         connect: state.connect,
-         disconnect: state.disconnect,
-         list_nodes: Map.get(state, :list_nodes, {:erlang, :nodes, [:connected]}),
-         # The token lives on in the watch only: a crash report must not print it.
-         config: Keyword.delete(config, :token),
-         watch: watch,
-         tag: tag,
-         own_host: config[:own_pod] || host(Node.self()),
-         # uid => node names we connected it for
-         pods: %{},
-         own_pod_gone: false,
-         leaving: false,
-         # node => when its pod left (ms)
-         departed: %{}
-       }}
-    else
-      {:error, reason} -> {:stop, {:invalid_config, reason}}
+        # A closure: what it holds (the token too) does not show in a crash report.
+        watch_options = Config.watch_options(config)
+        {:ok, start_watch(state, fn -> Watch.start(watch_options) end, 0, nil)}
+
+      # Options the code gives wrongly: a mistake to fix before deploying, said at once.
+      {:error, reason} ->
+        {:stop, {:invalid_config, reason}}
+    end
+  end
+
+  # Credentials that cannot be found or an API URL that cannot be made (a service account
+  # not mounted yet, a missing CA file) must not stop the strategy: under libcluster's
+  # Cluster.Supervisor that stops every topology, and the application with it. Say so
+  # once, and try again with backoff; meanwhile there is nothing to decide from.
+  defp start_watch(state, start, attempt, last_reason) do
+    case start.() do
+      {:ok, watch} ->
+        if last_reason, do: Logger.info("KubeDist.Strategy: watching pods now")
+        tag = Watch.subscribe(watch)
+        send(self(), :reconcile)
+        # `global` connects nodes transitively: a node we let go can come back through a
+        # third node, so every nodeup is checked against the pods.
+        if Node.alive?(), do: :net_kernel.monitor_nodes(true)
+        %{state | watch: watch, tag: tag}
+
+      {:error, reason} ->
+        delay = min(@retry_start_ms * Integer.pow(2, attempt), @retry_start_max_ms)
+
+        if reason != last_reason do
+          Logger.error(
+            "KubeDist.Strategy: cannot watch pods: #{reason}; nothing is connected or " <>
+              "disconnected until it can, retrying with backoff (up to every #{div(@retry_start_max_ms, 1000)} s)"
+          )
+        end
+
+        Process.send_after(self(), {:start_watch, start, attempt + 1, reason}, delay)
+        state
     end
   end
 
   @impl true
+  def handle_info({:start_watch, start, attempt, last_reason}, %{watch: nil} = state),
+    do: {:noreply, start_watch(state, start, attempt, last_reason)}
+
+  # Without a watch there is nothing to decide from (nodeups cannot be judged either).
+  def handle_info(_message, %{watch: nil} = state), do: {:noreply, state}
+
   def handle_info({:kube_dist, tag, event}, %{tag: tag} = state),
     do: {:noreply, on_event(event, state)}
 

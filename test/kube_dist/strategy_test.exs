@@ -150,6 +150,27 @@ defmodule KubeDist.StrategyTest do
                    5_000
   end
 
+  test "credentials not there yet: the strategy logs once, keeps running and starts later",
+       %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    ca_file = Path.join(sim.dir, "late-ca.crt")
+
+    log =
+      capture_log(fn ->
+        pid =
+          start_strategy(sim, node_basename: "app", ca_file: ca_file, reconcile_interval: 60_000)
+
+        # Two retries fail meanwhile (1 s, then 2 s): still one log line, still alive.
+        Process.sleep(3_500)
+        assert Process.alive?(pid)
+        refute_received {:connect, _}
+        File.cp!(Path.join(sim.dir, "ca.crt"), ca_file)
+        assert_receive {:connect, :"app@api-0"}, 10_000
+      end)
+
+    assert [_] = Regex.scan(~r/cannot watch pods: .*late-ca\.crt/, log)
+  end
+
   test "an API outage or a 403 disconnects nobody and says how to fix it", %{sim: sim} do
     create_pod(sim, "default", "api-0", ip: "198.51.100.1")
     start_strategy(sim, node_basename: "app", reconcile_interval: 200)
