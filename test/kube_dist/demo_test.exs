@@ -38,7 +38,7 @@ defmodule KubeDist.DemoTest do
     {out, 0} = demo([{"KUBE_DIST_DEMO_LOOPBACK", nil}])
     assert_story(out)
     assert out =~ ~r/shop-\w+-\w+ +198\.51\.100\.1 +api@shop-\w+-\w+ worker@shop-\w+-\w+/
-    [_, id] = Regex.run(~r/network namespace (kd\d+)-hub/, out)
+    [_, id] = Regex.run(~r/network namespace (kd[0-9a-z]+)-hub/, out)
     assert leftovers("#{id}-") == {[], []}
   end
 
@@ -61,7 +61,7 @@ defmodule KubeDist.DemoTest do
       ])
 
     {:os_pid, pid} = Port.info(port, :os_pid)
-    id = await_line(port, ~r/network namespace (kd\d+)-hub/)
+    id = await_line(port, ~r/network namespace (kd[0-9a-z]+)-hub/)
     await_line(port, ~r/Full mesh/)
     assert {[_ | _], [_ | _]} = leftovers("#{id}-")
 

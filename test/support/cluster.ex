@@ -33,9 +33,9 @@ defmodule KubeDist.Test.Cluster do
   `:epmdless`), `:cleanup` (`:on_exit`, the default, or `:manual`: call `stop/1`).
   """
   def start!(opts \\ []) do
-    # Unique across VMs too: test runs side by side (another checkout, the OTP 27 run)
-    # must not pick the same namespace names.
-    id = "kd#{:erlang.phash2({System.pid(), System.unique_integer()}, 100_000)}"
+    # Names the VM that made it (its OS pid), so runs side by side never collide and a
+    # sweep only removes what dead runs left. Short: veth names take 15 characters.
+    id = "kd#{base36(System.pid())}n#{base36(System.unique_integer([:positive]))}"
 
     {:ok, agent} =
       Agent.start(fn -> %{pods: %{}, epmds: %{}, procs: %{}, sims: [], nodes: [], next_ip: 1} end)
@@ -237,14 +237,15 @@ defmodule KubeDist.Test.Cluster do
 
   @doc """
   Deletes the namespaces of earlier runs that died without `stop/1` (a killed test run):
-  those named like ours in which no process runs any more.
+  those named like ours whose VM is gone and in which no process runs any more.
   """
   def sweep_stale do
     {list, _} = ip(["netns", "list"])
 
     for line <- String.split(list, "\n", trim: true),
         [name | _] = String.split(line),
-        name =~ ~r/^kd\d+-/,
+        [owner] <- [Regex.run(~r/^kd([0-9a-z]+)n[0-9a-z]+-/, name, capture: :all_but_first)],
+        not File.exists?("/proc/#{String.to_integer(owner, 36)}"),
         {"", 0} == ip(["netns", "pids", name]),
         do: ip(["netns", "del", name])
 
@@ -253,6 +254,9 @@ defmodule KubeDist.Test.Cluster do
 
   @doc "The pods the API server holds now, decoded."
   def server_pods(cluster), do: KubeDist.SimCase.server_pods(cluster.sim, "default")
+
+  defp base36(integer) when is_binary(integer), do: integer |> String.to_integer() |> base36()
+  defp base36(integer), do: integer |> Integer.to_string(36) |> String.downcase()
 
   defp hub(cluster), do: "#{cluster.id}-hub"
   defp netns(cluster, pod), do: "#{cluster.id}-#{pod}"
