@@ -26,7 +26,9 @@ defmodule KubeDist.Epmd do
 
   `address_please/3` answers from the index for any host form a pod has (`web-0`,
   `web-0.prod`, `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local`,
-  ...). A host that is not a pod falls through to the stock resolver (`/etc/hosts`,
+  ...), as cluster DNS would from this pod's namespace (the first of
+  `KUBE_DIST_NAMESPACES`; with `*`, the service account's), with the pod's address of
+  the family asked for (IPv6 under `-proto_dist inet6_tcp`). A host that is not a pod falls through to the stock resolver (`/etc/hosts`,
   DNS), so non-Kubernetes peers and the node's own name keep working. The first lookup
   waits, bounded by `KUBE_DIST_SYNC_TIMEOUT_MS`, for the initial pod list.
 
@@ -101,10 +103,11 @@ defmodule KubeDist.Epmd do
     case mode() do
       # Every connect asks: epmd mode needs only the IP, not the whole pod.
       :epmd ->
-        with :error <- lookup(host, false), do: :erl_epmd.address_please(name, host, family)
+        with :error <- lookup(host, false, family),
+             do: :erl_epmd.address_please(name, host, family)
 
       :epmdless ->
-        case lookup(host, {:port, name}) do
+        case lookup(host, {:port, name}, family) do
           {:ok, ip, port} -> {:ok, ip, port || default_port(), @dist_version}
           :error -> stock_address(host, family)
         end
@@ -124,7 +127,13 @@ defmodule KubeDist.Epmd do
         :erl_epmd.port_please(name, ip, timeout)
 
       :epmdless ->
-        port = with({:ok, _, port} <- lookup(ip, {:port, name}), do: port, else: (_ -> nil))
+        port =
+          with(
+            {:ok, _, port} <- lookup(ip, {:port, name}, family_of(ip)),
+            do: port,
+            else: (_ -> nil)
+          )
+
         {:port, port || default_port(), @dist_version}
     end
   end
@@ -132,7 +141,7 @@ defmodule KubeDist.Epmd do
   @doc false
   @spec names(host()) :: {:ok, [{charlist(), :inet.port_number()}]} | {:error, term()}
   def names(host) do
-    case {mode(), lookup(host, :ports)} do
+    case {mode(), lookup(host, :ports, family_of(host))} do
       {:epmd, {:ok, ip, _}} -> :erl_epmd.names(ip)
       {:epmd, _} -> :erl_epmd.names(host)
       {:epmdless, {:ok, _, ports}} when ports != nil -> {:ok, declared_nodes(ports)}
@@ -188,7 +197,7 @@ defmodule KubeDist.Epmd do
   defp own_port(name, host) do
     ports =
       with(
-        {:ok, _ip, ports} when ports != nil <- lookup(host, :ports),
+        {:ok, _ip, ports} when ports != nil <- lookup(host, :ports, family_of(host)),
         do: ports,
         else: (_ -> [])
       )
@@ -224,15 +233,29 @@ defmodule KubeDist.Epmd do
   end
 
   # `with`: false for the IP alone, `{:port, basename}` for a node's epmd-less port,
-  # `:ports` for the pod's declared ports, true for the pod.
-  defp lookup(host, with) do
+  # `:ports` for the pod's declared ports, true for the pod. `family`: the address
+  # wanted, :inet or :inet6.
+  defp lookup(host, with, family) do
     with %KubeDist.Watch{resource: resource} = watch <- watch(),
          :ok <- await_sync(watch),
-         {:ok, _, _} = found <- KubeDist.Native.resolve(resource, host_term(host), with) do
+         {:ok, _, _} = found <-
+           KubeDist.Native.resolve(resource, host_term(host), with, family) do
       found
     else
       {:ok, ip} -> {:ok, ip}
       _ -> :error
+    end
+  end
+
+  # The family of an address, or for a name the one the distribution runs on
+  # (`-proto_dist inet6_tcp` or `inet6_tls`: IPv6).
+  defp family_of(ip) when tuple_size(ip) == 8, do: :inet6
+  defp family_of(ip) when tuple_size(ip) == 4, do: :inet
+
+  defp family_of(_name) do
+    case :init.get_argument(:proto_dist) do
+      {:ok, [[~c"inet6" ++ _ | _] | _]} -> :inet6
+      _ -> :inet
     end
   end
 
