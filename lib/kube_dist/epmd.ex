@@ -28,9 +28,10 @@ defmodule KubeDist.Epmd do
   `web-0.prod`, `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local`,
   ...), as cluster DNS would from this pod's namespace (the first of
   `KUBE_DIST_NAMESPACES`; with `*`, the service account's), with the pod's address of
-  the family asked for (IPv6 under `-proto_dist inet6_tcp`). A host that is not a pod falls through to the stock resolver (`/etc/hosts`,
-  DNS), so non-Kubernetes peers and the node's own name keep working. The first lookup
-  waits, bounded by `KUBE_DIST_SYNC_TIMEOUT_MS`, for the initial pod list.
+  the family asked for (IPv6 under `-proto_dist inet6_tcp`). A host that is not a pod
+  falls through to the stock resolver (`/etc/hosts`, DNS), so non-Kubernetes peers and
+  the node's own name keep working. The first lookup waits, bounded by
+  `KUBE_DIST_SYNC_TIMEOUT_MS`, for the initial pod list.
 
   ## epmd-less mode
 
