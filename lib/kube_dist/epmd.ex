@@ -28,8 +28,11 @@ defmodule KubeDist.Epmd do
 
   `address_please/3` answers from the index for any host form a pod has (`web-0`,
   `web-0.prod`, `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local`,
-  ...). A host that is not a pod falls through to the stock resolver (`/etc/hosts`,
-  DNS), so non-Kubernetes peers and the node's own name keep working.
+  ...), as cluster DNS would from this pod's namespace (the first of
+  `KUBE_DIST_NAMESPACES`; with `*`, the service account's), with the pod's address of
+  the family asked for (IPv6 under `-proto_dist inet6_tcp`). A host that is not a pod
+  falls through to the stock resolver (`/etc/hosts`, DNS), so non-Kubernetes peers and
+  the node's own name keep working.
 
   Until the first pod list is in, a lookup of a host that may be a pod waits for it, but
   only until one deadline fixed at boot (`KUBE_DIST_SYNC_TIMEOUT_MS` after this module
@@ -126,10 +129,11 @@ defmodule KubeDist.Epmd do
     case mode() do
       # Every connect asks: epmd mode needs only the IP, not the whole pod.
       :epmd ->
-        with :error <- lookup(host, false), do: :erl_epmd.address_please(name, host, family)
+        with :error <- lookup(host, false, family),
+             do: :erl_epmd.address_please(name, host, family)
 
       :epmdless ->
-        case lookup(host, {:port, name}) do
+        case lookup(host, {:port, name}, family) do
           {:ok, ip, port} -> {:ok, ip, port || default_port(), @dist_version}
           :error -> stock_address(host, family)
         end
@@ -149,7 +153,13 @@ defmodule KubeDist.Epmd do
         :erl_epmd.port_please(name, ip, timeout)
 
       :epmdless ->
-        port = with({:ok, _, port} <- lookup(ip, {:port, name}), do: port, else: (_ -> nil))
+        port =
+          with(
+            {:ok, _, port} <- lookup(ip, {:port, name}, family_of(ip)),
+            do: port,
+            else: (_ -> nil)
+          )
+
         {:port, port || default_port(), @dist_version}
     end
   end
@@ -157,7 +167,7 @@ defmodule KubeDist.Epmd do
   @doc false
   @spec names(host()) :: {:ok, [{charlist(), :inet.port_number()}]} | {:error, term()}
   def names(host) do
-    case {mode(), lookup(host, :ports)} do
+    case {mode(), lookup(host, :ports, family_of(host))} do
       {:epmd, {:ok, ip, _}} -> :erl_epmd.names(ip)
       {:epmd, _} -> :erl_epmd.names(host)
       {:epmdless, {:ok, _, ports}} when ports != nil -> {:ok, declared_nodes(ports)}
@@ -240,7 +250,7 @@ defmodule KubeDist.Epmd do
   end
 
   defp own_pod(watch, host, waited?) do
-    case KubeDist.Native.resolve(watch.resource, host, :ports) do
+    case KubeDist.Native.resolve(watch.resource, host, :ports, family_of(host)) do
       {:ok, _ip, ports} when is_list(ports) ->
         {:pod, ports}
 
@@ -292,17 +302,18 @@ defmodule KubeDist.Epmd do
   end
 
   # `with`: false for the IP alone, `{:port, basename}` for a node's epmd-less port,
-  # `:ports` for the pod's declared ports, true for the pod. Without an index: `:error`,
-  # and the caller falls back to the stock resolver.
-  defp lookup(host, with) do
+  # `:ports` for the pod's declared ports, true for the pod. `family`: the address
+  # wanted, :inet or :inet6. Without an index: `:error`, and the caller falls back to the
+  # stock resolver.
+  defp lookup(host, with, family) do
     case watch() do
-      %KubeDist.Watch{} = watch -> lookup(watch, host_term(host), with, true)
+      %KubeDist.Watch{} = watch -> lookup(watch, host_term(host), with, family, true)
       nil -> :error
     end
   end
 
-  defp lookup(watch, host, with, may_wait?) do
-    case KubeDist.Native.resolve(watch.resource, host, with) do
+  defp lookup(watch, host, with, family, may_wait?) do
+    case KubeDist.Native.resolve(watch.resource, host, with, family) do
       {:ok, _ip} = found ->
         found
 
@@ -313,11 +324,23 @@ defmodule KubeDist.Epmd do
       # wait, once per boot at most, unless it is our own host.
       {:error, :not_synced} when may_wait? ->
         if not own_host?(host) and await_sync(watch),
-          do: lookup(watch, host, with, false),
+          do: lookup(watch, host, with, family, false),
           else: :error
 
       _ ->
         :error
+    end
+  end
+
+  # The family of an address, or for a name the one the distribution runs on
+  # (`-proto_dist inet6_tcp` or `inet6_tls`: IPv6).
+  defp family_of(ip) when tuple_size(ip) == 8, do: :inet6
+  defp family_of(ip) when tuple_size(ip) == 4, do: :inet
+
+  defp family_of(_name) do
+    case :init.get_argument(:proto_dist) do
+      {:ok, [[~c"inet6" ++ _ | _] | _]} -> :inet6
+      _ -> :inet
     end
   end
 

@@ -14,7 +14,12 @@ defmodule KubeDist.Native do
     do: load_and_call(:notify_synced, [handle, pid, tag, timeout_ms])
 
   def list_pods(handle), do: load_and_call(:list_pods, [handle])
-  def resolve(handle, host, with), do: load_and_call(:resolve, [handle, host, with])
+  # Family :inet (IPv4) unless asked: the arity callers had before dual stack.
+  def resolve(handle, host, with), do: resolve(handle, host, with, :inet)
+
+  def resolve(handle, host, with, family),
+    do: load_and_call(:resolve, [handle, host, with, family])
+
   def health(handle), do: load_and_call(:health, [handle])
   def panic_for_test, do: load_and_call(:panic_for_test, [])
   def subscribe(handle, pid, tag), do: load_and_call(:subscribe, [handle, pid, tag])

@@ -129,33 +129,42 @@ defmodule KubeDist.Watch do
   @typedoc "A host name: a pod name or any other Kubernetes host form, or an IP."
   @type host :: String.t() | charlist() | atom()
 
+  @typedoc "The address family asked for, as the distribution names it."
+  @type family :: :inet | :inet6
+
   @doc """
-  Resolves `host` to an IP from the index, without any network round trip.
+  Resolves `host` to an IP of `family` (`:inet` for IPv4, `:inet6` for IPv6) from the
+  index, without any network round trip.
 
-  Accepts every form Kubernetes DNS gives a pod: `web-0` (a bare pod name),
-  `web-0.prod`, `web-0.prod.pod`, `10-42-2-46.prod.pod.cluster.local`,
-  `web-0.db.prod.svc.cluster.local` (`spec.hostname` and `spec.subdomain`, or shorter
-  prefixes of it), or an IP. A bare name found in several watched namespaces resolves
-  in the first one watched, or else is `{:error, :ambiguous}`.
+  A name reaches a pod only where cluster DNS, asked from a pod of the watch's own
+  namespace (the first one watched; when watching all, the one of the credentials),
+  would: `web-0` in that namespace, `web-0.prod`, `web-0.prod.pod`,
+  `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local` (`spec.hostname`
+  and `spec.subdomain`, or shorter prefixes of it), or an IP. The README's resolution
+  table has every rule. `{:error, :ambiguous}` when several pods share a hostname and
+  subdomain.
 
-  A deleted pod stops resolving at once; a terminating pod still resolves (so its
-  connections drain) until its IP is given to another pod.
+  Kubernetes reuses pod IPs, so every IP has one owner: a live pod over a terminating
+  one over a Failed or Succeeded one, then the newest. A pod resolves while it owns
+  its address of `family`; a deleted pod stops resolving at once, a terminating one
+  still resolves (so its connections drain) until its IP is given to another pod.
 
   Until the initial list is in, a host that may name a pod and is not found answers
   `{:error, :not_synced}` (never an IP, `localhost`, or a name no pod can have): it may
   resolve once the list is in.
   """
-  @spec resolve(t(), host()) ::
+  @spec resolve(t(), host(), family()) ::
           {:ok, :inet.ip_address()} | :error | {:error, :ambiguous | :not_synced}
-  def resolve(%__MODULE__{resource: r}, host),
-    do: KubeDist.Native.resolve(r, to_host(host), false)
+  def resolve(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
+    do: KubeDist.Native.resolve(r, to_host(host), false, family)
 
   @doc """
-  Like `resolve/2`, also returning the pod (or `nil` for an IP no indexed pod owns).
+  Like `resolve/3`, also returning the pod (or `nil` for an IP no live pod owns).
   """
-  @spec lookup(t(), host()) ::
+  @spec lookup(t(), host(), family()) ::
           {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous | :not_synced}
-  def lookup(%__MODULE__{resource: r}, host), do: KubeDist.Native.resolve(r, to_host(host), true)
+  def lookup(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
+    do: KubeDist.Native.resolve(r, to_host(host), true, family)
 
   defp to_host(host) when is_binary(host), do: host
   defp to_host(host) when is_list(host), do: List.to_string(host)

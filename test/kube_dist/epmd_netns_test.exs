@@ -110,6 +110,34 @@ defmodule KubeDist.EpmdNetnsTest do
     for node <- [api, worker, extra], do: connect_and_call(other, node.name)
   end
 
+  test "dual stack: inet6_tcp nodes reach pods by their IPv6 address, inet_tcp nodes by IPv4" do
+    cluster = Cluster.start!(mode: :epmdless)
+
+    for pod <- ["pod-a", "pod-b"],
+        do: Cluster.add_pod!(cluster, pod, dual_stack: true, ports: [{"dist", 4370}])
+
+    v6 = fn pod ->
+      Cluster.start_node!(cluster, "app6", pod,
+        ip: Cluster.pod_ip6(cluster, pod),
+        extra_args: ["-proto_dist", "inet6_tcp"]
+      )
+    end
+
+    [a6, b6] = Enum.map(["pod-a", "pod-b"], v6)
+    [a4, b4] = Enum.map(["pod-a", "pod-b"], &Cluster.start_node!(cluster, "app4", &1))
+
+    connect_and_call(a6, b6.name)
+    connect_and_call(a4, b4.name)
+    {:ok, ip6} = :inet.parse_address(String.to_charlist(Cluster.pod_ip6(cluster, "pod-b")))
+    {:ok, ip4} = :inet.parse_address(String.to_charlist(Cluster.pod_ip(cluster, "pod-b")))
+
+    assert {:ok, {:ok, ^ip6, 4370, 6}} =
+             Node.eval(a6, "KubeDist.Epmd.address_please(~c\"app6\", ~c\"pod-b\", :inet6)")
+
+    assert {:ok, {:ok, ^ip4, 4370, 6}} =
+             Node.eval(a4, "KubeDist.Epmd.address_please(~c\"app4\", ~c\"pod-b\", :inet)")
+  end
+
   test "a deleted pod's name never reaches the pod that reuses its IP" do
     cluster = Cluster.start!(mode: :epmd)
     ip = Cluster.add_pod!(cluster, "pod-old")

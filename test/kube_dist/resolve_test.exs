@@ -33,7 +33,7 @@ defmodule KubeDist.ResolveTest do
     end
 
     assert {:ok, {0xFD00, 0, 0, 0, 0, 0, 0, 0x2E}} =
-             Watch.resolve(watch, "fd00--2e.prod.pod.k8s.example")
+             Watch.resolve(watch, "fd00--2e.prod.pod.k8s.example", :inet6)
 
     assert {:ok, ^ip, %{name: "web-0", ready: true, terminating: false}} =
              Watch.lookup(watch, "web-0")
@@ -52,20 +52,98 @@ defmodule KubeDist.ResolveTest do
     end
   end
 
-  test "a name in two namespaces resolves in the first watched, else is ambiguous", %{sim: sim} do
+  test "a bare name resolves only in the node's own namespace", %{sim: sim} do
     for {ns, ip} <- [{"prod", "198.51.100.1"}, {"staging", "198.51.100.2"}] do
       create_pod(sim, ns, "api-0", ip: ip)
     end
 
-    assert Watch.resolve(watch(sim, namespaces: ["prod", "staging"]), "api-0") ==
-             {:ok, {198, 51, 100, 1}}
+    from_prod = watch(sim, namespaces: ["prod", "staging"])
+    assert Watch.resolve(from_prod, "api-0") == {:ok, {198, 51, 100, 1}}
+    assert Watch.resolve(from_prod, "api-0.staging") == {:ok, {198, 51, 100, 2}}
 
     assert Watch.resolve(watch(sim, namespaces: ["staging", "prod"]), "api-0") ==
              {:ok, {198, 51, 100, 2}}
 
+    # prod's api-0 being recreated: DNS from prod would not answer with staging's pod.
+    tag = Watch.subscribe(from_prod)
+    delete_pod(sim, "prod", "api-0")
+    assert {:deleted, %{name: "api-0"}} = next_event(tag)
+    assert Watch.resolve(from_prod, "api-0") == :error
+
+    # Watching every namespace: the credentials' own is home (here `default`).
     everywhere = watch(sim, namespaces: :all)
-    assert Watch.resolve(everywhere, "api-0") == {:error, :ambiguous}
+    assert Watch.resolve(everywhere, "api-0") == :error
     assert Watch.resolve(everywhere, "api-0.staging") == {:ok, {198, 51, 100, 2}}
+  end
+
+  test "a hostname of another namespace is no impostor", %{sim: sim} do
+    create_pod(sim, "other", "evil", hostname: "web-0", subdomain: "web", ip: "198.51.100.66")
+    watch = watch(sim, namespaces: ["prod", "other"])
+
+    for host <- ["web-0.web", "web-0", "web-0.web.prod", "web-0.web.prod.svc.cluster.local"] do
+      assert Watch.resolve(watch, host) == :error, host
+    end
+
+    assert Watch.resolve(watch, "web-0.web.other.svc") == {:ok, {198, 51, 100, 66}}
+  end
+
+  test "a dashed IP name is only the pod of that namespace owning the IP", %{sim: sim} do
+    create_pod(sim, "prod", "198-51-100-9", ip: "198.51.100.50")
+    watch = watch(sim, namespaces: ["prod"])
+    assert Watch.resolve(watch, "198-51-100-9.prod.pod") == :error
+    assert Watch.resolve(watch, "198-51-100-9") == {:ok, {198, 51, 100, 50}}
+    assert Watch.resolve(watch, "198-51-100-50.prod.pod") == {:ok, {198, 51, 100, 50}}
+  end
+
+  test "an evicted pod keeping its IP never answers for the live pod that got it", %{sim: sim} do
+    create_pod(sim, "prod", "z-old", ip: "198.51.100.7")
+    evict(sim, "prod", "z-old")
+    create_pod(sim, "prod", "a-new", ip: "198.51.100.7")
+
+    assert [%{"status" => %{"phase" => "Failed", "podIP" => "198.51.100.7"}}] =
+             Enum.filter(server_pods(sim, "prod"), &(&1["metadata"]["name"] == "z-old"))
+
+    # The list comes in alphabetical order: a-new first, the evicted z-old last.
+    watch = watch(sim, namespaces: ["prod"])
+    assert Watch.resolve(watch, "a-new") == {:ok, {198, 51, 100, 7}}
+    assert Watch.resolve(watch, "z-old") == :error
+    assert {:ok, _, %{name: "a-new"}} = Watch.lookup(watch, "198.51.100.7")
+
+    # Once no live pod holds it, the dead pod answers to its name, never to its IP.
+    tag = Watch.subscribe(watch)
+    delete_pod(sim, "prod", "a-new")
+    assert {:deleted, %{name: "a-new"}} = next_event(tag)
+    assert Watch.resolve(watch, "z-old") == {:ok, {198, 51, 100, 7}}
+    assert {:ok, {198, 51, 100, 7}, nil} = Watch.lookup(watch, "198.51.100.7")
+    assert Watch.resolve(watch, "198-51-100-7.prod.pod") == :error
+  end
+
+  test "hostNetwork pods share their node's IP: each resolves by name, none by IP",
+       %{sim: sim} do
+    for name <- ["agent-a", "agent-b"],
+        do: create_pod(sim, "prod", name, host_network: true, ip: "198.51.100.200")
+
+    watch = watch(sim, namespaces: ["prod"])
+    assert Watch.resolve(watch, "agent-a") == {:ok, {198, 51, 100, 200}}
+    assert Watch.resolve(watch, "agent-b") == {:ok, {198, 51, 100, 200}}
+    assert {:ok, _, nil} = Watch.lookup(watch, "198.51.100.200")
+  end
+
+  test "dual stack: each family answers from its own address", %{sim: sim} do
+    create_pod(sim, "prod", "dual", ip: ["198.51.100.46", "fd00::2e"])
+    create_pod(sim, "prod", "v6-first", ip: ["fd00::3", "198.51.100.3"])
+    create_pod(sim, "prod", "v4-only", ip: "198.51.100.4")
+    watch = watch(sim, namespaces: ["prod"])
+    v6 = fn last -> {0xFD00, 0, 0, 0, 0, 0, 0, last} end
+
+    assert Watch.resolve(watch, "dual") == {:ok, {198, 51, 100, 46}}
+    assert Watch.resolve(watch, "dual", :inet) == {:ok, {198, 51, 100, 46}}
+    assert Watch.resolve(watch, "dual", :inet6) == {:ok, v6.(0x2E)}
+    assert Watch.resolve(watch, "v6-first", :inet) == {:ok, {198, 51, 100, 3}}
+    assert Watch.resolve(watch, "v6-first", :inet6) == {:ok, v6.(3)}
+    assert Watch.resolve(watch, "v4-only", :inet6) == :error
+    assert {:ok, _, %{name: "dual"}} = Watch.lookup(watch, "fd00::2e", :inet6)
+    assert Watch.resolve(watch, "fd00::2e", :inet) == :error
   end
 
   test "a deleted pod stops resolving and a reused IP never answers for the old name", %{sim: sim} do

@@ -26,6 +26,8 @@ defmodule KubeDist.Test.Cluster do
   defstruct [:id, :sim, :mode, :agent]
 
   @subnet "198.51.100"
+  # IPv6 documentation prefix, only ever inside the test namespaces.
+  @subnet6 "2001:db8:5133"
   @api_ip "198.51.100.254"
 
   @doc """
@@ -59,7 +61,8 @@ defmodule KubeDist.Test.Cluster do
   @doc """
   Adds a pod: a namespace with the next free address, and a Ready Pod object for it.
   Options: `:labels`, `:ports` (`[{"dist-api", 4371}]`), `:ip` (reuse a given address),
-  `:ready`. In epmd mode the pod gets its own epmd, unless `epmd: false` (then port 4369
+  `:ready`, `:dual_stack` (the pod also gets an IPv6 address in `#{@subnet6}::/64`, listed
+  second in its `podIPs`; see `pod_ip6/2`). In epmd mode the pod gets its own epmd, unless `epmd: false` (then port 4369
   is free for a stand-in, see `netns_path/2`). Returns the pod's IP.
   """
   def add_pod!(cluster, name, opts \\ []) do
@@ -86,8 +89,11 @@ defmodule KubeDist.Test.Cluster do
 
     ip!(["-n", hub(cluster), "link", "set", veth, "master", "br0", "up"])
     ip!(["-n", ns, "addr", "add", "#{ip}/24", "dev", "eth0"])
+    # nodad: usable at once, no duplicate address detection delay.
+    ip6 = if opts[:dual_stack], do: "#{@subnet6}::#{ip |> String.split(".") |> List.last()}"
+    if ip6, do: ip!(["-n", ns, "addr", "add", "#{ip6}/64", "dev", "eth0", "nodad"])
     ip!(["-n", ns, "link", "set", "eth0", "up"])
-    track(cluster, :pods, name, %{ns: ns, ip: ip})
+    track(cluster, :pods, name, %{ns: ns, ip: ip, ip6: ip6})
 
     # A reused IP has a new MAC address: like a CNI plugin, make the neighbours forget the old one.
     if opts[:ip] do
@@ -109,7 +115,11 @@ defmodule KubeDist.Test.Cluster do
       wait_for_epmd(ns)
     end
 
-    pod_opts = opts |> Keyword.delete(:epmd) |> Keyword.merge(ip: ip)
+    pod_opts =
+      opts
+      |> Keyword.drop([:epmd, :dual_stack])
+      |> Keyword.merge(ip: Enum.reject([ip, ip6], &is_nil/1))
+
     KubeDist.SimCase.create_pod(cluster.sim, "default", name, pod_opts)
     ip
   end
@@ -160,6 +170,9 @@ defmodule KubeDist.Test.Cluster do
 
   @doc "A pod's IP."
   def pod_ip(cluster, pod), do: Agent.get(cluster.agent, & &1.pods[pod].ip)
+
+  @doc "A dual-stack pod's IPv6 address (`nil` for others)."
+  def pod_ip6(cluster, pod), do: Agent.get(cluster.agent, & &1.pods[pod].ip6)
 
   @doc "The nodes `node` is connected to, sorted."
   def connected(node) do

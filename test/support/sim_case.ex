@@ -23,7 +23,8 @@ defmodule KubeDist.SimCase do
 
   @doc """
   Creates a pod (one container, bound to node-1). Options: `:labels`, `:ip` (then it is
-  Running, and Ready unless `ready: false`), `:hostname`, `:subdomain`, `:grace`,
+  Running, and Ready unless `ready: false`; a list: dual stack), `:hostname`, `:subdomain`,
+  `:host_network` (the pod uses its node's network, so its IP is the node's), `:grace`,
   `:ports` (`[{"dist-app", 4370}]`: named container ports), `:spec` (a whole pod spec
   instead, e.g. a Deployment's template; it is bound to node-1).
   """
@@ -32,6 +33,7 @@ defmodule KubeDist.SimCase do
       if(opts[:spec], do: Map.put(opts[:spec], "nodeName", "node-1"), else: default_spec(opts))
       |> put_present(:hostname, opts[:hostname])
       |> put_present(:subdomain, opts[:subdomain])
+      |> put_present(:hostNetwork, opts[:host_network])
 
     pod = %{metadata: %{name: name, labels: Map.new(Keyword.get(opts, :labels, []))}, spec: spec}
 
@@ -70,6 +72,30 @@ defmodule KubeDist.SimCase do
       podIP: hd(ips),
       podIPs: Enum.map(ips, &%{ip: &1}),
       conditions: [%{type: "Ready", status: if(ready, do: "True", else: "False")}]
+    }
+
+    {:ok, 200, _} =
+      api(
+        sim,
+        :patch,
+        "/api/v1/namespaces/#{namespace}/pods/#{name}/status",
+        %{status: status},
+        "application/merge-patch+json"
+      )
+
+    :ok
+  end
+
+  @doc """
+  Plays the kubelet evicting a pod: it is Failed (reason `Evicted`) and, as in real
+  clusters until it is garbage-collected, keeps its IPs.
+  """
+  def evict(sim, namespace, name) do
+    status = %{
+      phase: "Failed",
+      reason: "Evicted",
+      message: "The node was low on resource: memory.",
+      conditions: [%{type: "Ready", status: "False"}]
     }
 
     {:ok, 200, _} =

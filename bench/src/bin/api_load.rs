@@ -55,6 +55,7 @@ async fn main() {
         label_selector: None,
         field_selector: None,
         cluster_domain: "cluster.local".into(),
+        home: Some(NS.into()),
     };
     let mut watches = Vec::new();
     for _ in 0..watchers {

@@ -6,11 +6,14 @@
 //! | host | meaning |
 //! |---|---|
 //! | `10.42.2.46`, `fd00::1` | an IP |
-//! | `web-0` | a pod name, in whichever watched namespace has it |
-//! | `web-0.prod` | pod `web-0` in namespace `prod` (or hostname `web-0` of subdomain `prod`) |
+//! | `web-0` | a pod name |
+//! | `web-0.prod` | pod `web-0` in namespace `prod`, or hostname `web-0` of subdomain `prod` |
 //! | `web-0.prod.pod` | pod `web-0` in namespace `prod` |
 //! | `10-42-2-46.prod.pod[.<domain>]` | the pod of namespace `prod` holding that IP |
 //! | `web-0.db.prod[.svc[.<domain>]]` | the pod with hostname `web-0` and subdomain `db` in `prod` |
+//!
+//! Which pod, if any, each form reaches is the index's decision
+//! ([`crate::index::PodIndex::resolve`]).
 
 use std::net::IpAddr;
 

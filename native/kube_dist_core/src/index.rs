@@ -1,17 +1,33 @@
 //! The pod index: current pod records, and the lookups that turn any Kubernetes host
 //! form into a pod and its IP in O(1).
 //!
-//! IP safety: Kubernetes reuses pod IPs. Every IP has an owner, the pod that most
-//! recently acquired it; a pod only resolves while it owns its IP, so a terminating
-//! pod whose IP was handed to a newer pod stops resolving, and no lookup can return an
-//! IP that now belongs to someone else.
+//! IP ownership. Kubernetes reuses pod IPs, and a Failed or Succeeded pod (an evicted
+//! one, a finished Job's) keeps its `podIPs` until it is garbage-collected, possibly
+//! for hours. So every IP has one owner among the pods holding it, chosen by what the
+//! pods are, never by the order a list or the events came in:
+//!
+//! 1. a live pod (Pending, Running or Unknown, and not terminating) over
+//! 2. a terminating one, over
+//! 3. a dead one (Failed or Succeeded);
+//! 4. among equals, the newest `creationTimestamp` (then the greater namespace and
+//!    name, so that even pods created in the same second have one answer).
+//!
+//! Each IP of a dual-stack pod is owned on its own. hostNetwork pods hold their node's
+//! IP, which many pods share: they never own an IP, so they never take one from a pod
+//! and no IP lookup answers with them.
+//!
+//! What resolves: a pod, by any of its names, to its first IP of the asked family,
+//! while it owns that IP (a hostNetwork pod: always); an IP to its owner, unless that
+//! owner is dead. So no lookup hands out an IP that belongs to another pod, and a
+//! dead pod answers to its name only while no other pod holds its IP. Which names
+//! reach which pods is [`PodIndex::resolve`]'s table (the README's too).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::host::Host;
-use crate::pod::PodRecord;
+use crate::pod::{Phase, PodRecord};
 
 /// What an index update did to one pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +59,26 @@ pub enum Resolution {
     NotSynced,
 }
 
+/// The address family a lookup asks for, as the distribution's `inet` and `inet6`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// IPv4.
+    #[default]
+    Inet,
+    /// IPv6.
+    Inet6,
+}
+
+impl Family {
+    /// Whether `ip` is of this family.
+    pub fn holds(self, ip: &IpAddr) -> bool {
+        matches!(
+            (self, ip),
+            (Family::Inet, IpAddr::V4(_)) | (Family::Inet6, IpAddr::V6(_))
+        )
+    }
+}
+
 // The record's own strings, shared: a key costs no allocation however often it is kept.
 type Key = (Arc<str>, Arc<str>);
 
@@ -50,14 +86,31 @@ fn key(pod: &PodRecord) -> Key {
     (pod.namespace.clone(), pod.name.clone())
 }
 
+// (namespace, spec.hostname, spec.subdomain)
+type HostnameKey = (Arc<str>, Box<str>, Box<str>);
+
+/// How strongly a pod holds its IPs: the greatest holder owns an IP (see the module doc).
+fn rank(pod: &PodRecord) -> (u8, i64, &str, &str) {
+    let liveness = match pod.phase {
+        Phase::Failed | Phase::Succeeded => 0,
+        _ if pod.terminating => 1,
+        _ => 2,
+    };
+    (liveness, pod.created, &pod.namespace, &pod.name)
+}
+
+fn is_dead(pod: &PodRecord) -> bool {
+    matches!(pod.phase, Phase::Failed | Phase::Succeeded)
+}
+
 /// All indexed pods and their lookup tables.
 #[derive(Debug, Default)]
 pub struct PodIndex {
     pods: HashMap<Key, Arc<PodRecord>>,
-    by_name: HashMap<Arc<str>, Vec<Key>>,
-    by_hostname: HashMap<(Box<str>, Box<str>), Vec<Key>>,
-    /// Pods holding each IP, in the order they acquired it: the last one owns it.
-    ip_holders: HashMap<IpAddr, Vec<Key>>,
+    /// Pods by namespace, hostname and subdomain (several when pods share them).
+    by_hostname: HashMap<HostnameKey, Vec<Arc<PodRecord>>>,
+    /// Every pod holding each IP, hostNetwork pods aside; the greatest [`rank`] owns it.
+    ip_holders: HashMap<IpAddr, Vec<Arc<PodRecord>>>,
     /// One copy of each namespace's and node's name for all their pods. Never shrinks:
     /// namespaces and nodes are few next to pods, and long-lived.
     shared: HashSet<Arc<str>>,
@@ -99,10 +152,10 @@ impl PodIndex {
         let old = self.pods.get(&key(&new)).cloned();
         match &old {
             Some(old) if **old == *new => return None,
-            Some(old) => self.unlink(old, Some(&new)),
+            Some(old) => self.unlink(old),
             None => {}
         }
-        self.link(&new, old.as_deref());
+        self.link(&new);
         self.pods.insert(key(&new), new.clone());
         Some(match old {
             Some(old) => PodChange::Changed { old, new },
@@ -123,13 +176,14 @@ impl PodIndex {
     /// Removes a pod; it stops resolving at once.
     pub fn remove(&mut self, namespace: &str, name: &str) -> Option<PodChange> {
         let old = self.pods.remove(&(namespace.into(), name.into()))?;
-        self.unlink(&old, None);
+        self.unlink(&old);
         Some(PodChange::Deleted(old))
     }
 
     /// Replaces every pod in `namespace` (`None`: all) with `records`, as after a
     /// (re-)list, and returns only the differences, so a re-list after `410 Gone` or an
-    /// outage reports what really changed and nothing else.
+    /// outage reports what really changed and nothing else. The order of `records`
+    /// changes nothing: ownership is by rank.
     pub fn replace(&mut self, namespace: Option<&str>, records: Vec<PodRecord>) -> Vec<PodChange> {
         let fresh: HashSet<Key> = records.iter().map(key).collect();
         let gone: Vec<Key> = self
@@ -144,110 +198,119 @@ impl PodIndex {
         changes
     }
 
-    fn link(&mut self, pod: &Arc<PodRecord>, before: Option<&PodRecord>) {
-        let k = key(pod);
-        if before.is_none() {
-            self.by_name.entry(pod.name.clone()).or_insert_with(one).push(k.clone());
-        }
+    fn link(&mut self, pod: &Arc<PodRecord>) {
         if let (Some(h), Some(s)) = (&pod.hostname, &pod.subdomain) {
-            let same = before.is_some_and(|b| b.hostname == pod.hostname && b.subdomain == pod.subdomain);
-            if !same {
-                self.by_hostname
-                    .entry((h.clone(), s.clone()))
-                    .or_insert_with(one)
-                    .push(k.clone());
-            }
+            self.by_hostname
+                .entry((pod.namespace.clone(), h.clone(), s.clone()))
+                .or_insert_with(one)
+                .push(pod.clone());
         }
-        for ip in pod.ips.iter() {
-            if !before.is_some_and(|b| b.ips.contains(ip)) {
-                // Acquired now: this pod becomes the IP's owner.
-                self.ip_holders.entry(*ip).or_insert_with(one).push(k.clone());
+        if !pod.host_network {
+            for ip in pod.ips.iter() {
+                self.ip_holders.entry(*ip).or_insert_with(one).push(pod.clone());
             }
         }
     }
 
-    /// Drops `pod` from the lookup tables, keeping what `after` (its next version) still holds.
-    fn unlink(&mut self, pod: &PodRecord, after: Option<&PodRecord>) {
-        let k = key(pod);
-        if after.is_none() {
-            remove_from(&mut self.by_name, &pod.name, &k);
-        }
+    /// Drops this version of a pod from the lookup tables.
+    fn unlink(&mut self, pod: &Arc<PodRecord>) {
         if let (Some(h), Some(s)) = (&pod.hostname, &pod.subdomain) {
-            let same = after.is_some_and(|a| a.hostname == pod.hostname && a.subdomain == pod.subdomain);
-            if !same {
-                remove_from(&mut self.by_hostname, &(h.clone(), s.clone()), &k);
-            }
+            remove_from(
+                &mut self.by_hostname,
+                &(pod.namespace.clone(), h.clone(), s.clone()),
+                pod,
+            );
         }
         for ip in pod.ips.iter() {
-            if !after.is_some_and(|a| a.ips.contains(ip)) {
-                remove_from(&mut self.ip_holders, ip, &k);
-            }
+            remove_from(&mut self.ip_holders, ip, pod);
         }
     }
 
-    /// The pod that owns `ip`.
+    /// The greatest holder of `ip`, dead or not.
+    fn holder(&self, ip: &IpAddr) -> Option<&Arc<PodRecord>> {
+        self.ip_holders.get(ip)?.iter().max_by(|a, b| rank(a).cmp(&rank(b)))
+    }
+
+    /// The pod `ip` resolves to: its owner, unless that pod is dead.
     pub fn owner(&self, ip: &IpAddr) -> Option<&Arc<PodRecord>> {
-        self.ip_holders
-            .get(ip)
-            .and_then(|holders| holders.last())
-            .and_then(|k| self.pods.get(k))
+        self.holder(ip).filter(|p| !is_dead(p))
     }
 
-    /// The IP `pod` resolves to: its first IP, while it still owns it.
-    pub fn resolvable_ip(&self, pod: &PodRecord) -> Option<IpAddr> {
-        let ip = pod.ip()?;
-        let owner = self.ip_holders.get(&ip)?.last()?;
-        (owner.0 == pod.namespace && owner.1 == pod.name).then_some(ip)
+    /// The IP `pod` resolves to in `family`: its first IP of that family, while it owns
+    /// it (a hostNetwork pod owns nothing and always resolves).
+    pub fn resolvable_ip(&self, pod: &PodRecord, family: Family) -> Option<IpAddr> {
+        let ip = pod.ips.iter().copied().find(|ip| family.holds(ip))?;
+        if pod.host_network {
+            return Some(ip);
+        }
+        let owner = self.holder(&ip)?;
+        (owner.namespace == pod.namespace && owner.name == pod.name).then_some(ip)
     }
 
-    /// Resolves a classified host. Among several candidates, one in `home` (the
-    /// caller's own namespace) wins; otherwise the answer is `Ambiguous`.
-    pub fn resolve(&self, host: &Host, home: Option<&str>) -> Resolution {
-        let pods = |keys: Option<&Vec<Key>>| -> Vec<&Arc<PodRecord>> {
-            keys.into_iter().flatten().filter_map(|k| self.pods.get(k)).collect()
-        };
-        let candidates = match host {
-            Host::Ip(ip) => return Resolution::Found(*ip, self.owner(ip).cloned()),
-            // The name spells the IP: the answer is that IP, if a pod of the namespace owns it.
-            Host::DashedIp { ip, namespace, or_pod } => match self.owner(ip).filter(|p| *p.namespace == **namespace) {
-                Some(pod) => return Resolution::Found(*ip, Some(pod.clone())),
-                None => or_pod
-                    .as_ref()
-                    .and_then(|name| self.get(namespace, name))
-                    .into_iter()
-                    .collect(),
-            },
-            Host::Name(name) => pods(self.by_name.get(name.as_str())),
-            Host::Pod { name, namespace } => self.get(namespace, name).into_iter().collect(),
-            Host::NameDotNamespace(a, b) => match self.get(b, a) {
-                Some(pod) => vec![pod],
-                None => pods(self.by_hostname.get(&(a.as_str().into(), b.as_str().into()))),
-            },
+    fn with_hostname<'a>(
+        &'a self,
+        namespace: Option<&str>,
+        hostname: &str,
+        subdomain: &str,
+    ) -> impl Iterator<Item = &'a Arc<PodRecord>> {
+        namespace
+            .and_then(|ns| self.by_hostname.get(&(ns.into(), hostname.into(), subdomain.into())))
+            .into_iter()
+            .flatten()
+    }
+
+    fn usable<'a>(
+        &self,
+        pods: impl IntoIterator<Item = &'a Arc<PodRecord>>,
+        family: Family,
+    ) -> Vec<(&'a Arc<PodRecord>, IpAddr)> {
+        pods.into_iter()
+            .filter_map(|p| Some((p, self.resolvable_ip(p, family)?)))
+            .collect()
+    }
+
+    /// Resolves a classified host as cluster DNS would answer a pod of namespace `home`
+    /// (its search list being `<home>.svc.<domain> svc.<domain> <domain>`), pod names
+    /// standing for service names:
+    ///
+    /// | host | pods it may reach, in this order |
+    /// |---|---|
+    /// | `web-0` | pod `web-0` of `home` |
+    /// | `web-0.db` | hostname `web-0` of subdomain `db` in `home`; else pod `web-0` of namespace `db` |
+    /// | `web-0.prod.pod` | pod `web-0` of `prod` |
+    /// | `web-0.db.prod[.svc[.<domain>]]` | hostname `web-0` of subdomain `db` in `prod` |
+    /// | `10-42-2-46.prod.pod[.<domain>]` | the owner of 10.42.2.46, if it is a pod of `prod` |
+    /// | `10.42.2.46` | that IP, with its owner if any |
+    ///
+    /// A step with no pod owning an IP of `family` gives way to the next; a step with
+    /// several is `Ambiguous` (pods sharing a hostname and subdomain). Without a `home`,
+    /// the forms that need it reach nothing.
+    pub fn resolve(&self, host: &Host, home: Option<&str>, family: Family) -> Resolution {
+        let usable = match host {
+            Host::Ip(ip) if family.holds(ip) => return Resolution::Found(*ip, self.owner(ip).cloned()),
+            Host::DashedIp { ip, namespace, .. } if family.holds(ip) => {
+                return match self.owner(ip).filter(|p| *p.namespace == **namespace) {
+                    Some(pod) => Resolution::Found(*ip, Some(pod.clone())),
+                    None => Resolution::NotFound,
+                };
+            }
+            Host::Ip(_) | Host::DashedIp { .. } | Host::Other => Vec::new(),
+            Host::Name(name) => self.usable(home.and_then(|home| self.get(home, name)), family),
+            Host::Pod { name, namespace } => self.usable(self.get(namespace, name), family),
+            Host::NameDotNamespace(a, b) => {
+                let by_hostname = self.usable(self.with_hostname(home, a, b), family);
+                if by_hostname.is_empty() {
+                    self.usable(self.get(b, a), family)
+                } else {
+                    by_hostname
+                }
+            }
             Host::Hostname {
                 hostname,
                 subdomain,
                 namespace,
-            } => {
-                let key = (hostname.as_str().into(), subdomain.as_str().into());
-                pods(self.by_hostname.get(&key))
-                    .into_iter()
-                    .filter(|p| *p.namespace == **namespace)
-                    .collect()
-            }
-            Host::Other => Vec::new(),
+            } => self.usable(self.with_hostname(Some(namespace), hostname, subdomain), family),
         };
-        let mut usable: Vec<(&Arc<PodRecord>, IpAddr)> = candidates
-            .into_iter()
-            .filter_map(|p| Some((p, self.resolvable_ip(p)?)))
-            .collect();
-        if usable.len() > 1 {
-            if let Some(home) = home {
-                let at_home: Vec<_> = usable.iter().filter(|(p, _)| &*p.namespace == home).cloned().collect();
-                if at_home.len() == 1 {
-                    usable = at_home;
-                }
-            }
-        }
         match usable.as_slice() {
             [] => Resolution::NotFound,
             [(pod, ip)] => Resolution::Found(*ip, Some((*pod).clone())),
@@ -270,8 +333,12 @@ impl PodIndex {
         fn table_of<K>(set: &HashSet<K>) -> usize {
             set.capacity() * 8 / 7 * (size_of::<K>() + 1)
         }
-        fn holders<K>(map: &HashMap<K, Vec<Key>>) -> usize {
-            table(map) + map.values().map(|v| v.capacity() * size_of::<Key>()).sum::<usize>()
+        fn holders<K>(map: &HashMap<K, Vec<Arc<PodRecord>>>) -> usize {
+            table(map)
+                + map
+                    .values()
+                    .map(|v| v.capacity() * size_of::<Arc<PodRecord>>())
+                    .sum::<usize>()
         }
         // A record lives in an Arc: its two counters too.
         let records: usize = self
@@ -279,28 +346,22 @@ impl PodIndex {
             .values()
             .map(|p| p.heap_bytes() + size_of::<PodRecord>() + 16)
             .sum();
-        let hostnames: usize = self.by_hostname.keys().map(|(h, s)| h.len() + s.len()).sum();
+        let hostnames: usize = self.by_hostname.keys().map(|(_, h, s)| h.len() + s.len()).sum();
         let shared: usize = table_of(&self.shared) + self.shared.iter().map(|s| s.len() + 16).sum::<usize>();
-        records
-            + table(&self.pods)
-            + holders(&self.by_name)
-            + holders(&self.by_hostname)
-            + hostnames
-            + holders(&self.ip_holders)
-            + shared
+        records + table(&self.pods) + holders(&self.by_hostname) + hostnames + holders(&self.ip_holders) + shared
     }
 }
 
-// Nearly every name and IP has a single holder: room for one, not the four a first push
-// reserves (that alone was 200 bytes a pod).
-fn one() -> Vec<Key> {
+// Nearly every IP and hostname has a single holder: room for one, not the four a first
+// push reserves.
+fn one() -> Vec<Arc<PodRecord>> {
     Vec::with_capacity(1)
 }
 
-fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Key>>, at: &K, key: &Key) {
-    if let Some(keys) = map.get_mut(at) {
-        keys.retain(|k| k != key);
-        if keys.is_empty() {
+fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Arc<PodRecord>>>, at: &K, pod: &Arc<PodRecord>) {
+    if let Some(pods) = map.get_mut(at) {
+        pods.retain(|p| !Arc::ptr_eq(p, pod));
+        if pods.is_empty() {
             map.remove(at);
         }
     }

@@ -77,6 +77,12 @@ pub struct PodRecord {
     pub ready: bool,
     /// `metadata.deletionTimestamp` is set.
     pub terminating: bool,
+    /// `spec.hostNetwork`: the pod's IPs are its node's, shared with the node's other
+    /// such pods, so they identify no pod.
+    pub host_network: bool,
+    /// `metadata.creationTimestamp`, in seconds since the epoch (0 when absent): among
+    /// pods equally alive, the newest owns a reused IP.
+    pub created: i64,
     /// `metadata.labels`, sorted by key.
     pub labels: Box<[(Box<str>, Box<str>)]>,
     /// `metadata.annotations`, sorted by key, without kubectl's last-applied copy.
@@ -142,6 +148,8 @@ impl PodRecord {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             terminating: meta.deletion_timestamp.is_some(),
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            created: meta.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second()),
             labels: strings(meta.labels.as_ref()),
             annotations: strings(meta.annotations.as_ref()),
             ports,

@@ -11,7 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
-use crate::index::{PodChange, PodIndex, Resolution};
+use crate::index::{Family, PodChange, PodIndex, Resolution};
 use crate::pod::PodRecord;
 use crate::wire::WirePod;
 
@@ -26,6 +26,9 @@ pub struct WatchSpec {
     pub field_selector: Option<String>,
     /// The cluster's DNS domain, for fully qualified host names (`cluster.local`).
     pub cluster_domain: String,
+    /// The namespace names are resolved from, as cluster DNS would for a pod of it
+    /// (bare pod names are looked up there); `None`: only names that carry a namespace.
+    pub home: Option<String>,
 }
 
 /// What subscribers hear.
@@ -69,7 +72,7 @@ pub struct Health {
 
 struct State {
     cluster_domain: String,
-    /// The first watched namespace: the one a name found in several namespaces resolves in.
+    /// See [`WatchSpec::home`].
     home: Option<String>,
     index: RwLock<PodIndex>,
     synced: tokio::sync::watch::Sender<bool>,
@@ -90,7 +93,7 @@ impl Watch {
     pub fn start(make_client: impl MakeClient, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
         let state = Arc::new(State {
             cluster_domain: spec.cluster_domain.clone(),
-            home: spec.namespaces.first().cloned().flatten(),
+            home: spec.home.clone(),
             index: RwLock::new(PodIndex::new()),
             synced: tokio::sync::watch::channel(false).0,
             health: Mutex::new(Health {
@@ -147,12 +150,13 @@ impl Watch {
         self.state.index.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Resolves a host name in any Kubernetes form (see [`crate::host`]) from the index.
-    /// While the initial list is not in, a host that may be a pod and is not found is
-    /// [`Resolution::NotSynced`] rather than `NotFound`: the caller decides whether to wait.
-    pub fn resolve(&self, host: &str) -> Resolution {
+    /// Resolves a host name in any Kubernetes form (see [`crate::host`]) from the index,
+    /// to an address of `family`. While the initial list is not in, a host that may be a
+    /// pod and is not found is [`Resolution::NotSynced`] rather than `NotFound`: the caller
+    /// decides whether to wait.
+    pub fn resolve(&self, host: &str, family: Family) -> Resolution {
         let host = crate::host::parse(host, &self.state.cluster_domain);
-        match self.index().resolve(&host, self.state.home.as_deref()) {
+        match self.index().resolve(&host, self.state.home.as_deref(), family) {
             Resolution::NotFound | Resolution::Ambiguous(_) if host.may_be_pod() && !self.is_synced() => {
                 Resolution::NotSynced
             }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct WirePod {
     /// The metadata the index and the watcher use (name, namespace, uid,
-    /// resourceVersion, deletionTimestamp, labels, annotations); the rest stays empty.
+    /// resourceVersion, creationTimestamp, deletionTimestamp, labels, annotations); the
+    /// rest stays empty.
     #[serde(default, deserialize_with = "slim_metadata")]
     pub metadata: ObjectMeta,
     /// `spec`
@@ -37,6 +38,8 @@ pub struct WireSpec {
     pub subdomain: Option<String>,
     /// `nodeName`
     pub node_name: Option<String>,
+    /// `hostNetwork`: the pod uses its node's network, and so its node's IP.
+    pub host_network: Option<bool>,
 }
 
 /// A container: its name and declared ports.
@@ -100,6 +103,7 @@ struct SlimMetadata {
     namespace: Option<String>,
     uid: Option<String>,
     resource_version: Option<String>,
+    creation_timestamp: Option<Time>,
     deletion_timestamp: Option<Time>,
     labels: Option<BTreeMap<String, String>>,
     annotations: Option<BTreeMap<String, String>>,
@@ -112,6 +116,7 @@ fn slim_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMet
         namespace: meta.namespace,
         uid: meta.uid,
         resource_version: meta.resource_version,
+        creation_timestamp: meta.creation_timestamp,
         deletion_timestamp: meta.deletion_timestamp,
         labels: meta.labels,
         annotations: meta.annotations,
@@ -153,13 +158,14 @@ mod tests {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": "api-1", "namespace": "shop", "uid": "u-1", "resourceVersion": "42",
+                "creationTimestamp": "2026-12-02T02:00:00Z",
                 "deletionTimestamp": "2026-12-02T03:00:00Z",
                 "labels": { "app": "shop" }, "annotations": { "a": "b" },
                 "managedFields": [{ "manager": "kubelet", "operation": "Update", "fieldsV1": { "f:status": {} } }],
                 "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "x" }]
             },
             "spec": {
-                "hostname": "h", "subdomain": "s", "nodeName": "node-1",
+                "hostname": "h", "subdomain": "s", "nodeName": "node-1", "hostNetwork": true,
                 "containers": [{
                     "name": "api", "image": "shop:1",
                     "ports": [{ "name": "dist", "containerPort": 4370, "protocol": "TCP" }],
@@ -186,6 +192,7 @@ mod tests {
         );
         let (spec, full_spec) = (slim.spec.unwrap(), full.spec.unwrap());
         assert_eq!(spec.node_name, full_spec.node_name);
+        assert_eq!(spec.host_network, full_spec.host_network);
         assert_eq!(
             (spec.hostname, spec.subdomain),
             (full_spec.hostname, full_spec.subdomain)

@@ -87,6 +87,7 @@ async fn sources_in_order_and_tls_always_verified() {
         label_selector: None,
         field_selector: None,
         cluster_domain: "cluster.local".into(),
+        home: Some("default".into()),
     };
     let config = resolved.config;
     let watch = Watch::start(

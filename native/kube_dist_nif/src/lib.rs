@@ -17,7 +17,7 @@ use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, ports, port }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, ports, port, inet, inet6 }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -107,8 +107,8 @@ fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     })
 }
 
-/// `resolve(handle, host, with)`, `host` a string or charlist as the distribution
-/// passes it: `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}` with true,
+/// `resolve(handle, host, with, family)`, `host` a string or charlist as the distribution
+/// passes it, `family` `:inet` or `:inet6` (the address asked for): `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}` with true,
 /// `{:ok, ip, ports | nil}` with `:ports`, `{:ok, ip, port | nil}` with
 /// `{:port, basename}` (the epmd-less port of `basename@host`: what a connect needs);
 /// `:error` when no pod answers, `{:error, :ambiguous}`, and `{:error, :not_synced}` when
@@ -116,14 +116,25 @@ fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
 /// for IPs, `localhost` or names no pod can have: see `Host::may_be_pod`). A hash lookup:
 /// it runs on a normal scheduler in microseconds.
 #[rustler::nif]
-fn resolve<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, with: Term<'a>) -> Term<'a> {
-    use kube_dist_core::index::Resolution;
+fn resolve<'a>(
+    env: Env<'a>,
+    handle: ResourceArc<WatchHandle>,
+    host: Term<'a>,
+    with: Term<'a>,
+    family: rustler::Atom,
+) -> Term<'a> {
+    use kube_dist_core::index::{Family, Resolution};
     guarded(env, || {
         let Some(host) = text(host) else {
             return Ok(atoms::error().encode(env));
         };
+        let family = match family {
+            f if f == atoms::inet() => Family::Inet,
+            f if f == atoms::inet6() => Family::Inet6,
+            _ => return Err("family must be :inet or :inet6".into()),
+        };
         let nil = || rustler::types::atom::nil().encode(env);
-        Ok(match handle.0.resolve(&host) {
+        Ok(match handle.0.resolve(&host, family) {
             Resolution::Found(ip, _) if rustler::types::atom::false_() == with => {
                 (atoms::ok(), encode::ip(env, ip)).encode(env)
             }

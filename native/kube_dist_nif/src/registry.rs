@@ -25,11 +25,19 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
         let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         host::cluster_domain_from_resolv_conf(&resolv_conf).unwrap_or_else(|| "cluster.local".into())
     });
+    // The node's own namespace, for names without one: the first listed, else (watching
+    // every namespace) the one its credentials belong to: in a pod, the pod's own.
+    let home = namespaces
+        .first()
+        .cloned()
+        .flatten()
+        .or_else(|| Some(resolved.default_namespace.clone()));
     let spec = WatchSpec {
         namespaces,
         label_selector: options.label_selector,
         field_selector: options.field_selector,
         cluster_domain,
+        home,
     };
     // The key holds what identifies the API and the pods; the token is not part of it
     // (and never leaves this process), the URL and token file are.

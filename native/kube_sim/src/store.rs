@@ -250,6 +250,7 @@ impl Store {
             }
         }
         validate(&pod)?;
+        backfill_pod_ips(&mut pod);
         let meta = &mut pod.metadata;
         meta.namespace = Some(namespace.to_string());
         meta.uid = Some(new_uid());
@@ -298,6 +299,7 @@ impl Store {
             meta.generation = Some(old.metadata.generation.unwrap_or(0) + 1);
         }
         validate(&new)?;
+        backfill_pod_ips(&mut new);
         if new == *old {
             return Ok(old);
         }
@@ -538,6 +540,7 @@ fn validate(pod: &Pod) -> Result<(), ApiError> {
             format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
         ));
     }
+    validate_pod_ips(name, pod)?;
     let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
     if containers.is_empty() {
         return Err(ApiError::invalid(name, "spec.containers: Required value"));
@@ -557,6 +560,66 @@ fn validate(pod: &Pod) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// `status.podIPs` as kube-apiserver checks them: valid IPs, and more than one only as a
+/// dual-stack pair (one of each family, no duplicate). `podIP`, v1's older field, must
+/// be `podIPs[0]`; either one alone fills in the other, as the server's conversion does.
+fn validate_pod_ips(name: &str, pod: &Pod) -> Result<(), ApiError> {
+    let Some(status) = pod.status.as_ref() else {
+        return Ok(());
+    };
+    let ips = status.pod_ips.as_deref().unwrap_or(&[]);
+    if let (Some(ip), Some(first)) = (status.pod_ip.as_deref().filter(|ip| !ip.is_empty()), ips.first()) {
+        if ip != first.ip {
+            return Err(ApiError::bad_request(format!(
+                "conversion Error: v1.PodIP({ip}) != v1.PodIPs[0]({})",
+                first.ip
+            )));
+        }
+    }
+    let mut parsed = Vec::new();
+    for (i, ip) in ips.iter().enumerate() {
+        match ip.ip.parse::<std::net::IpAddr>() {
+            Ok(addr) => parsed.push(addr),
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    name,
+                    format!(
+                        "status.podIPs[{i}]: Invalid value: {:?}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                        ip.ip
+                    ),
+                ))
+            }
+        }
+    }
+    if parsed.len() > 1 {
+        let dual_stack = parsed.len() == 2 && parsed[0].is_ipv4() != parsed[1].is_ipv4();
+        if !dual_stack {
+            return Err(ApiError::invalid(
+                name,
+                "status.podIPs: Invalid value: may specify no more than one IP for each IP family",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fills `podIP` from `podIPs[0]` and `podIPs` from `podIP`, as a v1 round trip does.
+fn backfill_pod_ips(pod: &mut Pod) {
+    let Some(status) = pod.status.as_mut() else {
+        return;
+    };
+    let first = status
+        .pod_ips
+        .as_ref()
+        .and_then(|ips| ips.first())
+        .map(|ip| ip.ip.clone());
+    match (status.pod_ip.as_deref().filter(|ip| !ip.is_empty()), first) {
+        (None, Some(first)) => status.pod_ip = Some(first),
+        (Some(ip), None) => status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() }]),
+        _ => {}
+    }
 }
 
 /// The current time, as object timestamps carry it.
@@ -633,6 +696,83 @@ mod tests {
 
     fn everything() -> Filter {
         Filter::default()
+    }
+
+    /// Each case the pod index must get right can be made through the Pod API, as on a
+    /// real server: an evicted pod that keeps its IPs, hostNetwork pods sharing their
+    /// node's IP, dual-stack podIPs; and what a real server refuses is refused.
+    #[test]
+    fn evicted_host_network_and_dual_stack_pods() {
+        use crate::fixtures::running;
+        let store = Store::new(100);
+        let status = |name: &str, change: &dyn Fn(&mut k8s_openapi::api::core::v1::PodStatus)| {
+            store.update("ns", name, |old| {
+                let mut new = (*old).clone();
+                change(new.status.get_or_insert_with(Default::default));
+                Ok(new)
+            })
+        };
+        store.create("ns", pod("evicted")).unwrap();
+        status("evicted", &|s| running(s, &["10.0.0.7"], true)).unwrap();
+        let evicted = status("evicted", &|s| {
+            s.phase = Some("Failed".into());
+            s.reason = Some("Evicted".into());
+        })
+        .unwrap();
+        let kept = evicted.status.as_ref().unwrap();
+        assert_eq!(
+            (kept.phase.as_deref(), kept.pod_ip.as_deref()),
+            (Some("Failed"), Some("10.0.0.7"))
+        );
+
+        for name in ["agent-a", "agent-b"] {
+            let mut p = pod(name);
+            p.spec.as_mut().unwrap().host_network = Some(true);
+            store.create("ns", p).unwrap();
+            status(name, &|s| running(s, &["192.168.1.5"], true)).unwrap();
+            assert_eq!(
+                store.get("ns", name).unwrap().spec.as_ref().unwrap().host_network,
+                Some(true)
+            );
+        }
+
+        store.create("ns", pod("dual")).unwrap();
+        let dual = status("dual", &|s| running(s, &["fd00::7", "10.0.0.8"], true)).unwrap();
+        let ips: Vec<_> = dual
+            .status
+            .as_ref()
+            .unwrap()
+            .pod_ips
+            .iter()
+            .flatten()
+            .map(|ip| ip.ip.as_str())
+            .collect();
+        assert_eq!(ips, ["fd00::7", "10.0.0.8"]);
+        // podIP alone, as older clients write it, fills podIPs in.
+        let only = status("dual", &|s| {
+            s.pod_ips = None;
+            s.pod_ip = Some("10.0.0.9".into());
+        })
+        .unwrap();
+        assert_eq!(
+            only.status.as_ref().unwrap().pod_ips.as_ref().unwrap()[0].ip,
+            "10.0.0.9"
+        );
+
+        let refused = |ips: &[&str]| status("dual", &|s| running(s, ips, true)).unwrap_err();
+        assert_eq!(refused(&["10.0.0.1", "10.0.0.2"]).code, 422, "two IPv4 addresses");
+        assert_eq!(
+            refused(&["fd00::1", "10.0.0.1", "fd00::2"]).code,
+            422,
+            "three addresses"
+        );
+        assert_eq!(refused(&["10.0.0.1", "10.0.0.1"]).code, 422, "a duplicate");
+        assert_eq!(refused(&["not-an-ip"]).code, 422);
+        let mismatch = status("dual", &|s| {
+            running(s, &["10.0.0.1"], true);
+            s.pod_ip = Some("10.0.0.2".into());
+        });
+        assert_eq!(mismatch.unwrap_err().code, 400);
     }
 
     #[test]
