@@ -221,6 +221,9 @@ defmodule KubeDist.StrategyTest do
     {:ok, 200, _} = api(sim, :delete, "/api/v1/namespaces/default/pods/me")
     Process.sleep(300)
     flush()
+    # The peer drops (as the recorder sees it): a node still joining would connect it
+    # again at its next reconcile, every 100 ms; a leaving one must not.
+    :ets.delete(KubeDist.Test.Recorder, {self(), :app@peer})
     refute_receive {:connect, _}, 500
   end
 
