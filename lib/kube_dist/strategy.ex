@@ -225,7 +225,7 @@ defmodule KubeDist.Strategy do
   end
 
   def handle_info({:reconnect, node}, state) do
-    if joining?(state) and known?(node, state) and node not in Node.list(),
+    if joining?(state) and known?(node, state) and node not in connected(state),
       do: connect(state, [node])
 
     {:noreply, state}
@@ -233,8 +233,7 @@ defmodule KubeDist.Strategy do
 
   # The grace is over: cut off those still connected, unless their pod came back since.
   def handle_info({:let_go, nodes, departed_at}, state) do
-    {mod, fun, args} = state.list_nodes
-    connected = apply(mod, fun, args)
+    connected = connected(state)
 
     disconnect(
       state,
@@ -366,7 +365,14 @@ defmodule KubeDist.Strategy do
   end
 
   defp cut_all_but_our_pod(state),
-    do: disconnect(state, Enum.reject(Node.list(), &same_pod?(&1, state)))
+    do: disconnect(state, Enum.reject(connected(state), &same_pod?(&1, state)))
+
+  # The nodes connected now, as the topology's `list_nodes` function says (libcluster's
+  # contract: hidden-node topologies list their hidden nodes there).
+  defp connected(state) do
+    {mod, fun, args} = state.list_nodes
+    apply(mod, fun, args)
+  end
 
   # A node that must not stay connected: we are leaving, or its pod is terminating.
   # Nodes of our own pod (a remote shell) are always welcome.
@@ -418,8 +424,7 @@ defmodule KubeDist.Strategy do
   # Each connect runs in its own process: one dead IP never holds up the others.
   defp connect(state, nodes) do
     {mod, fun, args} = state.connect
-    {list_mod, list_fun, list_args} = state.list_nodes
-    connected = MapSet.new(apply(list_mod, list_fun, list_args))
+    connected = MapSet.new(connected(state))
     strategy = self()
     timeout = state.config[:connect_timeout]
 

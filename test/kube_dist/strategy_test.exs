@@ -219,6 +219,9 @@ defmodule KubeDist.StrategyTest do
     assert_receive {:connect, :app@peer}, 5_000
 
     {:ok, 200, _} = api(sim, :delete, "/api/v1/namespaces/default/pods/me")
+    # It leaves through the topology's functions: the peer, listed by list_nodes, is
+    # disconnected by disconnect.
+    assert_receive {:disconnect, :app@peer}, 5_000
     Process.sleep(300)
     flush()
     # The peer drops (as the recorder sees it): a node still joining would connect it
