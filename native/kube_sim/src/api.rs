@@ -75,6 +75,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
             tokio::time::sleep(latency).await;
         }
         if shared.faults.current_outage().is_some() {
+            // Counted apart: benchmarks read how often clients ask while the API is down.
+            shared.stats.request("UNAVAILABLE", req.uri().path());
             return error(&shared, &ApiError::unavailable());
         }
         let public = matches!(req.uri().path(), "/version" | "/healthz" | "/livez" | "/readyz");
