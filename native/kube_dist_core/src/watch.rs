@@ -489,11 +489,9 @@ mod tests {
         matches!(watch.resolve(name), Resolution::Found(..))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_watch_that_panics_is_restarted_and_follows_the_server_again() {
-        let sim = Simulator::start(Config::default()).await.unwrap();
-        sim.create_pod("default", fixtures::ready_pod("before", "198.51.100.1"))
-            .unwrap();
+    /// A watch of the simulator's `default` namespace, on the test's runtime, and the
+    /// folder holding its service-account token (it is read again: keep it).
+    async fn start_watch(sim: &Simulator) -> (Watch, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         sim.write_service_account(dir.path()).unwrap();
         let options = ConnectOptions {
@@ -509,7 +507,38 @@ mod tests {
             cluster_domain: "cluster.local".into(),
         };
         let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
-        let watch = Watch::start(make_client, &spec, &tokio::runtime::Handle::current());
+        (
+            Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
+            dir,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_watch_that_must_list_while_the_api_is_down_asks_gently_and_is_back_at_once() {
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        sim.create_pod("default", fixtures::ready_pod("a", "198.51.100.1"))
+            .unwrap();
+        sim.outage(kube_sim::faults::Outage::Unavailable, Duration::from_secs(600));
+        let (watch, _token) = start_watch(&sim).await;
+        // Each try of the list begins with Event::Init: were that taken for an answer, the
+        // watch would retry at the first delay (0.5 to 1 s) for as long as the API is down.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let asked = sim.shared().stats.snapshot().count("UNAVAILABLE");
+        // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
+        assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
+        assert!(!watch.is_synced());
+
+        sim.shared().faults.recover();
+        assert!(watch.synced(Duration::from_secs(5)).await);
+        assert!(resolves(&watch, "a"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_watch_that_panics_is_restarted_and_follows_the_server_again() {
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        sim.create_pod("default", fixtures::ready_pod("before", "198.51.100.1"))
+            .unwrap();
+        let (watch, _token) = start_watch(&sim).await;
         assert!(watch.synced(Duration::from_secs(10)).await);
         let (events, heard) = std::sync::mpsc::channel();
         watch.subscribe(Box::new(move |event| events.send(event.clone()).is_ok()));
