@@ -1,7 +1,7 @@
 //! KubeDist's engine, free of any BEAM dependency: connect to the Kubernetes API
-//! ([`connect`]), watch pods ([`watch`], decoded slim by [`wire`], retried by [`retry`]) into a slim
-//! in-memory index ([`index`] of [`pod`] records), on one shared tokio [`runtime`].
-//! The NIF crate is a thin layer over this one.
+//! ([`connect`]), watch pods ([`watch`], decoded slim by [`wire`], paced after failures
+//! by [`retry`]) into a slim in-memory index ([`index`] of [`pod`] records), on one
+//! shared tokio [`runtime`]. The NIF crate is a thin layer over this one.
 
 pub mod connect;
 pub mod host;

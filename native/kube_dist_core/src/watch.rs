@@ -534,6 +534,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_token_that_stays_rejected_is_asked_about_no_more_often_than_retries() {
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        let (watch, token) = start_watch(&sim).await;
+        assert!(watch.synced(Duration::from_secs(10)).await);
+        // The server wants a new token, and the file holds none it accepts.
+        sim.rotate_token();
+        std::fs::write(token.path().join("token"), "not-a-token").unwrap();
+        sim.shared()
+            .faults
+            .signal(kube_sim::faults::WatchSignal::Cut { expired: false });
+        // Each 401 makes a new client (reading the token file again) and a new list.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let asked = sim.shared().stats.snapshot().count("UNAUTHORIZED");
+        // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
+        assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
+        assert_eq!(watch.health().last_error_kind, 401);
+
+        // A good token again is read at the next try.
+        sim.write_service_account(token.path()).unwrap();
+        sim.create_pod("default", fixtures::ready_pod("after", "198.51.100.3"))
+            .unwrap();
+        eventually("the pod added after the fix", || resolves(&watch, "after")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_watch_that_panics_is_restarted_and_follows_the_server_again() {
         let sim = Simulator::start(Config::default()).await.unwrap();
         sim.create_pod("default", fixtures::ready_pod("before", "198.51.100.1"))

@@ -84,7 +84,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
         match shared.auth.authenticate(header) {
             Ok(identity) => identity,
             Err(_) if public => Identity::ServiceAccount,
-            Err(e) => return error(&shared, &e),
+            Err(e) => {
+                shared.stats.request("UNAUTHORIZED", req.uri().path());
+                return error(&shared, &e);
+            }
         }
     };
     let (parts, body) = req.into_parts();
