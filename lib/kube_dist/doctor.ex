@@ -58,6 +58,7 @@ defmodule KubeDist.Doctor do
 
       distribution ++
         [api(health, synced)] ++
+        restarts(health) ++
         rbac(health, config) ++
         [pods_seen(pods, config, own), own_pod_check(own, config)] ++
         candidates(pods, config, own)
@@ -161,6 +162,24 @@ defmodule KubeDist.Doctor do
       end
 
     check("API server", :fail, "#{health.api_url || "?"}: #{detail}", fix)
+  end
+
+  @doc false
+  # A watch that died was restarted, and has listed again if the API check passed; but
+  # it died of a bug, which is worth reporting. Silent while it never died.
+  @spec restarts(map()) :: [check()]
+  def restarts(%{restarts: 0}), do: []
+
+  def restarts(%{restarts: count, last_restart: reason}) do
+    times = if count == 1, do: "once", else: "#{count} times"
+
+    check(
+      "watch",
+      :warn,
+      "the native watch died and was restarted #{times}; last: #{reason}",
+      "a bug in KubeDist: please report it with this message (the index was listed again after each restart)"
+    )
+    |> List.wrap()
   end
 
   # A 403 only tells which namespace first failed: check each on its own watch.

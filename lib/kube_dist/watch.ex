@@ -172,10 +172,14 @@ defmodule KubeDist.Watch do
 
   @doc """
   How the watch is doing: sync state, newest resourceVersion, error count, the last
-  error and its kind (an HTTP status, or 0 when the API was unreachable; cleared once the
-  watch works again), pod count, index size, and what it watches: the API URL, where its
-  credentials came from (`"explicit"`, `"in_cluster"` or `"kubeconfig"`) and the
-  namespaces (`:all` for every one).
+  error and its kind (an HTTP status, or 0 when the API was unreachable or the watch
+  itself died; cleared once the watch works again), pod count, index size, and what it
+  watches: the API URL, where its credentials came from (`"explicit"`, `"in_cluster"`
+  or `"kubeconfig"`) and the namespaces (`:all` for every one).
+
+  `restarts` counts how often the native watch died (a panic: a bug) and was restarted
+  with backoff; `last_restart` says why, and stays after the watch has recovered. A
+  restarted watch is not `synced` until it has listed every namespace again.
   """
   @spec health(t()) :: %{
           synced: boolean(),
@@ -188,7 +192,9 @@ defmodule KubeDist.Watch do
           index_bytes: non_neg_integer(),
           api_url: String.t() | nil,
           credentials: String.t() | nil,
-          namespaces: [String.t()] | :all
+          namespaces: [String.t()] | :all,
+          restarts: non_neg_integer(),
+          last_restart: String.t() | nil
         }
   def health(%__MODULE__{resource: r}), do: KubeDist.Native.health(r)
 

@@ -20,6 +20,8 @@ defmodule KubeDist.DoctorTest do
     assert api.detail =~ "#{sim.url}"
     assert api.detail =~ "explicit credentials, TLS verified, 3 pods"
     assert find(checks, ~s(RBAC in "default")).status == :ok
+    # A watch that never died says nothing about restarts.
+    refute Enum.any?(checks, &(&1.name == "watch"))
 
     pods = find(checks, "pods")
     assert pods.detail =~ "3 seen, 1 eligible"
@@ -64,5 +66,20 @@ defmodule KubeDist.DoctorTest do
     # Not distributed: that check fails, so the exit status says so.
     assert out =~ "[FAIL] distribution"
     assert status == 1
+  end
+
+  test "a watch that died and was restarted is reported with the reason", %{sim: sim} do
+    {:ok, watch} = KubeDist.Watch.start(Simulator.watch_options(sim))
+    assert KubeDist.Watch.await_synced(watch, 10_000)
+    health = KubeDist.Watch.health(watch)
+    assert %{restarts: 0, last_restart: nil} = health
+    assert Doctor.restarts(health) == []
+
+    reason = "the watch panicked: boom; restarting it in 800 ms"
+    [check] = Doctor.restarts(%{health | restarts: 2, last_restart: reason})
+    assert check.name == "watch"
+    assert check.status == :warn
+    assert check.detail =~ "restarted 2 times; last: #{reason}"
+    assert check.fix =~ "please report it"
   end
 end

@@ -40,13 +40,57 @@ defmodule KubeDist.FaultsNetnsTest do
     assert Cluster.connected(d) == []
     assert Enum.map(nodes, &nodedowns/1) == [[], [], []]
 
-    # Afterwards (each watch backs off up to 30 s) every index matches the server: pod-c's
-    # node is let go, by the others and by itself, and pod-d's joins the mesh.
+    # Afterwards (each watch retries at least every 4.6 s) every index matches the server:
+    # pod-c's node is let go, by the others and by itself, and pod-d's joins the mesh.
     assert server_names(cluster) == ["pod-a", "pod-b", "pod-d"]
     everyone = [a, b, c, d]
     eventually(fn -> Enum.all?(everyone, &(index_names(&1) == server_names(cluster))) end, 60_000)
     eventually(fn -> disconnected?(c, [a, b, d]) end)
     eventually(fn -> mesh?([a, b, d]) end)
+  end
+
+  @tag timeout: 150_000
+  test "after an API outage, a pod added as the API comes back resolves in every node within 5 s; nodes asked gently meanwhile" do
+    cluster = Cluster.start!(mode: :epmd)
+    pods = ["pod-a", "pod-b", "pod-c"]
+    for pod <- pods, do: Cluster.add_pod!(cluster, pod)
+    nodes = for pod <- pods, do: Cluster.start_node!(cluster, "app", pod)
+    # Each node runs one watch, its KubeDist.Epmd's: the requests counted below are theirs.
+    eventually(fn -> Enum.all?(nodes, &(epmd_resolve(&1, "pod-c") != :error)) end)
+    eventually(fn -> sim_stats(cluster.sim)["open_watches"] == length(nodes) end)
+
+    # 503 for everything, until recovered by hand below (so the moment is known exactly).
+    fault!(cluster.sim, "faults/unavailable", seconds: 600)
+    # The retries' first seconds are quick (a blip heals at once); the budget is the
+    # steady rate after them: about 12 a minute, so never more often than every 4.1 s
+    # (14.6 a minute; a window's edge may hold one more).
+    Process.sleep(6_000)
+    fault!(cluster.sim, "stats/reset", [])
+    window_started = System.monotonic_time(:millisecond)
+    Process.sleep(24_000)
+    requests = sim_stats(cluster.sim)["requests"]
+    window = System.monotonic_time(:millisecond) - window_started
+
+    assert Enum.all?(Map.keys(requests), &String.starts_with?(&1, "UNAVAILABLE ")),
+           inspect(requests)
+
+    per_node = Enum.sum(Map.values(requests)) / length(nodes)
+    assert per_node > 0, "the watches did retry"
+
+    assert per_node <= window / 4_100 + 1,
+           "#{per_node} requests per node in #{window} ms: #{Float.round(per_node * 60_000 / window, 1)} a minute"
+
+    assert Enum.all?(nodes, &(epmd_resolve(&1, "late") == :error))
+
+    # The API is back, and at once a pod is added: every node resolves it within 5 s.
+    fault!(cluster.sim, "faults/recover", [])
+    back = System.monotonic_time(:millisecond)
+    create_pod(cluster.sim, "default", "late", ip: "198.51.100.200")
+    times = resolved_at(nodes, "late", back + 10_000, %{})
+    slowest = times |> Map.values() |> Enum.max()
+
+    assert slowest - back <= 5_000,
+           "resolved after #{inspect(Map.new(times, fn {n, t} -> {n, t - back} end))} ms"
   end
 
   test "a peer's epmd that answers garbage or hangs holds up no connect and crashes nothing" do
@@ -272,6 +316,36 @@ defmodule KubeDist.FaultsNetnsTest do
       Node.eval(node, "watch = :sys.get_state(:kube_dist_strategy).watch; #{expression}")
 
     value
+  end
+
+  # How `node`'s KubeDist.Epmd (the distribution's view) resolves `host`.
+  defp epmd_resolve(node, host) do
+    {:ok, result} =
+      Node.eval(node, "KubeDist.Watch.resolve(KubeDist.Epmd.watch(), #{inspect(host)})")
+
+    result
+  end
+
+  # When each node first resolved `host` (monotonic ms, taken after its answer), asking
+  # every node every 20 ms.
+  defp resolved_at(nodes, host, deadline, seen) do
+    seen =
+      Enum.reduce(nodes, seen, fn node, seen ->
+        if Map.has_key?(seen, node.name) or epmd_resolve(node, host) == :error,
+          do: seen,
+          else: Map.put(seen, node.name, System.monotonic_time(:millisecond))
+      end)
+
+    cond do
+      map_size(seen) == length(nodes) ->
+        seen
+
+      System.monotonic_time(:millisecond) > deadline ->
+        flunk("#{host} did not resolve everywhere: #{inspect(Map.keys(seen))}")
+
+      true ->
+        Process.sleep(20) && resolved_at(nodes, host, deadline, seen)
+    end
   end
 
   defp watch_health(node), do: with_watch(node, "KubeDist.Watch.health(watch)")

@@ -1,12 +1,13 @@
 //! KubeDist's engine, free of any BEAM dependency: connect to the Kubernetes API
-//! ([`connect`]), watch pods ([`watch`], decoded slim by [`wire`]) into a slim
-//! in-memory index ([`index`] of [`pod`] records), on one shared tokio [`runtime`].
-//! The NIF crate is a thin layer over this one.
+//! ([`connect`]), watch pods ([`watch`], decoded slim by [`wire`], paced after failures
+//! by [`retry`]) into a slim in-memory index ([`index`] of [`pod`] records), on one
+//! shared tokio [`runtime`]. The NIF crate is a thin layer over this one.
 
 pub mod connect;
 pub mod host;
 pub mod index;
 pub mod pod;
+pub mod retry;
 pub mod runtime;
 pub mod watch;
 pub mod wire;

@@ -1,18 +1,21 @@
 //! One watch: kube-runtime's watcher (list, then watch from the list's
-//! resourceVersion, bookmarks, re-list on `410 Gone`, backoff with jitter) per
-//! namespace, feeding the pod index and telling subscribers what changed.
+//! resourceVersion, bookmarks, re-list on `410 Gone`) per namespace, paced after
+//! failures by [`crate::retry`], feeding the pod index and telling subscribers what
+//! changed. A supervisor restarts the whole watch if it ever dies.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use tokio::time::Instant;
 
 use crate::index::{Family, PodChange, PodIndex, Resolution};
 use crate::pod::PodRecord;
+use crate::retry::{jitter, Backoff, Paced};
 use crate::wire::WirePod;
 
 /// What to watch: the namespaces (`None`: all) and optional selectors.
@@ -62,8 +65,13 @@ pub struct Health {
     pub pods: usize,
     /// Heap bytes held by the index (records and lookup tables).
     pub index_bytes: usize,
-    /// What failed last: an HTTP status, or 0 when the API could not be reached.
+    /// What failed last: an HTTP status, or 0 when the API could not be reached (or the
+    /// watch itself died).
     pub last_error_kind: u16,
+    /// How often the watch died (a panic) and was restarted.
+    pub restarts: u64,
+    /// Why it was last restarted; kept after it recovers, for diagnostics.
+    pub last_restart: Option<String>,
     /// The API server watched, and where its credentials came from (for diagnostics).
     pub origin: Option<(String, &'static str)>,
     /// The namespaces watched; `None` stands for all of them.
@@ -79,6 +87,9 @@ struct State {
     health: Mutex<Health>,
     subscribers: Mutex<Vec<(u64, Subscriber)>>,
     next_subscriber: std::sync::atomic::AtomicU64,
+    /// Tests set it to make the watch panic at its next event.
+    #[cfg(test)]
+    panic_at_next_event: std::sync::atomic::AtomicBool,
 }
 
 /// A running watch. Dropping it stops the watch.
@@ -102,6 +113,8 @@ impl Watch {
             }),
             subscribers: Mutex::new(Vec::new()),
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
+            #[cfg(test)]
+            panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
         });
         let mut config = watcher::Config::default();
         if let Some(labels) = &spec.label_selector {
@@ -114,7 +127,7 @@ impl Watch {
             namespaces: spec.namespaces.clone(),
             config,
         };
-        let task = runtime.spawn(run(make_client, target, state.clone()));
+        let task = runtime.spawn(supervise(make_client, target, state.clone()));
         Watch { state, task }
     }
 
@@ -218,16 +231,48 @@ struct Target {
     config: watcher::Config,
 }
 
-/// After the API rejects the credentials, wait this long before reading them again.
-const REAUTHENTICATE_AFTER: Duration = Duration::from_secs(1);
+/// Runs the watch, and runs it again whenever it dies: a panic anywhere in it (a bug in
+/// decoding, indexing or a subscriber) must not leave the index frozen, still claiming
+/// to be synced, for the rest of the VM's life. Restarts are paced like API retries, so
+/// a watch that keeps dying neither spins nor asks the API more often than retries do.
+async fn supervise(make_client: impl MakeClient, target: Target, state: Arc<State>) {
+    let mut restarts = Backoff::default();
+    loop {
+        let ended = AssertUnwindSafe(run(&make_client, &target, &state))
+            .catch_unwind()
+            .await;
+        let reason = match ended {
+            Ok(()) => "the watch stopped".to_string(),
+            Err(panic) => format!("the watch panicked: {}", panic_message(&*panic)),
+        };
+        let delay = restarts.failed(Instant::now(), jitter());
+        state.restarting(format!("{reason}; restarting it in {} ms", delay.as_millis()));
+        tokio::time::sleep(delay).await;
+    }
+}
 
-async fn run(make_client: impl MakeClient, target: Target, state: Arc<State>) {
+/// A panic's message, when it has one.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Follows the API with a fresh client each time the last one's credentials were
+/// rejected (a rotated token file is read again), pacing those restarts like retries.
+async fn run(make_client: &impl MakeClient, target: &Target, state: &State) {
+    let mut reconnects = Backoff::default();
     loop {
         match make_client() {
-            Ok(client) => follow(client, &target, &state).await,
+            Ok(client) => follow(client, target, state).await,
             Err(message) => state.failed(0, message),
         }
-        tokio::time::sleep(REAUTHENTICATE_AFTER).await;
+        // A watch that worked for a while starts the schedule over: a rotated token is
+        // read again within a second; a token that stays rejected is asked about no
+        // more often than a failing watch retries.
+        tokio::time::sleep(reconnects.failed(Instant::now(), jitter())).await;
     }
 }
 
@@ -240,8 +285,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
             None => Api::<WirePod>::all(client.clone()),
         };
         let ns = ns.clone();
-        watcher::watcher(api, target.config.clone())
-            .default_backoff()
+        Paced::new(watcher::watcher(api, target.config.clone()).boxed())
             .map(move |event| (ns.clone(), event))
             .boxed()
     });
@@ -251,6 +295,13 @@ async fn follow(client: Client, target: &Target, state: &State) {
     let mut relists: HashMap<Option<String>, Vec<PodRecord>> = HashMap::new();
     let mut listed: HashSet<Option<String>> = HashSet::new();
     while let Some((ns, event)) = events.next().await {
+        #[cfg(test)]
+        if state
+            .panic_at_next_event
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            panic!("injected by a test");
+        }
         let changes = match event {
             Ok(Event::Init) => {
                 relists.insert(ns, Vec::new());
@@ -330,6 +381,24 @@ impl State {
             tracing::warn!("{message}");
             self.publish([WatchEvent::ApiError(message)]);
         }
+    }
+
+    /// Records that the watch died and will be restarted. The index keeps what it holds
+    /// (lookups go on answering from it) but is no longer known to match the server: it
+    /// is not synced again until the restarted watch has listed every namespace.
+    fn restarting(&self, reason: String) {
+        self.synced.send_replace(false);
+        let mut health = self.health();
+        health.synced = false;
+        health.restarts += 1;
+        health.errors += 1;
+        health.last_error = Some(reason.clone());
+        health.last_error_kind = 0;
+        health.last_restart = Some(reason.clone());
+        drop(health);
+        tracing::error!("{reason}");
+        // A subscriber may be what panicked: telling them must not kill the supervisor.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.publish([WatchEvent::ApiError(reason)])));
     }
 
     fn saw(&self, pod: &WirePod) {
@@ -415,4 +484,143 @@ fn root_cause(error: &dyn std::error::Error) -> String {
         cause = source;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use kube_sim::{fixtures, Config, Simulator};
+
+    use super::*;
+    use crate::connect::{self, ConnectOptions};
+
+    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+        for _ in 0..300 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("not within 15 s: {what}");
+    }
+
+    fn resolves(watch: &Watch, name: &str) -> bool {
+        matches!(watch.resolve(name), Resolution::Found(..))
+    }
+
+    /// A watch of the simulator's `default` namespace, on the test's runtime, and the
+    /// folder holding its service-account token (it is read again: keep it).
+    async fn start_watch(sim: &Simulator) -> (Watch, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        sim.write_service_account(dir.path()).unwrap();
+        let options = ConnectOptions {
+            api_url: Some(sim.url()),
+            service_account_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let config = connect::config(&options).await.unwrap().config;
+        let spec = WatchSpec {
+            namespaces: vec![Some("default".into())],
+            label_selector: None,
+            field_selector: None,
+            cluster_domain: "cluster.local".into(),
+        };
+        let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
+        (
+            Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
+            dir,
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_watch_that_must_list_while_the_api_is_down_asks_gently_and_is_back_at_once() {
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        sim.create_pod("default", fixtures::ready_pod("a", "198.51.100.1"))
+            .unwrap();
+        sim.outage(kube_sim::faults::Outage::Unavailable, Duration::from_secs(600));
+        let (watch, _token) = start_watch(&sim).await;
+        // Each try of the list begins with Event::Init: were that taken for an answer, the
+        // watch would retry at the first delay (0.5 to 1 s) for as long as the API is down.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let asked = sim.shared().stats.snapshot().count("UNAVAILABLE");
+        // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
+        assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
+        assert!(!watch.is_synced());
+
+        sim.shared().faults.recover();
+        assert!(watch.synced(Duration::from_secs(5)).await);
+        assert!(resolves(&watch, "a"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_token_that_stays_rejected_is_asked_about_no_more_often_than_retries() {
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        let (watch, token) = start_watch(&sim).await;
+        assert!(watch.synced(Duration::from_secs(10)).await);
+        // The server wants a new token, and the file holds none it accepts.
+        sim.rotate_token();
+        std::fs::write(token.path().join("token"), "not-a-token").unwrap();
+        sim.shared()
+            .faults
+            .signal(kube_sim::faults::WatchSignal::Cut { expired: false });
+        // Each 401 makes a new client (reading the token file again) and a new list.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let asked = sim.shared().stats.snapshot().count("UNAUTHORIZED");
+        // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
+        assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
+        assert_eq!(watch.health().last_error_kind, 401);
+
+        // A good token again is read at the next try.
+        sim.write_service_account(token.path()).unwrap();
+        sim.create_pod("default", fixtures::ready_pod("after", "198.51.100.3"))
+            .unwrap();
+        eventually("the pod added after the fix", || resolves(&watch, "after")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_watch_that_panics_is_restarted_and_follows_the_server_again() {
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        sim.create_pod("default", fixtures::ready_pod("before", "198.51.100.1"))
+            .unwrap();
+        let (watch, _token) = start_watch(&sim).await;
+        assert!(watch.synced(Duration::from_secs(10)).await);
+        let (events, heard) = std::sync::mpsc::channel();
+        watch.subscribe(Box::new(move |event| events.send(event.clone()).is_ok()));
+
+        // The event of this pod's creation meets the panic.
+        watch.state.panic_at_next_event.store(true, Ordering::Relaxed);
+        sim.create_pod("default", fixtures::ready_pod("at-the-panic", "198.51.100.2"))
+            .unwrap();
+        eventually("a restart", || watch.health().restarts == 1).await;
+        let health = watch.health();
+        let reason = health.last_restart.unwrap();
+        assert!(
+            reason.starts_with("the watch panicked: injected by a test; restarting it in "),
+            "{reason}"
+        );
+
+        // The restarted watch re-lists (the pod whose event was lost comes back), is synced
+        // again, and follows what changes from then on.
+        assert!(watch.synced(Duration::from_secs(10)).await);
+        sim.create_pod("default", fixtures::ready_pod("after", "198.51.100.3"))
+            .unwrap();
+        eventually("the pods added at and after the panic", || {
+            resolves(&watch, "at-the-panic") && resolves(&watch, "after")
+        })
+        .await;
+        assert!(resolves(&watch, "before"));
+        let health = watch.health();
+        assert!(health.synced);
+        assert_eq!(health.last_error, None);
+        assert_eq!(health.restarts, 1);
+
+        // Subscribers heard of it, and of the index being synced again afterwards.
+        let heard: Vec<WatchEvent> = heard.try_iter().collect();
+        let error = heard
+            .iter()
+            .position(|e| matches!(e, WatchEvent::ApiError(m) if m.starts_with("the watch panicked")));
+        let synced = heard.iter().rposition(|e| *e == WatchEvent::Synced);
+        assert!(error.is_some() && error < synced, "{heard:?}");
+    }
 }

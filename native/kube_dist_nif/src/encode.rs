@@ -13,7 +13,7 @@ mod keys {
         nil, uid, namespace, name, ip, ips, hostname, subdomain, node_name, phase, ready,
         terminating, labels, annotations, ports, port, container,
         synced, last_sync, resource_version, errors, last_error, last_error_kind, pods, index_bytes,
-        api_url, credentials, namespaces, all,
+        api_url, credentials, namespaces, all, restarts, last_restart,
         added, changed, deleted, api_error,
         pending, running, succeeded, failed, unknown
     }
@@ -146,6 +146,11 @@ pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
             optional(env, health.origin.as_ref().map(|(_, source)| *source)),
         ),
         (keys::namespaces().encode(env), namespaces(env, &health.namespaces)),
+        (keys::restarts().encode(env), health.restarts.encode(env)),
+        (
+            keys::last_restart().encode(env),
+            optional(env, health.last_restart.as_deref()),
+        ),
     ];
     map(env, &entries)
 }

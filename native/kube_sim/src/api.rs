@@ -83,6 +83,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
             tokio::time::sleep(latency).await;
         }
         if shared.faults.current_outage().is_some() {
+            // Counted apart: benchmarks read how often clients ask while the API is down.
+            shared.stats.request("UNAVAILABLE", req.uri().path());
             return error(&shared, &ApiError::unavailable());
         }
         let public = matches!(req.uri().path(), "/version" | "/healthz" | "/livez" | "/readyz");
@@ -90,7 +92,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
         match shared.auth.authenticate(header) {
             Ok(identity) => identity,
             Err(_) if public => Identity::ServiceAccount,
-            Err(e) => return error(&shared, &e),
+            Err(e) => {
+                shared.stats.request("UNAUTHORIZED", req.uri().path());
+                return error(&shared, &e);
+            }
         }
     };
     let (parts, body) = req.into_parts();

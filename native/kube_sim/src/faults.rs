@@ -103,6 +103,9 @@ pub struct Stats {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StatsSnapshot {
     /// Requests by `"VERB path-template"`, e.g. `"LIST /api/v1/namespaces/{namespace}/pods"`.
+    /// Refused ones too: `"UNAUTHORIZED path"` for each rejected token; during an outage
+    /// `"UNAVAILABLE path"` for each request answered 503, `"DROPPED path"` for each
+    /// dropped unanswered and `"DROPPED connection"` for each connection closed before TLS.
     pub requests: BTreeMap<String, u64>,
     /// Response body bytes sent, watch streams included.
     pub bytes_sent: u64,

@@ -325,6 +325,7 @@ async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shar
         let (shared, tls) = (shared.clone(), tls.clone());
         tokio::spawn(async move {
             if kind == Listener::Api && shared.faults.current_outage() == Some(Outage::Offline) {
+                shared.stats.request("DROPPED", "connection");
                 return;
             }
             match tls {
@@ -348,6 +349,7 @@ where
         async move {
             if kind == Listener::Api && shared.faults.current_outage() == Some(Outage::Offline) {
                 // An error from the service makes hyper drop the connection unanswered.
+                shared.stats.request("DROPPED", req.uri().path());
                 return Err(io::Error::other("simulated restart"));
             }
             if kind == Listener::Control {

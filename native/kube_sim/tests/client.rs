@@ -240,11 +240,14 @@ async fn outages_latency_and_broken_streams() {
     assert!(matches!(api.list(&ListParams::default()).await, Err(kube::Error::Api(s)) if s.code == 503));
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(api.list(&ListParams::default()).await.is_ok());
+    // Refused requests are counted too: benchmarks read how often clients ask meanwhile.
+    assert_eq!(sim.shared().stats.snapshot().count("UNAVAILABLE"), 1);
 
     let fresh: Api<Pod> = Api::namespaced(client(&sim, sim.token()), "default");
     sim.outage(Outage::Offline, Duration::from_millis(300));
     assert!(matches!(fresh.list(&ListParams::default()).await, Err(e) if !matches!(e, kube::Error::Api(_))));
     tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(sim.shared().stats.snapshot().count("DROPPED") >= 1);
 
     sim.shared().faults.set_latency(Duration::from_millis(200));
     let started = std::time::Instant::now();
