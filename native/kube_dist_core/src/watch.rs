@@ -506,7 +506,7 @@ mod tests {
     }
 
     fn resolves(watch: &Watch, name: &str) -> bool {
-        matches!(watch.resolve(name), Resolution::Found(..))
+        matches!(watch.resolve(name, Family::Inet), Resolution::Found(..))
     }
 
     /// A watch of the simulator's `default` namespace, on the test's runtime, and the
@@ -522,6 +522,7 @@ mod tests {
         let config = connect::config(&options).await.unwrap().config;
         let spec = WatchSpec {
             namespaces: vec![Some("default".into())],
+            home: Some("default".into()),
             label_selector: None,
             field_selector: None,
             cluster_domain: "cluster.local".into(),
