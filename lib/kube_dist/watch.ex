@@ -117,7 +117,8 @@ defmodule KubeDist.Watch do
   @doc """
   Sends `{:kube_dist, tag, event}` to `pid` for every change from now on, where `tag`
   is the returned reference. The subscription keeps the watch running for as long
-  as `pid` lives, even if no handle on it is left, and ends when `pid` exits.
+  as `pid` lives, even if no handle on it is left, and ends when `pid` exits. If the
+  watch is failing when `pid` subscribes, the current `{:api_error, message}` comes first.
   """
   @spec subscribe(t(), pid()) :: reference()
   def subscribe(%__MODULE__{resource: r}, pid \\ self()) when is_pid(pid) do

@@ -104,6 +104,8 @@ defmodule KubeDist.WatchRecoveryTest do
 
   test "a malformed watch event is reported and the watch resyncs", %{sim: sim} do
     {watch, tag} = started(sim)
+    # The garbage goes to open watches: wait for ours to be open (it follows the list).
+    eventually(fn -> sim_stats(sim)["open_watches"] == 1 end)
     fault!(sim, "faults/malformed")
     assert {:api_error, message} = next_event(tag, 10_000)
     assert message =~ "pods in namespace"

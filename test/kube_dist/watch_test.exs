@@ -145,5 +145,8 @@ defmodule KubeDist.WatchTest do
     refute message =~ "s3cr3t"
     refute Watch.await_synced(watch, 100)
     assert %{synced: false, last_error: ^message} = Watch.health(watch)
+    # A subscriber that comes after the error was published still hears of it.
+    late = Watch.subscribe(watch)
+    assert {:api_error, ^message} = next_event(late, 1_000)
   end
 end

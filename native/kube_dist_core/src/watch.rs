@@ -205,6 +205,12 @@ impl Watch {
         drop(removed);
     }
 
+    /// The API error the watch is in now, if any (cleared once it works again). Cheap,
+    /// unlike [`Watch::health`], which sizes the index.
+    pub fn current_error(&self) -> Option<String> {
+        self.state.health().last_error.clone()
+    }
+
     /// The watch's health now.
     pub fn health(&self) -> Health {
         let mut health = self.state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();

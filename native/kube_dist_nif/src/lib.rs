@@ -182,6 +182,7 @@ fn health(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
 fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, tag: Term<'a>) -> Term<'a> {
     guarded(env, || {
         let owned = OwnedEnv::new();
+        let tag_term = tag;
         let tag = owned.save(tag);
         let id = handle.0.subscriber_id();
         let subscription = ResourceArc::new(Subscription {
@@ -211,6 +212,14 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
                     .is_ok()
             }),
         );
+        // An error is published once, when it starts: one met before this subscription
+        // (a 403 at start, while the subscriber was being set up) is told now, or it would
+        // never be. Read after subscribing, so it may come twice but is never missed.
+        if let Some(message) = handle.0.current_error() {
+            let event = encode::event(env, &WatchEvent::ApiError(message));
+            // Failing only if the subscriber died meanwhile: its monitor cleans up.
+            let _ = env.send(&pid, (atoms::kube_dist(), tag_term, event));
+        }
         Ok(atoms::ok().encode(env))
     })
 }
