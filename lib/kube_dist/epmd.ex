@@ -250,6 +250,10 @@ defmodule KubeDist.Epmd do
   end
 
   defp own_pod(watch, host, waited?) do
+    # Read before asking: then a "not yet" below cannot come from a list that completed
+    # in between (taken for "no pod of ours", that sent the node to the default port).
+    listed? = KubeDist.Watch.await_synced(watch, 0)
+
     case KubeDist.Native.resolve(watch.resource, host, :ports, family_of(host)) do
       {:ok, _ip, ports} when is_list(ports) ->
         {:pod, ports}
@@ -258,13 +262,16 @@ defmodule KubeDist.Epmd do
       answer when answer == :error or answer == {:error, :ambiguous} ->
         :no_pod
 
-      # The list is not in (`:not_synced`), or an IP no listed pod holds yet.
+      # An IP no listed pod holds: the list was in before we asked.
+      _not_ours when listed? ->
+        :no_pod
+
+      # The list is not in (`:not_synced`, or an IP no pod holds yet).
+      _not_yet when waited? ->
+        :unknown
+
       _not_yet ->
-        cond do
-          KubeDist.Watch.await_synced(watch, 0) -> :no_pod
-          waited? -> :unknown
-          true -> await_then(watch, fn -> own_pod(watch, host, true) end)
-        end
+        await_then(watch, fn -> own_pod(watch, host, true) end)
     end
   end
 
