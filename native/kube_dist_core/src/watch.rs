@@ -2,9 +2,17 @@
 //! resourceVersion, bookmarks, re-list on `410 Gone`) per namespace, paced after
 //! failures by [`crate::retry`], feeding the pod index and telling subscribers what
 //! changed. A supervisor restarts the whole watch if it ever dies.
+//!
+//! Readers never wait for the writer. Lookups (`resolve`, on normal BEAM schedulers)
+//! take the index's read lock; the watch task, its only writer, takes the write lock
+//! for one pod's upsert or removal, or to swap in a whole index that a (re-)list built
+//! beside the current one ([`State::replace`]). Subscribers are called from a snapshot
+//! of their list, outside the lock that subscribing and unsubscribing take
+//! ([`State::publish`]): encoding and sending events holds nothing a scheduler waits on.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
@@ -85,11 +93,26 @@ struct State {
     index: RwLock<PodIndex>,
     synced: tokio::sync::watch::Sender<bool>,
     health: Mutex<Health>,
-    subscribers: Mutex<Vec<(u64, Subscriber)>>,
+    /// Copied on write: a publish calls a snapshot of it, so (un)subscribing never waits
+    /// for events to be sent.
+    subscribers: Mutex<Arc<Vec<Arc<Slot>>>>,
+    /// Held by a publish for its whole run, so that each subscriber hears events in the
+    /// order they were published. Only publishers take it.
+    publishing: Mutex<()>,
     next_subscriber: std::sync::atomic::AtomicU64,
     /// Tests set it to make the watch panic at its next event.
     #[cfg(test)]
     panic_at_next_event: std::sync::atomic::AtomicBool,
+}
+
+/// One subscriber in the list.
+struct Slot {
+    id: u64,
+    /// Set once it unsubscribed or declined an event: it hears nothing more, even from a
+    /// publish already under way with a snapshot that still holds it.
+    removed: AtomicBool,
+    /// Locked only by the publisher (which holds `publishing`): never contended.
+    callback: Mutex<Subscriber>,
 }
 
 /// A running watch. Dropping it stops the watch.
@@ -111,7 +134,8 @@ impl Watch {
                 namespaces: spec.namespaces.clone(),
                 ..Health::default()
             }),
-            subscribers: Mutex::new(Vec::new()),
+            subscribers: Mutex::new(Arc::new(Vec::new())),
+            publishing: Mutex::new(()),
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
             #[cfg(test)]
             panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
@@ -191,18 +215,38 @@ impl Watch {
         id
     }
 
-    /// Adds a subscriber under an id from [`Watch::subscriber_id`].
+    /// Adds a subscriber under an id from [`Watch::subscriber_id`]. Brief: it never waits
+    /// for a publish under way (the subscriber hears the events published after it).
     pub fn subscribe_as(&self, id: u64, subscriber: Subscriber) {
-        self.state.subscribers().push((id, subscriber));
+        let slot = Arc::new(Slot {
+            id,
+            removed: AtomicBool::new(false),
+            callback: Mutex::new(subscriber),
+        });
+        // Copies the list (a few pointers per subscriber) only while a publish holds a
+        // snapshot of it; that snapshot keeps the old list, so nothing is freed here.
+        Arc::make_mut(&mut self.state.subscribers()).push(slot);
     }
 
-    /// Removes a subscriber.
+    /// Removes a subscriber: it hears nothing more, even from a publish under way. Brief:
+    /// it never waits for a publish.
     pub fn unsubscribe(&self, id: u64) {
-        let mut subscribers = self.state.subscribers();
-        let removed: Vec<_> = subscribers.extract_if(.., |(i, _)| *i == id).collect();
-        drop(subscribers);
+        let removed = self.state.remove_subscribers(|slot| {
+            let this = slot.id == id;
+            if this {
+                slot.removed.store(true, Ordering::Release);
+            }
+            this
+        });
         // Dropped outside the lock: a subscriber may hold the last reference to this watch.
         drop(removed);
+    }
+
+    /// Every indexed pod, sorted by namespace then name. Sorted after the read lock is
+    /// released: the lock is held only to copy pointers.
+    pub fn pods(&self) -> Vec<Arc<PodRecord>> {
+        let records = self.index().records();
+        crate::index::sorted(records)
     }
 
     /// The API error the watch is in now, if any (cleared once it works again). Cheap,
@@ -320,7 +364,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
             }
             Ok(Event::InitDone) => {
                 let records = relists.remove(&ns).unwrap_or_default();
-                let changes = state.write_index().replace(ns.as_deref(), records);
+                let changes = state.replace(ns.as_deref(), records);
                 listed.insert(ns);
                 let mut health = state.health();
                 health.last_sync = Some(SystemTime::now());
@@ -367,8 +411,32 @@ async fn follow(client: Client, target: &Target, state: &State) {
 }
 
 impl State {
+    fn read_index(&self) -> RwLockReadGuard<'_, PodIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, PodIndex> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces a namespace's pods after a (re-)list; returns what changed. The next
+    /// index is built from a copy of the current one, under no lock but a read lock
+    /// (which readers share), and swapped in under the write lock: lookups go on
+    /// answering from the current index while thousands of pods are indexed, and wait at
+    /// most for a pointer swap. The copy cannot go stale before the swap: this watch
+    /// task is the index's only writer (a restarted watch runs after the old one ended).
+    fn replace(&self, namespace: Option<&str>, records: Vec<PodRecord>) -> Vec<PodChange> {
+        let mut next = self.read_index().clone();
+        let changes = next.replace(namespace, records);
+        if changes.is_empty() {
+            // A re-list that found what the watch already knew (the usual 410): nothing
+            // to swap.
+            return changes;
+        }
+        let previous = std::mem::replace(&mut *self.write_index(), next);
+        // Freed after the lock is released: the tables of every pod.
+        drop(previous);
+        changes
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -413,19 +481,54 @@ impl State {
         }
     }
 
-    fn subscribers(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Subscriber)>> {
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Arc<Slot>>>> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish(&self, events: impl IntoIterator<Item = WatchEvent>) {
-        let mut gone = Vec::new();
-        let mut subscribers = self.subscribers();
-        for event in events {
-            gone.extend(subscribers.extract_if(.., |(_, subscriber)| !subscriber(&event)));
+    /// Takes the subscribers `which` picks out of the list, and returns them: the caller
+    /// drops them after the lock is released (a subscriber may hold the last reference
+    /// to its watch).
+    fn remove_subscribers(&self, mut which: impl FnMut(&Slot) -> bool) -> Vec<Arc<Slot>> {
+        let mut list = self.subscribers();
+        let (gone, kept): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|slot| which(slot));
+        if gone.is_empty() {
+            return gone;
         }
-        drop(subscribers);
-        // Dropped outside the lock: a subscriber may hold the last reference to its watch.
+        // The old list is only pointers to slots that `gone` and `kept` hold too.
+        *list = Arc::new(kept);
+        gone
+    }
+
+    /// Tells every subscriber each event, in order. The subscriber list is locked only
+    /// to take a snapshot of it: encoding and sending run under no lock that
+    /// subscribing, unsubscribing or a lookup takes. A subscriber that returns `false`
+    /// is removed.
+    fn publish(&self, events: impl IntoIterator<Item = WatchEvent>) {
+        let publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.subscribers().clone();
+        let mut declined = false;
+        for event in events {
+            for slot in snapshot.iter() {
+                if slot.removed.load(Ordering::Acquire) {
+                    continue;
+                }
+                let mut callback = slot.callback.lock().unwrap_or_else(|p| p.into_inner());
+                if !callback(&event) {
+                    slot.removed.store(true, Ordering::Release);
+                    declined = true;
+                }
+            }
+        }
+        let gone = if declined {
+            self.remove_subscribers(|slot| slot.removed.load(Ordering::Acquire))
+        } else {
+            Vec::new()
+        };
+        drop(publishing);
+        // Dropped outside every lock: a subscriber may hold the last reference to its
+        // watch, and the snapshot may hold the last reference to a removed subscriber.
         drop(gone);
+        drop(snapshot);
     }
 }
 
