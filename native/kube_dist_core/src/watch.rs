@@ -125,21 +125,7 @@ impl Watch {
     /// Starts watching on `runtime`, with clients from `make_client`. A new client is
     /// made whenever the API answers 401, so a rotated token file is read at once.
     pub fn start(make_client: impl MakeClient, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
-        let state = Arc::new(State {
-            cluster_domain: spec.cluster_domain.clone(),
-            home: spec.home.clone(),
-            index: RwLock::new(PodIndex::new()),
-            synced: tokio::sync::watch::channel(false).0,
-            health: Mutex::new(Health {
-                namespaces: spec.namespaces.clone(),
-                ..Health::default()
-            }),
-            subscribers: Mutex::new(Arc::new(Vec::new())),
-            publishing: Mutex::new(()),
-            next_subscriber: std::sync::atomic::AtomicU64::new(1),
-            #[cfg(test)]
-            panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
-        });
+        let state = Arc::new(State::new(spec));
         let mut config = watcher::Config::default();
         if let Some(labels) = &spec.label_selector {
             config = config.labels(labels);
@@ -218,28 +204,13 @@ impl Watch {
     /// Adds a subscriber under an id from [`Watch::subscriber_id`]. Brief: it never waits
     /// for a publish under way (the subscriber hears the events published after it).
     pub fn subscribe_as(&self, id: u64, subscriber: Subscriber) {
-        let slot = Arc::new(Slot {
-            id,
-            removed: AtomicBool::new(false),
-            callback: Mutex::new(subscriber),
-        });
-        // Copies the list (a few pointers per subscriber) only while a publish holds a
-        // snapshot of it; that snapshot keeps the old list, so nothing is freed here.
-        Arc::make_mut(&mut self.state.subscribers()).push(slot);
+        self.state.subscribe(id, subscriber);
     }
 
     /// Removes a subscriber: it hears nothing more, even from a publish under way. Brief:
     /// it never waits for a publish.
     pub fn unsubscribe(&self, id: u64) {
-        let removed = self.state.remove_subscribers(|slot| {
-            let this = slot.id == id;
-            if this {
-                slot.removed.store(true, Ordering::Release);
-            }
-            this
-        });
-        // Dropped outside the lock: a subscriber may hold the last reference to this watch.
-        drop(removed);
+        self.state.unsubscribe(id);
     }
 
     /// Every indexed pod, sorted by namespace then name. Sorted after the read lock is
@@ -411,6 +382,47 @@ async fn follow(client: Client, target: &Target, state: &State) {
 }
 
 impl State {
+    fn new(spec: &WatchSpec) -> State {
+        State {
+            cluster_domain: spec.cluster_domain.clone(),
+            home: spec.home.clone(),
+            index: RwLock::new(PodIndex::new()),
+            synced: tokio::sync::watch::channel(false).0,
+            health: Mutex::new(Health {
+                namespaces: spec.namespaces.clone(),
+                ..Health::default()
+            }),
+            subscribers: Mutex::new(Arc::new(Vec::new())),
+            publishing: Mutex::new(()),
+            next_subscriber: std::sync::atomic::AtomicU64::new(1),
+            #[cfg(test)]
+            panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn subscribe(&self, id: u64, subscriber: Subscriber) {
+        let slot = Arc::new(Slot {
+            id,
+            removed: AtomicBool::new(false),
+            callback: Mutex::new(subscriber),
+        });
+        // Copies the list (a few pointers per subscriber) only while a publish holds a
+        // snapshot of it; that snapshot keeps the old list, so nothing is freed here.
+        Arc::make_mut(&mut self.subscribers()).push(slot);
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        let removed = self.remove_subscribers(|slot| {
+            let this = slot.id == id;
+            if this {
+                slot.removed.store(true, Ordering::Release);
+            }
+            this
+        });
+        // Dropped outside the lock: a subscriber may hold the last reference to this watch.
+        drop(removed);
+    }
+
     fn read_index(&self) -> RwLockReadGuard<'_, PodIndex> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -641,6 +653,92 @@ mod tests {
             Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
             dir,
         )
+    }
+
+    fn spec() -> WatchSpec {
+        WatchSpec {
+            namespaces: vec![Some("default".into())],
+            home: Some("default".into()),
+            label_selector: None,
+            field_selector: None,
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+
+    #[test]
+    fn subscribing_and_unsubscribing_never_wait_for_a_publish_under_way() {
+        use std::sync::mpsc;
+        let state = Arc::new(State::new(&spec()));
+        // A subscriber slow to take its first event (a busy send): the publish stays
+        // inside it until the test releases it.
+        let (inside, entered) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let (slow_heard, slow_events) = mpsc::channel();
+        state.subscribe(
+            1,
+            Box::new(move |event| {
+                let _ = inside.send(());
+                let _ = released.recv();
+                slow_heard.send(event.clone()).is_ok()
+            }),
+        );
+        let publisher = {
+            let state = state.clone();
+            std::thread::spawn(move || state.publish([WatchEvent::Synced, WatchEvent::ApiError("second".into())]))
+        };
+        entered.recv().unwrap();
+
+        // Meanwhile, as the NIF's subscribe and the monitor's down callback do on a
+        // scheduler: neither waits for the publish (were they to, this would hang, the
+        // publish being released only after they return).
+        let (done, returned) = mpsc::channel();
+        {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let (heard, events) = mpsc::channel();
+                state.subscribe(2, Box::new(move |event| heard.send(event.clone()).is_ok()));
+                state.unsubscribe(1);
+                let _ = done.send(events);
+            });
+        }
+        let new_events = returned
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribe or unsubscribe waited for the publish under way");
+        drop(release);
+        publisher.join().unwrap();
+
+        // The removed subscriber heard nothing after its removal, not even the rest of
+        // the publish under way; the new one hears what is published after it came.
+        state.publish([WatchEvent::ApiError("third".into())]);
+        assert_eq!(slow_events.try_iter().collect::<Vec<_>>(), [WatchEvent::Synced]);
+        assert_eq!(
+            new_events.try_iter().collect::<Vec<_>>(),
+            [WatchEvent::ApiError("third".into())]
+        );
+        assert_eq!(state.subscribers().len(), 1);
+    }
+
+    #[test]
+    fn a_subscriber_that_declines_an_event_is_removed_and_hears_no_more() {
+        let state = State::new(&spec());
+        let (heard, events) = std::sync::mpsc::channel();
+        let mut left = 2;
+        state.subscribe(
+            1,
+            Box::new(move |event| {
+                let _ = heard.send(event.clone());
+                left -= 1;
+                left > 0
+            }),
+        );
+        state.publish((0..4).map(|i| WatchEvent::ApiError(i.to_string())));
+        state.publish([WatchEvent::Synced]);
+        let events: Vec<_> = events.try_iter().collect();
+        assert_eq!(
+            events,
+            [WatchEvent::ApiError("0".into()), WatchEvent::ApiError("1".into())]
+        );
+        assert!(state.subscribers().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
