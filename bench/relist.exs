@@ -60,8 +60,8 @@ defmodule Relist do
     end
   end
 
-  # Times each call alone into an off-heap array (so the samples' own garbage stays out
-  # of the calls measured), pausing whenever ahead of schedule so that the calls spread
+  # Times each call alone into an off-heap array, returned (so the samples' own garbage
+  # stays out of the calls measured), pausing whenever ahead of schedule so that the calls spread
   # evenly over `ms`, re-lists included.
   def sample(n, ms, fun) do
     samples = :atomics.new(n, signed: false)
@@ -75,7 +75,11 @@ defmodule Relist do
       if ahead > 0, do: Process.sleep(ahead)
     end)
 
-    for i <- 1..n, do: :atomics.get(samples, i)
+    samples
+  end
+
+  def samples(atomics) do
+    for i <- 1..:atomics.info(atomics).size, do: :atomics.get(atomics, i)
   end
 
   def drain_long_schedules(acc \\ []) do
@@ -114,6 +118,8 @@ resolver =
     end)
   end)
 
+# The task hands back the off-heap samples, not a list of them: copying 100,000 numbers
+# to this process would be a long schedule of its own.
 samples = Task.await(resolver, :infinity)
 
 wall_ms = System.monotonic_time(:millisecond) - t0
@@ -121,6 +127,7 @@ wall_ms = System.monotonic_time(:millisecond) - t0
 send(forcer, {:stop, self()})
 forced = receive(do: ({:forced, n} -> n))
 long_schedules = Relist.drain_long_schedules()
+samples = Relist.samples(samples)
 # A NIF call that blocks shows as a long schedule of its caller, with the caller's code as
 # where it was scheduled in and out: the calls measured are this process's.
 ours =
