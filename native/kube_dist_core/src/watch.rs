@@ -103,6 +103,9 @@ struct State {
     /// Tests set it to make the watch panic at its next event.
     #[cfg(test)]
     panic_at_next_event: std::sync::atomic::AtomicBool,
+    /// Tests set it to look at the index while a re-list's index is being built.
+    #[cfg(test)]
+    while_indexing: Mutex<Option<Box<dyn FnOnce(&State) + Send>>>,
 }
 
 /// One subscriber in the list.
@@ -397,6 +400,8 @@ impl State {
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
             #[cfg(test)]
             panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            while_indexing: Mutex::new(None),
         }
     }
 
@@ -440,6 +445,10 @@ impl State {
     fn replace(&self, namespace: Option<&str>, records: Vec<PodRecord>) -> Vec<PodChange> {
         let mut next = self.read_index().clone();
         let changes = next.replace(namespace, records);
+        #[cfg(test)]
+        if let Some(look) = self.while_indexing.lock().unwrap().take() {
+            look(self);
+        }
         if changes.is_empty() {
             // A re-list that found what the watch already knew (the usual 410): nothing
             // to swap.
@@ -663,6 +672,50 @@ mod tests {
             field_selector: None,
             cluster_domain: "cluster.local".into(),
         }
+    }
+
+    fn record(name: &str, ip: &str) -> PodRecord {
+        PodRecord {
+            uid: name.into(),
+            namespace: "default".into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()].into(),
+            hostname: None,
+            subdomain: None,
+            node_name: None,
+            phase: crate::pod::Phase::Running,
+            ready: true,
+            terminating: false,
+            host_network: false,
+            created: 0,
+            labels: Box::new([]),
+            annotations: Box::new([]),
+            ports: Box::new([]),
+        }
+    }
+
+    #[test]
+    fn lookups_answer_from_the_current_index_while_a_relist_is_indexed() {
+        let state = State::new(&spec());
+        state.replace(Some("default"), vec![record("a", "198.51.100.1")]);
+        let (looked, lookups) = std::sync::mpsc::channel();
+        *state.while_indexing.lock().unwrap() = Some(Box::new(move |state: &State| {
+            // From another thread, as a scheduler would look up: the index must be free.
+            let pods = std::thread::scope(|s| {
+                s.spawn(|| state.index.try_read().map(|index| index.len()).ok())
+                    .join()
+                    .unwrap()
+            });
+            looked.send(pods).unwrap();
+        }));
+        let changes = state.replace(
+            Some("default"),
+            vec![record("a", "198.51.100.1"), record("b", "198.51.100.2")],
+        );
+        // Readable while the re-list was indexed, and still the index before it.
+        assert_eq!(lookups.try_recv(), Ok(Some(1)));
+        assert!(matches!(changes.as_slice(), [PodChange::Added(pod)] if &*pod.name == "b"));
+        assert_eq!(state.read_index().len(), 2);
     }
 
     #[test]
