@@ -105,8 +105,12 @@ struct State {
     panic_at_next_event: std::sync::atomic::AtomicBool,
     /// Tests set it to look at the index while a re-list's index is being built.
     #[cfg(test)]
-    while_indexing: Mutex<Option<Box<dyn FnOnce(&State) + Send>>>,
+    while_indexing: Mutex<Option<Look>>,
 }
+
+/// What a test runs at a point of the watch, given its state.
+#[cfg(test)]
+type Look = Box<dyn FnOnce(&State) + Send>;
 
 /// One subscriber in the list.
 struct Slot {
