@@ -103,8 +103,10 @@ fn is_dead(pod: &PodRecord) -> bool {
     matches!(pod.phase, Phase::Failed | Phase::Succeeded)
 }
 
-/// All indexed pods and their lookup tables.
-#[derive(Debug, Default)]
+/// All indexed pods and their lookup tables. A clone shares the records (they are
+/// `Arc`s) and copies only the tables: what a re-list builds its next index from, off
+/// any lock (see [`crate::watch`]).
+#[derive(Debug, Default, Clone)]
 pub struct PodIndex {
     pods: HashMap<Key, Arc<PodRecord>>,
     /// Pods by namespace, hostname and subdomain (several when pods share them).
@@ -134,9 +136,12 @@ impl PodIndex {
 
     /// Every pod, sorted by namespace then name.
     pub fn pods(&self) -> Vec<Arc<PodRecord>> {
-        let mut pods: Vec<_> = self.pods.values().cloned().collect();
-        pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        pods
+        sorted(self.records())
+    }
+
+    /// Every pod, in no order: cheap enough to take under a lock and sort after.
+    pub fn records(&self) -> Vec<Arc<PodRecord>> {
+        self.pods.values().cloned().collect()
     }
 
     /// One pod.
@@ -350,6 +355,12 @@ impl PodIndex {
         let shared: usize = table_of(&self.shared) + self.shared.iter().map(|s| s.len() + 16).sum::<usize>();
         records + table(&self.pods) + holders(&self.by_hostname) + hostnames + holders(&self.ip_holders) + shared
     }
+}
+
+/// `pods` sorted by namespace then name.
+pub fn sorted(mut pods: Vec<Arc<PodRecord>>) -> Vec<Arc<PodRecord>> {
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    pods
 }
 
 // Nearly every IP and hostname has a single holder: room for one, not the four a first

@@ -2,9 +2,17 @@
 //! resourceVersion, bookmarks, re-list on `410 Gone`) per namespace, paced after
 //! failures by [`crate::retry`], feeding the pod index and telling subscribers what
 //! changed. A supervisor restarts the whole watch if it ever dies.
+//!
+//! Readers never wait for the writer. Lookups (`resolve`, on normal BEAM schedulers)
+//! take the index's read lock; the watch task, its only writer, takes the write lock
+//! for one pod's upsert or removal, or to swap in a whole index that a (re-)list built
+//! beside the current one ([`State::replace`]). Subscribers are called from a snapshot
+//! of their list, outside the lock that subscribing and unsubscribing take
+//! ([`State::publish`]): encoding and sending events holds nothing a scheduler waits on.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
@@ -85,11 +93,33 @@ struct State {
     index: RwLock<PodIndex>,
     synced: tokio::sync::watch::Sender<bool>,
     health: Mutex<Health>,
-    subscribers: Mutex<Vec<(u64, Subscriber)>>,
+    /// Copied on write: a publish calls a snapshot of it, so (un)subscribing never waits
+    /// for events to be sent.
+    subscribers: Mutex<Arc<Vec<Arc<Slot>>>>,
+    /// Held by a publish for its whole run, so that each subscriber hears events in the
+    /// order they were published. Only publishers take it.
+    publishing: Mutex<()>,
     next_subscriber: std::sync::atomic::AtomicU64,
     /// Tests set it to make the watch panic at its next event.
     #[cfg(test)]
     panic_at_next_event: std::sync::atomic::AtomicBool,
+    /// Tests set it to look at the index while a re-list's index is being built.
+    #[cfg(test)]
+    while_indexing: Mutex<Option<Look>>,
+}
+
+/// What a test runs at a point of the watch, given its state.
+#[cfg(test)]
+type Look = Box<dyn FnOnce(&State) + Send>;
+
+/// One subscriber in the list.
+struct Slot {
+    id: u64,
+    /// Set once it unsubscribed or declined an event: it hears nothing more, even from a
+    /// publish already under way with a snapshot that still holds it.
+    removed: AtomicBool,
+    /// Locked only by the publisher (which holds `publishing`): never contended.
+    callback: Mutex<Subscriber>,
 }
 
 /// A running watch. Dropping it stops the watch.
@@ -102,20 +132,7 @@ impl Watch {
     /// Starts watching on `runtime`, with clients from `make_client`. A new client is
     /// made whenever the API answers 401, so a rotated token file is read at once.
     pub fn start(make_client: impl MakeClient, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
-        let state = Arc::new(State {
-            cluster_domain: spec.cluster_domain.clone(),
-            home: spec.home.clone(),
-            index: RwLock::new(PodIndex::new()),
-            synced: tokio::sync::watch::channel(false).0,
-            health: Mutex::new(Health {
-                namespaces: spec.namespaces.clone(),
-                ..Health::default()
-            }),
-            subscribers: Mutex::new(Vec::new()),
-            next_subscriber: std::sync::atomic::AtomicU64::new(1),
-            #[cfg(test)]
-            panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
-        });
+        let state = Arc::new(State::new(spec));
         let mut config = watcher::Config::default();
         if let Some(labels) = &spec.label_selector {
             config = config.labels(labels);
@@ -191,18 +208,23 @@ impl Watch {
         id
     }
 
-    /// Adds a subscriber under an id from [`Watch::subscriber_id`].
+    /// Adds a subscriber under an id from [`Watch::subscriber_id`]. Brief: it never waits
+    /// for a publish under way (the subscriber hears the events published after it).
     pub fn subscribe_as(&self, id: u64, subscriber: Subscriber) {
-        self.state.subscribers().push((id, subscriber));
+        self.state.subscribe(id, subscriber);
     }
 
-    /// Removes a subscriber.
+    /// Removes a subscriber: it hears nothing more, even from a publish under way. Brief:
+    /// it never waits for a publish.
     pub fn unsubscribe(&self, id: u64) {
-        let mut subscribers = self.state.subscribers();
-        let removed: Vec<_> = subscribers.extract_if(.., |(i, _)| *i == id).collect();
-        drop(subscribers);
-        // Dropped outside the lock: a subscriber may hold the last reference to this watch.
-        drop(removed);
+        self.state.unsubscribe(id);
+    }
+
+    /// Every indexed pod, sorted by namespace then name. Sorted after the read lock is
+    /// released: the lock is held only to copy pointers.
+    pub fn pods(&self) -> Vec<Arc<PodRecord>> {
+        let records = self.index().records();
+        crate::index::sorted(records)
     }
 
     /// The API error the watch is in now, if any (cleared once it works again). Cheap,
@@ -320,7 +342,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
             }
             Ok(Event::InitDone) => {
                 let records = relists.remove(&ns).unwrap_or_default();
-                let changes = state.write_index().replace(ns.as_deref(), records);
+                let changes = state.replace(ns.as_deref(), records);
                 listed.insert(ns);
                 let mut health = state.health();
                 health.last_sync = Some(SystemTime::now());
@@ -367,8 +389,79 @@ async fn follow(client: Client, target: &Target, state: &State) {
 }
 
 impl State {
+    fn new(spec: &WatchSpec) -> State {
+        State {
+            cluster_domain: spec.cluster_domain.clone(),
+            home: spec.home.clone(),
+            index: RwLock::new(PodIndex::new()),
+            synced: tokio::sync::watch::channel(false).0,
+            health: Mutex::new(Health {
+                namespaces: spec.namespaces.clone(),
+                ..Health::default()
+            }),
+            subscribers: Mutex::new(Arc::new(Vec::new())),
+            publishing: Mutex::new(()),
+            next_subscriber: std::sync::atomic::AtomicU64::new(1),
+            #[cfg(test)]
+            panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            while_indexing: Mutex::new(None),
+        }
+    }
+
+    fn subscribe(&self, id: u64, subscriber: Subscriber) {
+        let slot = Arc::new(Slot {
+            id,
+            removed: AtomicBool::new(false),
+            callback: Mutex::new(subscriber),
+        });
+        // Copies the list (a few pointers per subscriber) only while a publish holds a
+        // snapshot of it; that snapshot keeps the old list, so nothing is freed here.
+        Arc::make_mut(&mut self.subscribers()).push(slot);
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        let removed = self.remove_subscribers(|slot| {
+            let this = slot.id == id;
+            if this {
+                slot.removed.store(true, Ordering::Release);
+            }
+            this
+        });
+        // Dropped outside the lock: a subscriber may hold the last reference to this watch.
+        drop(removed);
+    }
+
+    fn read_index(&self) -> RwLockReadGuard<'_, PodIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, PodIndex> {
         self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces a namespace's pods after a (re-)list; returns what changed. The next
+    /// index is built from a copy of the current one, under no lock but a read lock
+    /// (which readers share), and swapped in under the write lock: lookups go on
+    /// answering from the current index while thousands of pods are indexed, and wait at
+    /// most for a pointer swap. The copy cannot go stale before the swap: this watch
+    /// task is the index's only writer (a restarted watch runs after the old one ended).
+    fn replace(&self, namespace: Option<&str>, records: Vec<PodRecord>) -> Vec<PodChange> {
+        let mut next = self.read_index().clone();
+        let changes = next.replace(namespace, records);
+        #[cfg(test)]
+        if let Some(look) = self.while_indexing.lock().unwrap().take() {
+            look(self);
+        }
+        if changes.is_empty() {
+            // A re-list that found what the watch already knew (the usual 410): nothing
+            // to swap.
+            return changes;
+        }
+        let previous = std::mem::replace(&mut *self.write_index(), next);
+        // Freed after the lock is released: the tables of every pod.
+        drop(previous);
+        changes
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -413,19 +506,54 @@ impl State {
         }
     }
 
-    fn subscribers(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Subscriber)>> {
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Arc<Slot>>>> {
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish(&self, events: impl IntoIterator<Item = WatchEvent>) {
-        let mut gone = Vec::new();
-        let mut subscribers = self.subscribers();
-        for event in events {
-            gone.extend(subscribers.extract_if(.., |(_, subscriber)| !subscriber(&event)));
+    /// Takes the subscribers `which` picks out of the list, and returns them: the caller
+    /// drops them after the lock is released (a subscriber may hold the last reference
+    /// to its watch).
+    fn remove_subscribers(&self, mut which: impl FnMut(&Slot) -> bool) -> Vec<Arc<Slot>> {
+        let mut list = self.subscribers();
+        let (gone, kept): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|slot| which(slot));
+        if gone.is_empty() {
+            return gone;
         }
-        drop(subscribers);
-        // Dropped outside the lock: a subscriber may hold the last reference to its watch.
+        // The old list is only pointers to slots that `gone` and `kept` hold too.
+        *list = Arc::new(kept);
+        gone
+    }
+
+    /// Tells every subscriber each event, in order. The subscriber list is locked only
+    /// to take a snapshot of it: encoding and sending run under no lock that
+    /// subscribing, unsubscribing or a lookup takes. A subscriber that returns `false`
+    /// is removed.
+    fn publish(&self, events: impl IntoIterator<Item = WatchEvent>) {
+        let publishing = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.subscribers().clone();
+        let mut declined = false;
+        for event in events {
+            for slot in snapshot.iter() {
+                if slot.removed.load(Ordering::Acquire) {
+                    continue;
+                }
+                let mut callback = slot.callback.lock().unwrap_or_else(|p| p.into_inner());
+                if !callback(&event) {
+                    slot.removed.store(true, Ordering::Release);
+                    declined = true;
+                }
+            }
+        }
+        let gone = if declined {
+            self.remove_subscribers(|slot| slot.removed.load(Ordering::Acquire))
+        } else {
+            Vec::new()
+        };
+        drop(publishing);
+        // Dropped outside every lock: a subscriber may hold the last reference to its
+        // watch, and the snapshot may hold the last reference to a removed subscriber.
         drop(gone);
+        drop(snapshot);
     }
 }
 
@@ -538,6 +666,136 @@ mod tests {
             Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
             dir,
         )
+    }
+
+    fn spec() -> WatchSpec {
+        WatchSpec {
+            namespaces: vec![Some("default".into())],
+            home: Some("default".into()),
+            label_selector: None,
+            field_selector: None,
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+
+    fn record(name: &str, ip: &str) -> PodRecord {
+        PodRecord {
+            uid: name.into(),
+            namespace: "default".into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()].into(),
+            hostname: None,
+            subdomain: None,
+            node_name: None,
+            phase: crate::pod::Phase::Running,
+            ready: true,
+            terminating: false,
+            host_network: false,
+            created: 0,
+            labels: Box::new([]),
+            annotations: Box::new([]),
+            ports: Box::new([]),
+        }
+    }
+
+    #[test]
+    fn lookups_answer_from_the_current_index_while_a_relist_is_indexed() {
+        let state = State::new(&spec());
+        state.replace(Some("default"), vec![record("a", "198.51.100.1")]);
+        let (looked, lookups) = std::sync::mpsc::channel();
+        *state.while_indexing.lock().unwrap() = Some(Box::new(move |state: &State| {
+            // From another thread, as a scheduler would look up: the index must be free.
+            let pods = std::thread::scope(|s| {
+                s.spawn(|| state.index.try_read().map(|index| index.len()).ok())
+                    .join()
+                    .unwrap()
+            });
+            looked.send(pods).unwrap();
+        }));
+        let changes = state.replace(
+            Some("default"),
+            vec![record("a", "198.51.100.1"), record("b", "198.51.100.2")],
+        );
+        // Readable while the re-list was indexed, and still the index before it.
+        assert_eq!(lookups.try_recv(), Ok(Some(1)));
+        assert!(matches!(changes.as_slice(), [PodChange::Added(pod)] if &*pod.name == "b"));
+        assert_eq!(state.read_index().len(), 2);
+    }
+
+    #[test]
+    fn subscribing_and_unsubscribing_never_wait_for_a_publish_under_way() {
+        use std::sync::mpsc;
+        let state = Arc::new(State::new(&spec()));
+        // A subscriber slow to take its first event (a busy send): the publish stays
+        // inside it until the test releases it.
+        let (inside, entered) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let (slow_heard, slow_events) = mpsc::channel();
+        state.subscribe(
+            1,
+            Box::new(move |event| {
+                let _ = inside.send(());
+                let _ = released.recv();
+                slow_heard.send(event.clone()).is_ok()
+            }),
+        );
+        let publisher = {
+            let state = state.clone();
+            std::thread::spawn(move || state.publish([WatchEvent::Synced, WatchEvent::ApiError("second".into())]))
+        };
+        entered.recv().unwrap();
+
+        // Meanwhile, as the NIF's subscribe and the monitor's down callback do on a
+        // scheduler: neither waits for the publish (were they to, this would hang, the
+        // publish being released only after they return).
+        let (done, returned) = mpsc::channel();
+        {
+            let state = state.clone();
+            std::thread::spawn(move || {
+                let (heard, events) = mpsc::channel();
+                state.subscribe(2, Box::new(move |event| heard.send(event.clone()).is_ok()));
+                state.unsubscribe(1);
+                let _ = done.send(events);
+            });
+        }
+        let new_events = returned
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribe or unsubscribe waited for the publish under way");
+        drop(release);
+        publisher.join().unwrap();
+
+        // The removed subscriber heard nothing after its removal, not even the rest of
+        // the publish under way; the new one hears what is published after it came.
+        state.publish([WatchEvent::ApiError("third".into())]);
+        assert_eq!(slow_events.try_iter().collect::<Vec<_>>(), [WatchEvent::Synced]);
+        assert_eq!(
+            new_events.try_iter().collect::<Vec<_>>(),
+            [WatchEvent::ApiError("third".into())]
+        );
+        assert_eq!(state.subscribers().len(), 1);
+    }
+
+    #[test]
+    fn a_subscriber_that_declines_an_event_is_removed_and_hears_no_more() {
+        let state = State::new(&spec());
+        let (heard, events) = std::sync::mpsc::channel();
+        let mut left = 2;
+        state.subscribe(
+            1,
+            Box::new(move |event| {
+                let _ = heard.send(event.clone());
+                left -= 1;
+                left > 0
+            }),
+        );
+        state.publish((0..4).map(|i| WatchEvent::ApiError(i.to_string())));
+        state.publish([WatchEvent::Synced]);
+        let events: Vec<_> = events.try_iter().collect();
+        assert_eq!(
+            events,
+            [WatchEvent::ApiError("0".into()), WatchEvent::ApiError("1".into())]
+        );
+        assert!(state.subscribers().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -102,7 +102,7 @@ fn notify_synced<'a>(
 #[rustler::nif(schedule = "DirtyCpu")]
 fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     guarded(env, || {
-        let pods = handle.0.index().pods();
+        let pods = handle.0.pods();
         Ok(pods.iter().map(|p| encode::pod(env, p)).collect::<Vec<_>>().encode(env))
     })
 }
