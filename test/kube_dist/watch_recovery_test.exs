@@ -26,10 +26,14 @@ defmodule KubeDist.WatchRecoveryTest do
     |> Enum.sort()
   end
 
+  # Synced, subscribed, and its watch request open (it follows the list): faults that
+  # act on open watches (offline, garbage, cuts) then always meet it.
   defp started(sim) do
     {:ok, watch} = Watch.start(Simulator.watch_options(sim))
     assert Watch.await_synced(watch, 10_000)
-    {watch, Watch.subscribe(watch)}
+    tag = Watch.subscribe(watch)
+    eventually(fn -> sim_stats(sim)["open_watches"] >= 1 end)
+    {watch, tag}
   end
 
   test "two users of the same options share one watch", %{sim: sim} do
@@ -104,8 +108,6 @@ defmodule KubeDist.WatchRecoveryTest do
 
   test "a malformed watch event is reported and the watch resyncs", %{sim: sim} do
     {watch, tag} = started(sim)
-    # The garbage goes to open watches: wait for ours to be open (it follows the list).
-    eventually(fn -> sim_stats(sim)["open_watches"] == 1 end)
     fault!(sim, "faults/malformed")
     assert {:api_error, message} = next_event(tag, 10_000)
     assert message =~ "pods in namespace"
