@@ -107,15 +107,9 @@ defmodule KubeDist.Doctor do
 
   # Without the NIF nothing else can be checked: say which file and which build.
   defp nif do
-    case KubeDist.Native.load() do
-      :ok ->
-        :ok
-
-      {:error, {path, text}} ->
-        %{detail: detail, fix: fix} =
-          KubeDist.Epmd.Fallback.nif(path, text, :filelib.is_regular(~c"#{path}.so"))
-
-        {:nif_failed, check("NIF", :fail, detail, fix)}
+    case KubeDist.Epmd.load_nif() do
+      :ok -> :ok
+      {:error, %{detail: detail, fix: fix}} -> {:nif_failed, check("NIF", :fail, detail, fix)}
     end
   end
 

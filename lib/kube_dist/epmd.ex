@@ -399,7 +399,10 @@ defmodule KubeDist.Epmd do
     kind, reason -> {:error, Fallback.watch(Exception.format_banner(kind, reason))}
   end
 
-  defp load_nif do
+  @doc false
+  # Loads the NIF, or says what is wrong with it and the fix (also for KubeDist.Doctor).
+  @spec load_nif() :: :ok | {:error, Fallback.problem()}
+  def load_nif do
     case KubeDist.Native.load() do
       :ok ->
         :ok

@@ -74,6 +74,10 @@ defmodule KubeDist.SimCase do
       conditions: [%{type: "Ready", status: if(ready, do: "True", else: "False")}]
     }
 
+    patch_status(sim, namespace, name, status)
+  end
+
+  defp patch_status(sim, namespace, name, status) do
     {:ok, 200, _} =
       api(
         sim,
@@ -98,16 +102,7 @@ defmodule KubeDist.SimCase do
       conditions: [%{type: "Ready", status: "False"}]
     }
 
-    {:ok, 200, _} =
-      api(
-        sim,
-        :patch,
-        "/api/v1/namespaces/#{namespace}/pods/#{name}/status",
-        %{status: status},
-        "application/merge-patch+json"
-      )
-
-    :ok
+    patch_status(sim, namespace, name, status)
   end
 
   @doc "Deletes a pod; `grace` seconds (default 0: at once)."

@@ -379,4 +379,4 @@ fn remove_from<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Arc<PodRecord>>
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -679,23 +679,7 @@ mod tests {
     }
 
     fn record(name: &str, ip: &str) -> PodRecord {
-        PodRecord {
-            uid: name.into(),
-            namespace: "default".into(),
-            name: name.into(),
-            ips: vec![ip.parse().unwrap()].into(),
-            hostname: None,
-            subdomain: None,
-            node_name: None,
-            phase: crate::pod::Phase::Running,
-            ready: true,
-            terminating: false,
-            host_network: false,
-            created: 0,
-            labels: Box::new([]),
-            annotations: Box::new([]),
-            ports: Box::new([]),
-        }
+        crate::index::tests::record("default", name, &[ip])
     }
 
     #[test]

@@ -4,7 +4,8 @@ use crate::pod::Phase;
 
 const DOMAIN: &str = "cluster.local";
 
-fn record(ns: &str, name: &str, ips: &[&str]) -> PodRecord {
+/// A Running, Ready pod record (also for the watch's tests).
+pub(crate) fn record(ns: &str, name: &str, ips: &[&str]) -> PodRecord {
     PodRecord {
         uid: format!("{ns}-{name}").into(),
         namespace: ns.into(),
