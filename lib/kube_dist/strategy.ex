@@ -28,6 +28,10 @@ defmodule KubeDist.Strategy do
     * `nodes: {:label, "key"}` or `{:annotation, "key"}`: basenames from the pod
       (comma-separated for several), or `nodes: fun` (pod -> basenames).
 
+  Short-lived nodes are never connected to the cluster: basenames starting with `rem-`
+  or `rpc-` (a release's `remote` and `rpc` commands), `maint_` or `maint-` (release
+  tooling). They reach the node they came for by themselves, under random names.
+
   `host:` picks the host part: `:pod_name` (default, for `-sname app` in a pod), `:ip`,
   `:dashed_ip` (`10-42-2-46.ns.pod.cluster.local`) or `:hostname_fqdn`
   (`host.sub.ns.svc.cluster.local`), matching how your nodes are named.
@@ -40,6 +44,20 @@ defmodule KubeDist.Strategy do
   join, so a rolling update does not mix releases. While this node's own pod is not
   eligible (not ready yet, or terminating), it does not connect to anyone. The own pod is
   found by this node's host name; `own_pod: "name"` says it explicitly.
+
+  ## Our own node's life cycle
+
+  `:waiting` (our pod is not eligible yet: nobody is connected), `:member` (our pod is
+  eligible, or the synced index has no pod of our host name), `:leaving` (our pod is
+  terminating) and `:gone` (our pod was deleted; a new pod of our name brings us back).
+  Leaving, the node disconnects every node outside its pod and refuses those that
+  come back; `info/2` tells where a running strategy is.
+
+  Every connect, disconnect and listing of connected nodes goes through the topology's
+  `connect`, `disconnect` and `list_nodes` functions, with the node appended to their
+  arguments, as libcluster's own strategies do (already listed nodes are not connected
+  again, unlisted ones not disconnected); hidden-node topologies list their nodes there.
+  The decisions themselves are `KubeDist.Strategy.Core`'s.
 
   ## When things go wrong
 

@@ -169,7 +169,7 @@ defmodule KubeDist.Strategy.Core do
   @spec handle(t(), event()) :: {t(), [effect()]}
   def handle(core, {:index, pods, synced}) do
     own = Enum.find(pods, &own_pod?(&1, core))
-    core = %{core | hosts: Map.new(pods, &{Nodes.host(&1, core.config), &1.uid})}
+    core = %{core | hosts: Map.new(pods, &{host_of(&1, core), &1.uid})}
 
     {core, effects} =
       cond do
@@ -227,16 +227,9 @@ defmodule KubeDist.Strategy.Core do
 
   def handle(core, {:nodeup, node, pod}) do
     cond do
-      unwelcome?(core, node, pod) ->
-        {core, [{:disconnect, [node]}]}
-
-      # An unknown node of a pod we follow: its epmd has a new name, ask it again.
-      (uid = tracked_uid(core, node)) && core.config[:nodes] == :epmd &&
-          node not in core.pods[uid].nodes ->
-        name(core, uid)
-
-      true ->
-        {core, []}
+      unwelcome?(core, node, pod) -> {core, [{:disconnect, [node]}]}
+      uid = unknown_of_tracked(core, node) -> name(core, uid)
+      true -> {core, []}
     end
   end
 
@@ -459,16 +452,28 @@ defmodule KubeDist.Strategy.Core do
     Enum.find_value(core.pods, fn {uid, tracked} -> if node in tracked.nodes, do: uid end)
   end
 
-  defp tracked_uid(core, node) do
+  # An unknown node of a pod we follow with `nodes: :epmd`: its epmd has a new name
+  # (not a remote shell or an rpc node, which come and go).
+  defp unknown_of_tracked(core, node) do
     host = host(node)
-    Enum.find_value(core.pods, fn {uid, tracked} -> if tracked.host == host, do: uid end)
+
+    if core.config[:nodes] == :epmd and not short_lived?(basename(node)) do
+      Enum.find_value(core.pods, fn {uid, tracked} ->
+        if tracked.host == host and node not in tracked.nodes, do: uid
+      end)
+    end
   end
 
   ## Helpers
 
   defp eligible?(pod, core), do: explain(pod, core.config, core.own_pod) == :eligible
   defp own_pod?(pod, core), do: host_of(pod, core) == core.own_host
-  defp host_of(pod, core), do: Nodes.host(pod, core.config)
+  # A pod without an IP has no host in the IP forms yet.
+  defp host_of(pod, core) do
+    if pod.ip == nil and core.config[:host] in [:ip, :dashed_ip],
+      do: nil,
+      else: Nodes.host(pod, core.config)
+  end
 
   defp drop_host(hosts, host, uid) do
     case hosts do
@@ -478,6 +483,7 @@ defmodule KubeDist.Strategy.Core do
   end
 
   defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
+  defp basename(node), do: node |> Atom.to_string() |> String.split("@") |> hd()
 
   # Spread reconnects of nodes that dropped together, deterministically.
   defp jitter(node), do: 100 + :erlang.phash2(node, 200)
