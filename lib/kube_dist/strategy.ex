@@ -326,10 +326,12 @@ defmodule KubeDist.Strategy do
   # the others that it lost each peer, and they cut that peer too: the cluster left
   # behind would fall apart. So our `global` stops reporting lost connections first, as
   # it does when the node shuts down (`init:stop/0` sends it the same message); our pod
-  # is terminating, and its nodes are on their way out. On a release without this
+  # is terminating, and its nodes are on their way out (this node's `global` stays so
+  # for the rest of its life, as it would while stopping). On a release without this
   # message `global` ignores it, and the wait below ends at its timeout.
   defp quiet_global do
-    with pid when is_pid(pid) <- Process.whereis(:global_name_server) do
+    with true <- Node.alive?(),
+         pid when is_pid(pid) <- Process.whereis(:global_name_server) do
       ref = make_ref()
       send(pid, {:prepare_shutdown, self(), ref})
 

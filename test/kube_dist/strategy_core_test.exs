@@ -147,6 +147,8 @@ defmodule KubeDist.Strategy.CoreTest do
       {core, _} =
         feed(core([nodes: :epmd], "me"), [{:index, [peer], true}, named(peer, [:a@peer])])
 
+      # A remote shell into that pod is no reason to ask.
+      assert {_, []} = feed(core, {:nodeup, :"rem-1a2b-a@peer", peer})
       {_core, effects} = feed(core, {:nodeup, :b@peer, peer})
       assert [{:name, %{uid: "uid-peer"}, [:a@peer]}] = effects
     end
