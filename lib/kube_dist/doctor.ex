@@ -24,7 +24,7 @@ defmodule KubeDist.Doctor do
   development machine through a kubeconfig.
   """
 
-  alias KubeDist.Strategy.{Config, Nodes}
+  alias KubeDist.Strategy.{Config, Core, Nodes}
   alias KubeDist.Watch
 
   @typedoc "One check's outcome; `fix` says what to do when it is not `:ok`."
@@ -222,7 +222,7 @@ defmodule KubeDist.Doctor do
   end
 
   defp own_pod_check(pod, config) do
-    if Nodes.eligible?(pod, config, own_version(pod, config)) do
+    if why_not(pod, config, pod) == nil do
       check("own pod", :ok, "#{pod.namespace}/#{pod.name} #{ip(pod.ip)}, eligible")
     else
       check(
@@ -351,14 +351,15 @@ defmodule KubeDist.Doctor do
 
   ## Helpers
 
+  # The strategy's own rule (KubeDist.Strategy.Core.explain/3), in words.
   defp why_not(pod, config, own) do
-    cond do
-      pod.ip == nil -> "no IP yet"
-      pod.terminating and not config[:keep_terminating] -> "terminating"
-      config[:eligible] == :ready and not pod.ready -> "not Ready"
-      config[:eligible] == :running and pod.phase != :running -> "not Running"
-      not Nodes.eligible?(pod, config, own_version(own, config)) -> "another version"
-      true -> nil
+    case Core.explain(pod, config, own) do
+      :eligible -> nil
+      :no_ip -> "no IP yet"
+      :terminating -> "terminating"
+      :not_ready -> "not Ready"
+      :not_running -> "not Running"
+      :other_version -> "another version"
     end
   end
 
@@ -381,19 +382,24 @@ defmodule KubeDist.Doctor do
     List.to_string(name)
   end
 
-  defp own_version(nil, _config), do: nil
-  defp own_version(pod, config), do: config[:version_label] && pod.labels[config[:version_label]]
-
+  # The config of a KubeDist.Strategy running in this node, through its public
+  # `KubeDist.Strategy.info/2` (found by its initial call: it may run unnamed, under
+  # libcluster's supervisor).
   defp discovered_config do
     Enum.find_value(Process.list(), fn pid ->
       with {:dictionary, dictionary} <- Process.info(pid, :dictionary),
-           {KubeDist.Strategy, :init, 1} <- dictionary[:"$initial_call"],
-           %{config: config} <- :sys.get_state(pid, 1_000) do
-        config
+           {KubeDist.Strategy, :init, 1} <- dictionary[:"$initial_call"] do
+        strategy_config(pid)
       else
         _ -> nil
       end
     end) || KubeDist.Epmd.watch_options()
+  end
+
+  defp strategy_config(pid) do
+    KubeDist.Strategy.info(pid, 1_000).config
+  catch
+    :exit, _ -> nil
   end
 
   defp role_yaml(namespace, error) do

@@ -28,6 +28,10 @@ defmodule KubeDist.Strategy do
     * `nodes: {:label, "key"}` or `{:annotation, "key"}`: basenames from the pod
       (comma-separated for several), or `nodes: fun` (pod -> basenames).
 
+  Short-lived nodes are never connected to the cluster: basenames starting with `rem-`
+  or `rpc-` (a release's `remote` and `rpc` commands), `maint_` or `maint-` (release
+  tooling). They reach the node they came for by themselves, under random names.
+
   `host:` picks the host part: `:pod_name` (default, for `-sname app` in a pod), `:ip`,
   `:dashed_ip` (`10-42-2-46.ns.pod.cluster.local`) or `:hostname_fqdn`
   (`host.sub.ns.svc.cluster.local`), matching how your nodes are named.
@@ -40,6 +44,20 @@ defmodule KubeDist.Strategy do
   join, so a rolling update does not mix releases. While this node's own pod is not
   eligible (not ready yet, or terminating), it does not connect to anyone. The own pod is
   found by this node's host name; `own_pod: "name"` says it explicitly.
+
+  ## Our own node's life cycle
+
+  `:waiting` (our pod is not eligible yet: nobody is connected), `:member` (our pod is
+  eligible, or the synced index has no pod of our host name), `:leaving` (our pod is
+  terminating) and `:gone` (our pod was deleted; a new pod of our name brings us back).
+  Leaving, the node disconnects every node outside its pod and refuses those that
+  come back; `info/2` tells where a running strategy is.
+
+  Every connect, disconnect and listing of connected nodes goes through the topology's
+  `connect`, `disconnect` and `list_nodes` functions, with the node appended to their
+  arguments, as libcluster's own strategies do (already listed nodes are not connected
+  again, unlisted ones not disconnected); hidden-node topologies list their nodes there.
+  The decisions themselves are `KubeDist.Strategy.Core`'s.
 
   ## When things go wrong
 
@@ -60,17 +78,14 @@ defmodule KubeDist.Strategy do
   use GenServer
   require Logger
 
-  alias KubeDist.Strategy.{Config, Nodes}
+  alias KubeDist.Strategy.{Config, Core, Nodes}
+  alias KubeDist.Watch
 
-  # How long the nodes of a pod that left are refused if something connects them again.
-  @keep_departed_away 60_000
-  # How long a departing pod's nodes get to leave by themselves before we cut them off.
-  @leave_grace 1_000
   # Backoff between attempts to start the watch (credentials not found, ...).
   @retry_start_ms 1_000
   @retry_start_max_ms 30_000
-
-  alias KubeDist.Watch
+  # How long leaving waits for `global` to stop reporting lost connections.
+  @quiet_global_ms 1_000
 
   @typedoc "libcluster's `%Cluster.Strategy.State{}` (or a map with the same keys)."
   @type state :: %{
@@ -110,32 +125,40 @@ defmodule KubeDist.Strategy do
     GenServer.start_link(__MODULE__, state, if(name, do: [name: name], else: []))
   end
 
+  @doc """
+  What a running strategy knows: its topology, validated config (without the token),
+  our own node's life cycle (`t:KubeDist.Strategy.Core.life/0`) and our own pod as last
+  seen (`nil` until the index lists it). `KubeDist.Doctor` reads the config from here.
+  """
+  @spec info(GenServer.server(), timeout()) :: %{
+          topology: atom(),
+          config: keyword(),
+          life: Core.life(),
+          own_pod: Watch.pod() | nil
+        }
+  def info(server, timeout \\ 5_000), do: GenServer.call(server, :info, timeout)
+
   @impl true
   def init(state) do
     Logger.metadata(topology: state.topology)
 
     case Config.validate(state.config) do
       {:ok, config} ->
+        # A closure: what it holds (the token too) does not show in a crash report.
+        watch_options = Config.watch_options(config)
+        # The token lives on in the watch only: a crash report must not print it.
+        config = Keyword.delete(config, :token)
+
         state = %{
           topology: state.topology,
           connect: state.connect,
           disconnect: state.disconnect,
           list_nodes: Map.get(state, :list_nodes, {:erlang, :nodes, [:connected]}),
-          # The token lives on in the watch only: a crash report must not print it.
-          config: Keyword.delete(config, :token),
           watch: nil,
           tag: nil,
-          own_host: config[:own_pod] || host(Node.self()),
-          # uid => node names we connected it for
-          pods: %{},
-          own_pod_gone: false,
-          leaving: false,
-          # node => when its pod left (ms)
-          departed: %{}
+          core: Core.new(config, config[:own_pod] || host(Node.self()))
         }
 
-        # A closure: what it holds (the token too) does not show in a crash report.
-        watch_options = Config.watch_options(config)
         {:ok, start_watch(state, fn -> Watch.start(watch_options) end, 0, nil)}
 
       # Options the code gives wrongly: a mistake to fix before deploying, said at once.
@@ -154,9 +177,11 @@ defmodule KubeDist.Strategy do
         if last_reason, do: Logger.info("KubeDist.Strategy: watching pods now")
         tag = Watch.subscribe(watch)
         send(self(), :reconcile)
+        hear_synced(watch, tag)
         # `global` connects nodes transitively: a node we let go can come back through a
-        # third node, so every nodeup is checked against the pods.
-        if Node.alive?(), do: :net_kernel.monitor_nodes(true)
+        # third node, so every nodeup is checked against the pods (hidden ones too, for
+        # topologies that list hidden nodes).
+        if Node.alive?(), do: :net_kernel.monitor_nodes(true, node_type: :all)
         %{state | watch: watch, tag: tag}
 
       {:error, reason} ->
@@ -174,6 +199,30 @@ defmodule KubeDist.Strategy do
     end
   end
 
+  # `:synced` comes once, to those subscribed when the list is in; a watch that synced
+  # just as we subscribed may not have told us. Hear it from `await_synced` then.
+  defp hear_synced(watch, tag) do
+    strategy = self()
+
+    spawn_link(fn ->
+      if Stream.repeatedly(fn -> Watch.await_synced(watch, 60_000) end) |> Enum.find(& &1),
+        do: send(strategy, {:kube_dist, tag, :synced})
+    end)
+  end
+
+  @impl true
+  def handle_call(:info, _from, state) do
+    core = state.core
+
+    {:reply,
+     %{
+       topology: state.topology,
+       config: core.config,
+       life: Core.life(core),
+       own_pod: core.own_pod
+     }, state}
+  end
+
   @impl true
   def handle_info({:start_watch, start, attempt, last_reason}, %{watch: nil} = state),
     do: {:noreply, start_watch(state, start, attempt, last_reason)}
@@ -181,67 +230,35 @@ defmodule KubeDist.Strategy do
   # Without a watch there is nothing to decide from (nodeups cannot be judged either).
   def handle_info(_message, %{watch: nil} = state), do: {:noreply, state}
 
+  def handle_info({:kube_dist, tag, :synced}, %{tag: tag} = state),
+    do: {:noreply, index(state, true)}
+
   def handle_info({:kube_dist, tag, event}, %{tag: tag} = state),
-    do: {:noreply, on_event(event, state)}
+    do: {:noreply, run(state, event)}
 
+  # Every reconcile_interval: nodes that dropped are connected again, from the index
+  # (no API call, no epmd asked for pods already named).
   def handle_info(:reconcile, state) do
-    Process.send_after(self(), :reconcile, state.config[:reconcile_interval])
-    # A leaving node keeps itself out: a connection that came back anyway (seen with a
-    # node that joined while we were leaving) is cut here too, not only at its nodeup.
-    if state.leaving, do: cut_all_but_our_pod(state)
-    {:noreply, reconcile(state)}
+    Process.send_after(self(), :reconcile, state.core.config[:reconcile_interval])
+    {:noreply, index(state)}
   end
 
-  def handle_info({:named, uid, pod_name, nodes}, state) do
-    case state.pods do
-      %{^uid => known} ->
-        # Every name the pod ever stood for is kept: it bounds the atoms a pod can make.
-        all = Enum.uniq(known ++ nodes)
-        if all != known, do: discovered(state, pod_name, :joined, nodes)
-        # Eligible again (a pod of the same name came back): welcome.
-        state = %{state | departed: Map.drop(state.departed, nodes)}
-        if joining?(state), do: connect(state, nodes)
-        {:noreply, put_in(state.pods[uid], all)}
-
-      # The pod left while it was being named.
-      _ ->
-        {:noreply, state}
-    end
-  end
+  def handle_info({:nodeup, node, _info}, state), do: handle_info({:nodeup, node}, state)
 
   def handle_info({:nodeup, node}, state) do
-    if unwelcome?(node, state), do: disconnect(state, [node])
-    {:noreply, state}
+    pod =
+      case Watch.lookup(state.watch, host(node)) do
+        {:ok, _ip, %{} = pod} -> pod
+        _ -> nil
+      end
+
+    {:noreply, run(state, {:nodeup, node, pod})}
   end
 
-  # A node of an eligible pod dropped (a network blip, or `global` cutting a node off to
-  # prevent overlapping partitions when another node left): connect it again soon,
-  # rather than at the next reconcile.
-  def handle_info({:nodedown, node}, state) do
-    if joining?(state) and known?(node, state),
-      do: Process.send_after(self(), {:reconnect, node}, 100 + :rand.uniform(200))
+  def handle_info({:nodedown, node, _info}, state), do: {:noreply, run(state, {:nodedown, node})}
+  def handle_info({:nodedown, node}, state), do: {:noreply, run(state, {:nodedown, node})}
 
-    {:noreply, state}
-  end
-
-  def handle_info({:reconnect, node}, state) do
-    if joining?(state) and known?(node, state) and node not in connected(state),
-      do: connect(state, [node])
-
-    {:noreply, state}
-  end
-
-  # The grace is over: cut off those still connected, unless their pod came back since.
-  def handle_info({:let_go, nodes, departed_at}, state) do
-    connected = connected(state)
-
-    disconnect(
-      state,
-      Enum.filter(nodes, &(state.departed[&1] == departed_at and &1 in connected))
-    )
-
-    {:noreply, state}
-  end
+  def handle_info({:core, event}, state), do: {:noreply, run(state, event)}
 
   def handle_info({:connected, node, result, duration}, state) do
     report(state, :connect, node, result, duration)
@@ -250,185 +267,99 @@ defmodule KubeDist.Strategy do
 
   def handle_info(_other, state), do: {:noreply, state}
 
-  defp on_event(:synced, state), do: reconcile(state)
-
-  defp on_event({:api_error, message}, state) do
-    Logger.warning(
-      "KubeDist.Strategy #{state.topology}: #{message}; keeping the cluster as it is"
-    )
-
-    telemetry([:api_error], %{}, %{message: message, topology: state.topology})
-    state
+  defp index(state, synced \\ nil) do
+    synced = if synced == nil, do: Watch.health(state.watch).synced, else: synced
+    run(state, {:index, Watch.pods(state.watch), synced})
   end
 
-  defp on_event({:deleted, pod}, state) do
-    if own_pod?(pod, state) do
-      Logger.info(
-        "KubeDist.Strategy #{state.topology}: our own pod is gone; no longer reaching out"
-      )
-    end
-
-    state = %{state | own_pod_gone: state.own_pod_gone or own_pod?(pod, state)}
-    # Deleted without a grace period, our pod never looked terminating: leave now.
-    state =
-      if own_pod?(pod, state) and state.config[:disconnect_deleted], do: leave(state), else: state
-
-    {nodes, pods} = Map.pop(state.pods, pod.uid, [])
-
-    if state.config[:disconnect_deleted],
-      do: state |> depart(nodes) |> Map.put(:pods, pods),
-      else: %{state | pods: pods}
-  end
-
-  defp on_event({kind, pod}, state) when kind == :added, do: consider(pod, state)
-  defp on_event({:changed, _old, pod}, state), do: consider(pod, state)
-
-  # A pod that turns eligible is connected now; one that starts terminating is let go.
-  defp consider(pod, state) do
-    cond do
-      own_pod?(pod, state) and pod.terminating and not state.config[:keep_terminating] ->
-        leave(state)
-
-      # Our pod turned Ready: reach out to everyone now, our pod's other nodes included.
-      # (A pod of our name that is not terminating is a new one: we are back.)
-      own_pod?(pod, state) ->
-        state = %{state | own_pod_gone: false, leaving: false}
-
-        if Nodes.eligible?(pod, state.config, own_version(state)),
-          do: reconcile(state),
-          else: state
-
-      Nodes.eligible?(pod, state.config, own_version(state)) ->
-        name(state, pod)
-        %{state | pods: Map.put_new(state.pods, pod.uid, [])}
-
-      pod.terminating and Map.has_key?(state.pods, pod.uid) ->
-        {nodes, pods} = Map.pop(state.pods, pod.uid)
-        discovered(state, pod.name, :left, nodes)
-        depart(%{state | pods: pods}, nodes)
-
-      true ->
-        state
-    end
-  end
-
-  # Everything eligible in the index (our own pod's other nodes too), connected if
-  # missing; nothing is disconnected here. Names are asked again each time: in :epmd
-  # mode a pod's nodes register after it is Ready.
-  defp reconcile(state) do
-    pods =
-      Enum.filter(Watch.pods(state.watch), &Nodes.eligible?(&1, state.config, own_version(state)))
-
-    Enum.each(pods, &name(state, &1))
-    forget_after = System.monotonic_time(:millisecond) - @keep_departed_away
-    departed = for {node, at} <- state.departed, at > forget_after, into: %{}, do: {node, at}
-    %{state | pods: Map.merge(Map.new(pods, &{&1.uid, []}), state.pods), departed: departed}
+  # Hands the event to the core, then carries out what it decided, in order.
+  defp run(state, event) do
+    {core, effects} = Core.handle(state.core, event)
+    Enum.reduce(effects, %{state | core: core}, &effect/2)
   end
 
   # Naming may ask the pod's epmd, which can be slow or hang: it runs beside the strategy,
   # which hears back `{:named, ...}` and connects then, so no pod holds up another.
-  defp name(state, pod) do
+  defp effect({:name, pod, known}, state) do
     strategy = self()
-    config = state.config
-    known = Map.get(state.pods, pod.uid, [])
+    config = state.core.config
 
     Task.start(fn ->
-      send(strategy, {:named, pod.uid, pod.name, Nodes.names(pod, config, known)})
+      send(strategy, {:core, {:named, pod.uid, Nodes.names(pod, config, known)}})
     end)
+
+    state
   end
 
-  # Let go of nodes whose pod left, and keep them away for a while: `global` may connect
-  # them again through a node that has not heard of the departure yet. A node running
-  # KubeDist leaves by itself within milliseconds, through `global.disconnect/0`, which
-  # keeps the rest of the cluster whole; cutting it off from here instead makes `global`
-  # on third nodes break their connections too, to prevent overlapping partitions. So
-  # the nodes get @leave_grace to go before they are disconnected.
-  defp depart(state, nodes) do
-    now = System.monotonic_time(:millisecond)
-    Process.send_after(self(), {:let_go, nodes, now}, @leave_grace)
-    %{state | departed: Map.merge(state.departed, Map.new(nodes, &{&1, now}))}
+  defp effect({:connect, nodes}, state), do: connect(state, nodes) && state
+  defp effect({:disconnect, nodes}, state), do: disconnect(state, nodes) && state
+
+  defp effect(:leave, state) do
+    quiet_global()
+    effect(:cut_outsiders, state)
   end
 
-  # Our pod is terminating: let go of every node outside it (once).
-  defp leave(%{leaving: true} = state), do: state
-
-  defp leave(state) do
-    Logger.info(
-      "KubeDist.Strategy #{state.topology}: our pod is terminating; leaving the cluster"
-    )
-
-    # Leave `global`'s cluster first: disconnected one by one, a node that is still alive
-    # makes `global` cut the others apart too, to prevent overlapping partitions.
-    if function_exported?(:global, :disconnect, 0), do: :global.disconnect()
-    cut_all_but_our_pod(state)
-    %{state | leaving: true}
+  defp effect(:cut_outsiders, state) do
+    disconnect(state, Enum.reject(list_nodes(state), &Core.same_pod?(state.core, &1)))
+    state
   end
 
-  defp cut_all_but_our_pod(state),
-    do: disconnect(state, Enum.reject(connected(state), &same_pod?(&1, state)))
+  defp effect(:refresh, state), do: index(state)
+
+  defp effect({:timer, ms, event}, state) do
+    Process.send_after(self(), {:core, event}, ms)
+    state
+  end
+
+  defp effect({:log, level, message}, state) do
+    Logger.log(level, "KubeDist.Strategy #{state.topology}: #{message}")
+    state
+  end
+
+  defp effect({:telemetry, event, measurements, metadata}, state) do
+    telemetry(event, measurements, Map.put(metadata, :topology, state.topology))
+    state
+  end
+
+  # Leaving, we disconnect every node outside our pod (through the topology's function).
+  # Cut one by one, a node whose `global` still prevents overlapping partitions tells
+  # the others that it lost each peer, and they cut that peer too: the cluster left
+  # behind would fall apart. So our `global` stops reporting lost connections first, as
+  # it does when the node shuts down (`init:stop/0` sends it the same message); our pod
+  # is terminating, and its nodes are on their way out (this node's `global` stays so
+  # for the rest of its life, as it would while stopping). On a release without this
+  # message `global` ignores it, and the wait below ends at its timeout.
+  defp quiet_global do
+    with true <- Node.alive?(),
+         pid when is_pid(pid) <- Process.whereis(:global_name_server) do
+      ref = make_ref()
+      send(pid, {:prepare_shutdown, self(), ref})
+
+      receive do
+        {^ref, :ok} -> :ok
+      after
+        @quiet_global_ms -> :ok
+      end
+    end
+  end
 
   # The nodes connected now, as the topology's `list_nodes` function says (libcluster's
   # contract: hidden-node topologies list their hidden nodes there).
-  defp connected(state) do
+  defp list_nodes(state) do
     {mod, fun, args} = state.list_nodes
     apply(mod, fun, args)
   end
 
-  # A node that must not stay connected: we are leaving, or its pod is terminating.
-  # Nodes of our own pod (a remote shell) are always welcome.
-  defp unwelcome?(node, state) do
-    cond do
-      same_pod?(node, state) -> false
-      state.leaving or state.own_pod_gone -> true
-      Map.has_key?(state.departed, node) -> true
-      state.config[:keep_terminating] -> false
-      true -> match?({:ok, _, %{terminating: true}}, Watch.lookup(state.watch, host(node)))
-    end
-  end
-
-  defp known?(node, state), do: Enum.any?(state.pods, fn {_uid, nodes} -> node in nodes end)
-
-  defp same_pod?(node, state), do: host(node) == state.own_host
-  defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
-
-  # Our own pod must be eligible (ready, not terminating) before we reach out.
-  defp joining?(%{own_pod_gone: true}), do: false
-  defp joining?(%{leaving: true}), do: false
-
-  defp joining?(state) do
-    case own_pod(state) do
-      # Not found at all: not on Kubernetes, or named otherwise; nothing to wait for.
-      nil -> true
-      pod -> not pod.terminating and Nodes.eligible?(pod, state.config, own_version(state))
-    end
-  end
-
-  defp own_pod(state) do
-    case Watch.lookup(state.watch, state.own_host) do
-      {:ok, _ip, %{} = pod} -> pod
-      _ -> nil
-    end
-  end
-
-  defp own_pod?(pod, state), do: Nodes.host(pod, state.config) == state.own_host
-
-  defp own_version(state) do
-    with label when is_binary(label) <- state.config[:version_label],
-         %{labels: labels} <- own_pod(state) do
-      Map.get(labels, label)
-    else
-      _ -> nil
-    end
-  end
-
-  # Each connect runs in its own process: one dead IP never holds up the others.
+  # As libcluster's `Cluster.Strategy.connect_nodes/4`: the nodes not listed yet, not
+  # ourselves, each through the topology's `connect` with the node appended to its
+  # arguments. Each connect runs in its own process: one dead IP never holds up the others.
   defp connect(state, nodes) do
     {mod, fun, args} = state.connect
-    connected = MapSet.new(connected(state))
+    connected = MapSet.new(list_nodes(state))
     strategy = self()
-    timeout = state.config[:connect_timeout]
+    timeout = state.core.config[:connect_timeout]
 
-    for node <- nodes, node != Node.self(), node not in connected do
+    for node <- Enum.uniq(nodes), node != Node.self(), node not in connected do
       Task.start(fn ->
         started = System.monotonic_time()
         task = Task.async(fn -> apply(mod, fun, args ++ [node]) end)
@@ -444,10 +375,12 @@ defmodule KubeDist.Strategy do
     :ok
   end
 
+  # As libcluster's `Cluster.Strategy.disconnect_nodes/4`: only nodes listed, not ourselves.
   defp disconnect(state, nodes) do
     {mod, fun, args} = state.disconnect
+    connected = MapSet.new(list_nodes(state))
 
-    for node <- nodes, node != Node.self() do
+    for node <- Enum.uniq(nodes), node != Node.self(), node in connected do
       started = System.monotonic_time()
       result = apply(mod, fun, args ++ [node])
       report(state, :disconnect, node, result, System.monotonic_time() - started)
@@ -456,14 +389,7 @@ defmodule KubeDist.Strategy do
     :ok
   end
 
-  defp discovered(state, pod_name, change, nodes) do
-    telemetry([:discovery], %{nodes: length(nodes)}, %{
-      pod: pod_name,
-      change: change,
-      nodes: nodes,
-      topology: state.topology
-    })
-  end
+  defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
 
   defp report(state, action, node, result, duration) do
     case {action, result} do

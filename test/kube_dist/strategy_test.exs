@@ -217,6 +217,8 @@ defmodule KubeDist.StrategyTest do
     create_pod(sim, "default", "peer", ip: "198.51.100.11")
     start_strategy(sim, node_basename: "app", own_pod: "me", reconcile_interval: 100)
     assert_receive {:connect, :app@peer}, 5_000
+    # Another node of our pod (a sibling) is connected too: it stays.
+    :ets.insert(KubeDist.Test.Recorder, {{self(), :worker@me}})
 
     {:ok, 200, _} = api(sim, :delete, "/api/v1/namespaces/default/pods/me")
     # It leaves through the topology's functions: the peer, listed by list_nodes, is
@@ -228,6 +230,28 @@ defmodule KubeDist.StrategyTest do
     # again at its next reconcile, every 100 ms; a leaving one must not.
     :ets.delete(KubeDist.Test.Recorder, {self(), :app@peer})
     refute_receive {:connect, _}, 500
+    refute_received {:disconnect, :worker@me}
+  end
+
+  test "libcluster's contract: list_nodes decides who is connected, for connects and disconnects",
+       %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    create_pod(sim, "default", "api-1", ip: "198.51.100.2")
+    # The topology lists app@api-0 as connected already (a hidden node, say), though
+    # this VM is connected to nobody: it is not connected again.
+    :ets.insert(KubeDist.Test.Recorder, {{self(), :"app@api-0"}})
+    start_strategy(sim, node_basename: "app", reconcile_interval: 60_000)
+    assert_receive {:connect, :"app@api-1"}, 5_000
+    refute_receive {:connect, :"app@api-0"}, 300
+
+    # app@api-1 drops (as the topology lists it), then its pod is deleted: nothing to
+    # disconnect. api-0's pod is deleted next: its listed node is disconnected (after
+    # the same grace).
+    :ets.delete(KubeDist.Test.Recorder, {self(), :"app@api-1"})
+    delete_pod(sim, "default", "api-1")
+    delete_pod(sim, "default", "api-0")
+    assert_receive {:disconnect, :"app@api-0"}, 5_000
+    refute_receive {:disconnect, :"app@api-1"}, 300
   end
 
   test "invalid config is refused at start with the key named", %{sim: sim} do

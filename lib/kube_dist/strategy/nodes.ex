@@ -1,31 +1,19 @@
 defmodule KubeDist.Strategy.Nodes do
   @moduledoc false
-  # Which pods a node should cluster with, and the node names each pod stands for.
-  # Pure functions, except :epmd naming, which asks the pod's epmd (with a timeout).
+  # The node names each pod stands for (which pods are eligible is
+  # KubeDist.Strategy.Core's rule). Pure functions, except :epmd naming, which asks the
+  # pod's epmd (with a timeout).
 
   # Names from a peer's epmd become atoms: only plausible ones, and not too many.
   @valid_basename ~r/\A[A-Za-z0-9_.-]{1,64}\z/
   @max_nodes_per_pod 16
 
-  @doc "Whether `pod` is one to connect to under `config`."
-  @spec eligible?(KubeDist.Watch.pod(), keyword(), String.t() | nil) :: boolean()
-  def eligible?(pod, config, own_version) do
-    pod.ip != nil and
-      (config[:keep_terminating] or not pod.terminating) and
-      ready_enough?(pod, config[:eligible]) and
-      same_version?(pod, config[:version_label], own_version)
-  end
-
-  defp ready_enough?(pod, :ready), do: pod.ready
-  defp ready_enough?(pod, :running), do: pod.phase == :running
-
-  defp same_version?(_pod, nil, _own), do: true
-  defp same_version?(pod, label, own), do: Map.get(pod.labels, label) == own
-
   @doc """
   The node names `pod` stands for. `known` are the names it stood for before: they are
   reused, and a pod gets new atoms only up to 16 names in all, however often its
   answer changes (a hostile epmd could otherwise hand out fresh names on every ask).
+  Short-lived names (remote shells, `rpc` nodes: `KubeDist.Strategy.Core.short_lived?/1`)
+  are left out before any atom is made.
   """
   @spec names(KubeDist.Watch.pod(), keyword(), [node()]) :: [node()]
   def names(pod, config, known \\ []) do
@@ -34,7 +22,7 @@ defmodule KubeDist.Strategy.Nodes do
 
     pod
     |> basenames(config[:nodes], config[:connect_timeout])
-    |> Enum.filter(&valid_basename?/1)
+    |> Enum.filter(&(valid_basename?(&1) and not KubeDist.Strategy.Core.short_lived?(&1)))
     |> Enum.map(&"#{&1}@#{host}")
     |> Enum.uniq()
     |> Enum.reduce({[], @max_nodes_per_pod - map_size(known)}, fn name, {nodes, budget} ->
