@@ -169,10 +169,9 @@ pub fn cluster_domain_from_resolv_conf(resolv_conf: &str) -> Option<String> {
         .find(|domain| {
             !domain.is_empty()
                 && has(domain)
-                && search.iter().any(|e| {
-                    e.strip_suffix(&format!(".svc.{domain}"))
-                        .is_some_and(|namespace| is_label(namespace))
-                })
+                && search
+                    .iter()
+                    .any(|e| e.strip_suffix(&format!(".svc.{domain}")).is_some_and(is_label))
         })
         .map(|domain| domain.to_ascii_lowercase())
 }

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
-use kube_dist_core::index::PodChange;
 use kube_dist_core::host::hosts;
+use kube_dist_core::index::PodChange;
 use kube_dist_core::pod::{DistPort, PodRecord};
 use kube_dist_core::watch::{ErrorKind, Health, WatchEvent};
 use rustler::{Encoder, Env, Term};

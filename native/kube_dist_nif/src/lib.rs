@@ -12,8 +12,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_dist_core::runtime::runtime;
 use kube_dist_core::pod::PodRecord;
+use kube_dist_core::runtime::runtime;
 use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
@@ -179,7 +179,9 @@ fn node_address<'a>(
     let nil = rustler::types::atom::nil().encode(env);
     guarded(env, || {
         resolved(env, &handle, host, family, |pod| {
-            let port = pod.zip(text(basename)).and_then(|(pod, basename)| pod.dist_port(&basename));
+            let port = pod
+                .zip(text(basename))
+                .and_then(|(pod, basename)| pod.dist_port(&basename));
             Some(port.map_or(nil, |port| port.encode(env)))
         })
     })

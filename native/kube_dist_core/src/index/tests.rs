@@ -825,7 +825,12 @@ mod built_hosts {
 
     fn spec() -> impl Strategy<Value = Spec> {
         (
-            prop_oneof![Just("prod".to_string()), Just("svc".to_string()), Just("pod".to_string()), LABEL],
+            prop_oneof![
+                Just("prod".to_string()),
+                Just("svc".to_string()),
+                Just("pod".to_string()),
+                LABEL
+            ],
             LABEL,
             proptest::option::of(LABEL),
             proptest::option::of(LABEL),
@@ -931,7 +936,11 @@ mod built_hosts {
             Some("web-0.db.prod.svc.cluster.local")
         );
         pod.hostname = None;
-        assert_eq!(hosts(&pod, DOMAIN).hostname_fqdn, None, "no spec.hostname, no DNS record");
+        assert_eq!(
+            hosts(&pod, DOMAIN).hostname_fqdn,
+            None,
+            "no spec.hostname, no DNS record"
+        );
     }
 
     #[test]
@@ -952,7 +961,11 @@ mod built_hosts {
         let built = hosts(&pod, DOMAIN);
         assert_eq!((built.ip, built.dashed_ip), (None, None), "a node's IP names no pod");
         let unnamed = record("prod", "a.b", &["10.0.0.1"]);
-        assert_eq!(hosts(&unnamed, DOMAIN).pod_name, None, "a name with dots reads as another form");
+        assert_eq!(
+            hosts(&unnamed, DOMAIN).pod_name,
+            None,
+            "a name with dots reads as another form"
+        );
         assert_eq!(hosts(&record("prod", "p", &[]), DOMAIN).dashed_ip, None);
     }
 }
