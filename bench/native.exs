@@ -112,8 +112,8 @@ System.put_env("KUBE_DIST_MODE", "epmdless")
 address_please = fn name -> KubeDist.Epmd.address_please(~c"app", name, :inet) end
 
 resolve_cases = [
-  {"bare NIF call (`KubeDist.Native.resolve/3`)", "epmd", names,
-   &KubeDist.Native.resolve(watch.resource, &1, false)},
+  {"bare NIF call (`KubeDist.Native.address/3`)", "epmd", names,
+   &KubeDist.Native.address(watch.resource, &1, :inet)},
   {"`KubeDist.Watch.resolve/2`", "epmd", names, &Watch.resolve(watch, &1)},
   {"`KubeDist.Epmd.address_please/3`, epmd mode", "epmd", charlist_names, address_please},
   {"`KubeDist.Epmd.address_please/3`, epmd-less", "epmdless", charlist_names, address_please}

@@ -148,11 +148,21 @@ defmodule KubeDist.Doctor do
     detail = health.last_error || "no answer within #{@sync_timeout} ms"
 
     fix =
-      case health.last_error_kind do
-        0 -> "check that the API server is reachable from this pod (address, NetworkPolicy, CA)"
-        401 -> "the token was rejected: check the mounted service-account token (or kubeconfig)"
-        403 -> "grant access to pods: see the RBAC lines below"
-        _ -> "see the error above"
+      case health.error do
+        :unreachable ->
+          "check that the API server is reachable from this pod (address, NetworkPolicy)"
+
+        :certificate ->
+          "the API server's certificate is not signed by the configured CA (ca_file)"
+
+        :unauthorized ->
+          "the token was rejected: check the mounted service-account token (or kubeconfig)"
+
+        :forbidden ->
+          "grant access to pods: see the RBAC lines below"
+
+        _ ->
+          "see the error above"
       end
 
     check("API server", :fail, "#{health.api_url || "?"}: #{detail}", fix)
@@ -192,7 +202,7 @@ defmodule KubeDist.Doctor do
       with {:ok, watch} <- Watch.start(options),
            false <- Watch.await_synced(watch, @sync_timeout) do
         error = Watch.health(watch)
-        fix = if error.last_error_kind == 403, do: role_yaml(namespace, error.last_error)
+        fix = if error.error == :forbidden, do: role_yaml(namespace, error.service_account)
         check("RBAC in #{scope}", :fail, error.last_error || "no answer", fix)
       else
         true -> check("RBAC in #{scope}", :ok, "get, list and watch on pods allowed")
@@ -402,12 +412,9 @@ defmodule KubeDist.Doctor do
     :exit, _ -> nil
   end
 
-  defp role_yaml(namespace, error) do
-    {account_ns, account} =
-      case Regex.run(~r/system:serviceaccount:([^:"]+):([^"\s]+)/, error || "") do
-        [_, ns, name] -> {ns, name}
-        nil -> {namespace || "default", "default"}
-      end
+  # `service_account`: the one the API named when it denied access, if it did.
+  defp role_yaml(namespace, service_account) do
+    {account_ns, account} = service_account || {namespace || "default", "default"}
 
     {kind, binding, meta} =
       if namespace,

@@ -129,11 +129,11 @@ defmodule KubeDist.Epmd do
     case mode() do
       # Every connect asks: epmd mode needs only the IP, not the whole pod.
       :epmd ->
-        with :error <- lookup(host, false, family),
+        with :error <- lookup(host, &KubeDist.Native.address(&1, &2, family)),
              do: :erl_epmd.address_please(name, host, family)
 
       :epmdless ->
-        case lookup(host, {:port, name}, family) do
+        case lookup(host, &KubeDist.Native.node_address(&1, &2, name, family)) do
           {:ok, ip, port} -> {:ok, ip, port || default_port(), @dist_version}
           :error -> stock_address(host, family)
         end
@@ -155,7 +155,8 @@ defmodule KubeDist.Epmd do
       :epmdless ->
         port =
           with(
-            {:ok, _, port} <- lookup(ip, {:port, name}, family_of(ip)),
+            {:ok, _, port} <-
+              lookup(ip, &KubeDist.Native.node_address(&1, &2, name, family_of(ip))),
             do: port,
             else: (_ -> nil)
           )
@@ -167,11 +168,20 @@ defmodule KubeDist.Epmd do
   @doc false
   @spec names(host()) :: {:ok, [{charlist(), :inet.port_number()}]} | {:error, term()}
   def names(host) do
-    case {mode(), lookup(host, :ports, family_of(host))} do
-      {:epmd, {:ok, ip, _}} -> :erl_epmd.names(ip)
-      {:epmd, _} -> :erl_epmd.names(host)
-      {:epmdless, {:ok, _, ports}} when ports != nil -> {:ok, declared_nodes(ports)}
-      {:epmdless, _} -> {:error, :address}
+    family = family_of(host)
+
+    case mode() do
+      :epmd ->
+        case lookup(host, &KubeDist.Native.address(&1, &2, family)) do
+          {:ok, ip} -> :erl_epmd.names(ip)
+          _ -> :erl_epmd.names(host)
+        end
+
+      :epmdless ->
+        case lookup(host, &KubeDist.Native.lookup(&1, &2, family)) do
+          {:ok, _, %{} = pod} -> {:ok, declared_nodes(pod)}
+          _ -> {:error, :address}
+        end
     end
   end
 
@@ -180,14 +190,12 @@ defmodule KubeDist.Epmd do
   @doc """
   The nodes a pod declares for epmd-less mode, as `{basename, port}` with charlist
   basenames (as `names/1` returns them). A port named `dist` is listed as `~c"*"`.
+  Which ports these are is the pod's `dist_ports` (the native side's rule).
   """
-  @spec declared_nodes(KubeDist.Watch.pod() | [map()]) :: [{charlist(), :inet.port_number()}]
-  def declared_nodes(%{ports: ports}), do: declared_nodes(ports)
-
-  def declared_nodes(ports) when is_list(ports) do
-    for %{name: name, port: port} <- ports,
-        basename = declared_basename(name),
-        do: {basename, port}
+  @spec declared_nodes(KubeDist.Watch.pod()) :: [{charlist(), :inet.port_number()}]
+  def declared_nodes(%{dist_ports: dist_ports}) do
+    for {basename, port} <- dist_ports,
+        do: {if(basename == :any, do: ~c"*", else: String.to_charlist(basename)), port}
   end
 
   @doc """
@@ -216,12 +224,6 @@ defmodule KubeDist.Epmd do
   def problem, do: :persistent_term.get({__MODULE__, :problem}, nil)
 
   ## Internals
-
-  defp declared_basename("dist-" <> basename) when basename != "",
-    do: String.to_charlist(basename)
-
-  defp declared_basename("dist"), do: ~c"*"
-  defp declared_basename(_), do: nil
 
   # Our own listen port (epmd-less): see KubeDist.Epmd.ListenPort.
   defp own_port(name, host) do
@@ -254,9 +256,9 @@ defmodule KubeDist.Epmd do
     # in between (taken for "no pod of ours", that sent the node to the default port).
     listed? = KubeDist.Watch.await_synced(watch, 0)
 
-    case KubeDist.Native.resolve(watch.resource, host, :ports, family_of(host)) do
-      {:ok, _ip, ports} when is_list(ports) ->
-        {:pod, ports}
+    case KubeDist.Native.lookup(watch.resource, host, family_of(host)) do
+      {:ok, _ip, %{dist_ports: dist_ports}} ->
+        {:pod, dist_ports}
 
       # A host that cannot be a pod, or the list is in and has no such pod.
       answer when answer == :error or answer == {:error, :ambiguous} ->
@@ -308,19 +310,18 @@ defmodule KubeDist.Epmd do
     end
   end
 
-  # `with`: false for the IP alone, `{:port, basename}` for a node's epmd-less port,
-  # `:ports` for the pod's declared ports, true for the pod. `family`: the address
-  # wanted, :inet or :inet6. Without an index: `:error`, and the caller falls back to the
-  # stock resolver.
-  defp lookup(host, with, family) do
+  # `ask.(resource, host)`: one of KubeDist.Native's lookups (the IP alone, a node's
+  # epmd-less port, the pod). Without an index: `:error`, and the caller falls back to
+  # the stock resolver.
+  defp lookup(host, ask) do
     case watch() do
-      %KubeDist.Watch{} = watch -> lookup(watch, host_term(host), with, family, true)
+      %KubeDist.Watch{} = watch -> lookup(watch, host_term(host), ask, true)
       nil -> :error
     end
   end
 
-  defp lookup(watch, host, with, family, may_wait?) do
-    case KubeDist.Native.resolve(watch.resource, host, with, family) do
+  defp lookup(watch, host, ask, may_wait?) do
+    case ask.(watch.resource, host) do
       {:ok, _ip} = found ->
         found
 
@@ -331,7 +332,7 @@ defmodule KubeDist.Epmd do
       # wait, once per boot at most, unless it is our own host.
       {:error, :not_synced} when may_wait? ->
         if not own_host?(host) and await_sync(watch),
-          do: lookup(watch, host, with, family, false),
+          do: lookup(watch, host, ask, false),
           else: :error
 
       _ ->
@@ -416,6 +417,7 @@ defmodule KubeDist.Epmd do
 
   @doc false
   # The watch options KUBE_DIST_* ask for (also read by KubeDist.Doctor).
+  # KubeDist.Watch validates them (an unusable value is a problem the node reports).
   @spec watch_options() :: keyword()
   def watch_options do
     env = fn name -> System.get_env(name) end

@@ -14,11 +14,14 @@ defmodule KubeDist.Native do
     do: load_and_call(:notify_synced, [handle, pid, tag, timeout_ms])
 
   def list_pods(handle), do: load_and_call(:list_pods, [handle])
-  # Family :inet (IPv4) unless asked: the arity callers had before dual stack.
-  def resolve(handle, host, with), do: resolve(handle, host, with, :inet)
+  # One function per answer: the IP of a host, with its pod, or a node's epmd-less port.
+  def address(handle, host, family), do: load_and_call(:address, [handle, host, family])
+  def lookup(handle, host, family), do: load_and_call(:lookup, [handle, host, family])
 
-  def resolve(handle, host, with, family),
-    do: load_and_call(:resolve, [handle, host, with, family])
+  def node_address(handle, host, basename, family),
+    do: load_and_call(:node_address, [handle, host, basename, family])
+
+  def check_options(options), do: load_and_call(:check_options, [options])
 
   def health(handle), do: load_and_call(:health, [handle])
   def panic_for_test, do: load_and_call(:panic_for_test, [])

@@ -34,7 +34,9 @@ defmodule KubeDist.Strategy do
 
   `host:` picks the host part: `:pod_name` (default, for `-sname app` in a pod), `:ip`,
   `:dashed_ip` (`10-42-2-46.ns.pod.cluster.local`) or `:hostname_fqdn`
-  (`host.sub.ns.svc.cluster.local`), matching how your nodes are named.
+  (`host.sub.ns.svc.cluster.local`), matching how your nodes are named. The native side
+  builds every form (`pod.hosts`, next to the parser that reads them back); a pod without
+  the form asked for (no IP, no `spec.subdomain`, ...) stands for no node.
 
   ## Which pods
 

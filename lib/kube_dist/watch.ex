@@ -23,7 +23,11 @@ defmodule KubeDist.Watch do
       (default `/var/run/secrets/kubernetes.io/serviceaccount`).
     * `:kubeconfig` - kubeconfig path (default `KUBECONFIG`, then `~/.kube/config`).
     * `:cluster_domain` - the cluster DNS domain for qualified names. Default: read from
-      the search list of `/etc/resolv.conf` inside a pod, else `"cluster.local"`.
+      the search list of `/etc/resolv.conf` inside a pod (`<namespace>.svc.<domain>
+      svc.<domain> <domain>`), else `"cluster.local"`. `health/1` says which is used.
+
+  Options are a keyword list; anything else (an improper list too) is refused with
+  `{:error, reason}`. `check_options/1` validates them without starting anything.
 
   TLS verification of the API server cannot be turned off.
   """
@@ -49,8 +53,39 @@ defmodule KubeDist.Watch do
           terminating: boolean(),
           labels: %{String.t() => String.t()},
           annotations: %{String.t() => String.t()},
-          ports: [%{name: String.t() | nil, port: :inet.port_number(), container: String.t()}]
+          ports: [%{name: String.t() | nil, port: :inet.port_number(), container: String.t()}],
+          hosts: hosts(),
+          dist_ports: [{String.t() | :any, :inet.port_number()}]
         }
+
+  @typedoc """
+  The host part of a pod's node names in each form (see `KubeDist.Strategy`'s `:host`),
+  `nil` where the pod has none: `pod_name` for a name that is not one DNS label,
+  `ip` and `dashed_ip` for a pod without an IP or on the host network (its IP is its
+  node's), `hostname_fqdn` unless the pod has both `spec.hostname` and `spec.subdomain`
+  (cluster DNS has no hostname record for it otherwise). Each resolves back to the pod.
+  """
+  @type hosts :: %{
+          pod_name: String.t() | nil,
+          ip: String.t() | nil,
+          dashed_ip: String.t() | nil,
+          hostname_fqdn: String.t() | nil
+        }
+
+  @typedoc """
+  What the watch's last failure was: the API server could not be reached, its
+  certificate is not signed by the configured CA, it rejected the credentials (401) or
+  denied access to pods (403), answered another HTTP status, no client could be made
+  from the configuration, or the watch itself died (a bug) and is being restarted.
+  """
+  @type error ::
+          :unreachable
+          | :certificate
+          | :unauthorized
+          | :forbidden
+          | {:status, pos_integer()}
+          | :client
+          | :crashed
 
   @typedoc "What subscribers receive as `{:kube_dist, tag, event}`."
   @type event ::
@@ -60,31 +95,21 @@ defmodule KubeDist.Watch do
           | :synced
           | {:api_error, String.t()}
 
-  @string_options [
-    :api_url,
-    :ca_file,
-    :token,
-    :token_file,
-    :service_account_dir,
-    :kubeconfig,
-    :label_selector,
-    :field_selector,
-    :cluster_domain
-  ]
-
-  # Every option a watch takes; KubeDist.Strategy passes these through.
-  @doc false
-  @spec option_keys() :: [atom()]
-  def option_keys, do: [:namespaces | @string_options]
-
   @doc "Starts (or joins) a watch. See the module docs for options."
   @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
   def start(options \\ []) do
-    with {:ok, map} <- validate(options),
-         {:ok, resource} <- KubeDist.Native.start_watch(map) do
+    with {:ok, resource} <- KubeDist.Native.start_watch(options) do
       {:ok, %__MODULE__{resource: resource}}
     end
   end
+
+  @doc """
+  `:ok` if `start/1` would accept `options` (it may still fail to connect), else
+  `{:error, reason}`. The one validator of watch options: `KubeDist.Strategy` and
+  `KubeDist.Epmd` use it too.
+  """
+  @spec check_options(term()) :: :ok | {:error, String.t()}
+  def check_options(options), do: KubeDist.Native.check_options(options)
 
   @doc """
   Waits until the initial list is in, up to `timeout` milliseconds. Returns whether
@@ -157,7 +182,7 @@ defmodule KubeDist.Watch do
   @spec resolve(t(), host(), family()) ::
           {:ok, :inet.ip_address()} | :error | {:error, :ambiguous | :not_synced}
   def resolve(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
-    do: KubeDist.Native.resolve(r, to_host(host), false, family)
+    do: KubeDist.Native.address(r, to_host(host), family)
 
   @doc """
   Like `resolve/3`, also returning the pod (or `nil` for an IP no live pod owns).
@@ -165,7 +190,20 @@ defmodule KubeDist.Watch do
   @spec lookup(t(), host(), family()) ::
           {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous | :not_synced}
   def lookup(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
-    do: KubeDist.Native.resolve(r, to_host(host), true, family)
+    do: KubeDist.Native.lookup(r, to_host(host), family)
+
+  @doc """
+  Like `resolve/3`, with the epmd-less port of node `basename@host`: the port its pod
+  declares for it (`dist-<basename>`, else `dist`), `nil` when it declares none (or no
+  pod owns the IP).
+  """
+  @spec node_address(t(), host(), String.t() | charlist() | atom(), family()) ::
+          {:ok, :inet.ip_address(), :inet.port_number() | nil}
+          | :error
+          | {:error, :ambiguous | :not_synced}
+  def node_address(%__MODULE__{resource: r}, host, basename, family \\ :inet)
+      when family in [:inet, :inet6],
+      do: KubeDist.Native.node_address(r, to_host(host), basename, family)
 
   defp to_host(host) when is_binary(host), do: host
   defp to_host(host) when is_list(host), do: List.to_string(host)
@@ -173,10 +211,12 @@ defmodule KubeDist.Watch do
 
   @doc """
   How the watch is doing: sync state, newest resourceVersion, error count, the last
-  error and its kind (an HTTP status, or 0 when the API was unreachable or the watch
-  itself died; cleared once the watch works again), pod count, index size, and what it
+  error as text (`last_error`, for logs) and as a `t:error/0` (`error`; both cleared
+  once the watch works again), the service account `{namespace, name}` the API named
+  when it denied access (kept once learnt), pod count, index size, and what it
   watches: the API URL, where its credentials came from (`"explicit"`, `"in_cluster"`
-  or `"kubeconfig"`) and the namespaces (`:all` for every one).
+  or `"kubeconfig"`), the namespaces (`:all` for every one) and the cluster DNS domain
+  host names are read and built in.
 
   `restarts` counts how often the native watch died (a panic: a bug) and was restarted
   with backoff; `last_restart` says why, and stays after the watch has recovered. A
@@ -188,7 +228,9 @@ defmodule KubeDist.Watch do
           resource_version: String.t() | nil,
           errors: non_neg_integer(),
           last_error: String.t() | nil,
-          last_error_kind: non_neg_integer(),
+          error: error() | nil,
+          service_account: {String.t(), String.t()} | nil,
+          cluster_domain: String.t(),
           pods: non_neg_integer(),
           index_bytes: non_neg_integer(),
           api_url: String.t() | nil,
@@ -198,30 +240,4 @@ defmodule KubeDist.Watch do
           last_restart: String.t() | nil
         }
   def health(%__MODULE__{resource: r}), do: KubeDist.Native.health(r)
-
-  defp validate(options) do
-    Enum.reduce_while(options, {:ok, %{}}, fn
-      {key, value}, {:ok, acc}
-      when key in @string_options and (is_binary(value) or is_nil(value)) ->
-        {:cont, {:ok, Map.put(acc, key, value)}}
-
-      {:namespaces, :all}, {:ok, acc} ->
-        {:cont, {:ok, Map.put(acc, :namespaces, :all)}}
-
-      {:namespaces, list}, {:ok, acc} when is_list(list) ->
-        if not List.improper?(list) and Enum.all?(list, &is_binary/1),
-          do: {:cont, {:ok, Map.put(acc, :namespaces, list)}},
-          else: {:halt, {:error, "option :namespaces must be a list of strings or :all"}}
-
-      # A token given in the wrong type is still a secret: never echo it.
-      {:token, _}, _ ->
-        {:halt, {:error, "option :token must be a string"}}
-
-      {key, value}, _ when key in @string_options or key == :namespaces ->
-        {:halt, {:error, "option #{inspect(key)} has an invalid value: #{inspect(value)}"}}
-
-      {key, _}, _ ->
-        {:halt, {:error, "unknown option #{inspect(key)}"}}
-    end)
-  end
 end

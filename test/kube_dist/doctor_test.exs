@@ -6,6 +6,12 @@ defmodule KubeDist.DoctorTest do
   defp config(sim, extra),
     do: Simulator.watch_options(sim) ++ [node_basename: "app"] ++ extra
 
+  # Returns once the watch has failed: a subscriber hears the current error first.
+  defp failed!(watch) do
+    tag = KubeDist.Watch.subscribe(watch)
+    assert_receive {:kube_dist, ^tag, {:api_error, _}}, 10_000
+  end
+
   defp find(checks, name), do: Enum.find(checks, &(&1.name == name)) || flunk("no #{name} check")
 
   test "passes the API checks and says why each pod is not eligible", %{sim: sim} do
@@ -45,6 +51,21 @@ defmodule KubeDist.DoctorTest do
     assert prod.fix =~ "kind: Role\nmetadata:\n  name: kube-dist\n  namespace: prod"
     assert prod.fix =~ ~s(verbs: ["get", "list", "watch"])
     assert prod.fix =~ "name: kube-dist\n    namespace: default"
+  end
+
+  test "the watch's health says what failed as a term, and whom to grant access", %{sim: sim} do
+    fault!(sim, "rbac", namespaces: "default")
+    options = Keyword.put(KubeDist.Simulator.watch_options(sim), :namespaces, ["prod"])
+    {:ok, watch} = KubeDist.Watch.start(options)
+    failed!(watch)
+
+    assert %{error: :forbidden, service_account: {"default", "kube-dist"}} =
+             KubeDist.Watch.health(watch)
+
+    options = Keyword.put(options, :api_url, "https://127.0.0.1:1")
+    {:ok, watch} = KubeDist.Watch.start(options)
+    failed!(watch)
+    assert %{error: :unreachable, service_account: nil} = KubeDist.Watch.health(watch)
   end
 
   test "an unreachable API server fails with what to check", %{sim: sim} do

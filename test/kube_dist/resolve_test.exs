@@ -21,6 +21,7 @@ defmodule KubeDist.ResolveTest do
           :"web-0",
           "web-0.prod",
           "web-0.prod.pod",
+          "web-0.prod.pod.k8s.example",
           "198-51-100-46.prod.pod",
           "198-51-100-46.prod.pod.k8s.example",
           "web-0.db.prod.svc.k8s.example",

@@ -56,7 +56,7 @@ defmodule KubeDist.SecurityTest do
     {:ok, watch} = Watch.start(options)
     refute Watch.await_synced(watch, 2_000)
     assert Watch.pods(watch) == []
-    %{last_error: error, last_error_kind: 0} = Watch.health(watch)
+    %{last_error: error, error: :certificate} = Watch.health(watch)
     assert error =~ ~r/certificate|CA/i
   end
 

@@ -25,10 +25,18 @@ defmodule KubeDist.Strategy.CoreTest do
         terminating: false,
         labels: %{},
         annotations: %{},
-        ports: []
+        ports: [],
+        dist_ports: []
       },
       Map.new(opts)
     )
+    |> with_hosts()
+  end
+
+  # The host forms the native side builds for a pod (only the two these tests use).
+  defp with_hosts(pod) do
+    ip = pod.ip && pod.ip |> :inet.ntoa() |> to_string()
+    Map.put_new(pod, :hosts, %{pod_name: pod.name, ip: ip, dashed_ip: nil, hostname_fqdn: nil})
   end
 
   # Feeds events in order; returns the core and every effect, in order.

@@ -264,7 +264,26 @@ defmodule KubeDist.StrategyTest do
 
     assert message =~ "KubeDist.Strategy config :host: must be :pod_name"
     assert {:error, {:invalid_config, message}} = KubeDist.Strategy.start_link(bogus: 1)
-    assert message =~ ":bogus: is not a known option"
+    assert message =~ "KubeDist.Strategy config: unknown option :bogus"
+  end
+
+  test "an improper or non-keyword config is a config error, not a crash" do
+    alias KubeDist.Strategy.Config
+
+    for config <- [[{:host, :ip} | :x], [:host], [{"host", :ip}], %{host: :ip}] do
+      assert {:error, "KubeDist.Strategy config must be a keyword list" <> _} =
+               Config.validate(config)
+    end
+
+    assert {:error, "KubeDist.Strategy config: option :namespaces must be a list of strings" <> _} =
+             Config.validate(namespaces: ["a" | "b"])
+
+    # Watch keys are validated by the watch's own validator, strategy keys here.
+    assert {:error, "KubeDist.Strategy config: option :token must be a string"} =
+             Config.validate(token: 42)
+
+    assert {:ok, config} = Config.validate(namespaces: :all, host: :ip, nodes: :epmd)
+    assert Config.watch_options(config) == [namespaces: :all]
   end
 
   defp flush do

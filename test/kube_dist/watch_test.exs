@@ -22,19 +22,61 @@ defmodule KubeDist.WatchTest do
     assert %{synced: true, pods: 3, errors: 0} = Watch.health(watch)
   end
 
-  test "the resolve NIF takes hosts as the distribution hands them over", %{sim: sim} do
+  test "the lookup NIFs take hosts as the distribution hands them over", %{sim: sim} do
     {:ok, %Watch{resource: r} = watch} = Watch.start(Simulator.watch_options(sim))
     assert Watch.await_synced(watch, 10_000)
 
-    for host <- ["pod-1", ~c"pod-1", :"pod-1"],
-        do: assert({:ok, {127, 1, 0, 2}} = KubeDist.Native.resolve(r, host, false))
+    for host <- ["pod-1", ~c"pod-1", :"pod-1"] do
+      assert {:ok, {127, 1, 0, 2}} = KubeDist.Native.address(r, host, :inet)
+      assert {:ok, {127, 1, 0, 2}, %{name: "pod-1"}} = KubeDist.Native.lookup(r, host, :inet)
+    end
 
     # Seeded pods declare no ports: no epmd-less port of their own.
-    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.resolve(r, ~c"pod-1", {:port, "app"})
-    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.resolve(r, "pod-1", {:port, :bad})
+    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.node_address(r, ~c"pod-1", "app", :inet)
+    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.node_address(r, "pod-1", :app, :inet)
+    assert {:ok, {127, 1, 0, 2}, nil} = KubeDist.Native.node_address(r, "pod-1", 42, :inet)
+    assert {:error, _} = KubeDist.Native.address(r, "pod-1", :inet4)
 
-    for garbage <- [[1, :x], [0x110000], <<0xFF>>, 42, {1, 2}, [?p | ?q]],
-        do: assert(:error = KubeDist.Native.resolve(r, garbage, false))
+    for garbage <- [[1, :x], [0x110000], <<0xFF>>, 42, {1, 2}, [?p | ?q]] do
+      assert :error = KubeDist.Native.address(r, garbage, :inet)
+      assert :error = KubeDist.Native.lookup(r, garbage, :inet)
+      assert :error = KubeDist.Native.node_address(r, garbage, "app", :inet)
+    end
+  end
+
+  test "pods carry their node-name hosts and declared ports, built natively", %{sim: sim} do
+    create_pod(sim, "default", "web-0",
+      ip: "198.51.100.46",
+      ports: [{"dist", 4370}, {"dist-api", 4371}, {"dist-", 4372}, {"http", 80}],
+      hostname: "web-0",
+      subdomain: "db"
+    )
+
+    create_pod(sim, "default", "lone-0", ip: "198.51.100.47", hostname: "lone-0")
+
+    options = Keyword.put(Simulator.watch_options(sim), :cluster_domain, "k8s.example")
+    {:ok, watch} = Watch.start(options)
+    assert Watch.await_synced(watch, 10_000)
+    pods = Map.new(Watch.pods(watch), &{&1.name, &1})
+
+    assert pods["web-0"].hosts == %{
+             pod_name: "web-0",
+             ip: "198.51.100.46",
+             dashed_ip: "198-51-100-46.default.pod.k8s.example",
+             hostname_fqdn: "web-0.db.default.svc.k8s.example"
+           }
+
+    assert pods["web-0"].dist_ports == [{:any, 4370}, {"api", 4371}]
+    assert KubeDist.Epmd.declared_nodes(pods["web-0"]) == [{~c"*", 4370}, {~c"api", 4371}]
+    # No subdomain: cluster DNS has no hostname record, so no such name.
+    assert pods["lone-0"].hosts.hostname_fqdn == nil
+    assert %{cluster_domain: "k8s.example"} = Watch.health(watch)
+
+    for {_form, host} <- pods["web-0"].hosts,
+        do: assert({:ok, {198, 51, 100, 46}, %{name: "web-0"}} = Watch.lookup(watch, host))
+
+    assert {:ok, _, 4371} = Watch.node_address(watch, "web-0", "api")
+    assert {:ok, _, 4370} = Watch.node_address(watch, "web-0", "other")
   end
 
   test "subscribers hear additions, readiness, termination and deletion", %{sim: sim} do
@@ -97,7 +139,7 @@ defmodule KubeDist.WatchTest do
 
     code = ~S"""
     try do
-      KubeDist.Native.start_watch(%{})
+      KubeDist.Native.start_watch([])
     rescue
       e -> IO.puts(Exception.message(e))
     end
@@ -123,12 +165,19 @@ defmodule KubeDist.WatchTest do
     assert {:error, "option :namespaces must be a list of strings or :all"} =
              Watch.start(namespaces: [:x])
 
-    # Improper lists, in Elixir and straight at the NIF: a reason, not a panic.
+    # Improper lists, in a value or as the options themselves: a reason, not a panic.
     assert {:error, "option :namespaces must be a list of strings or :all"} =
              Watch.start(namespaces: ["a" | "b"])
 
-    assert {:error, "option namespaces must be a list of strings or :all"} =
-             KubeDist.Native.start_watch(%{namespaces: ["a" | "b"]})
+    assert {:error, "options must be a keyword list"} = Watch.start([{:namespaces, :all} | :x])
+    assert {:error, "options must be a keyword list"} = Watch.start(%{namespaces: :all})
+    assert {:error, "options must be a keyword list"} = Watch.check_options([:namespaces])
+    assert {:error, "option :token must be a string"} = Watch.check_options(token: ~c"secret")
+
+    assert {:error, "option :label_selector must be a string, got 1"} =
+             Watch.check_options(label_selector: 1)
+
+    assert :ok = Watch.check_options(namespaces: :all, token: nil, cluster_domain: "x")
 
     assert {:error, message} = Watch.start(api_url: "not a url", token: "t")
     assert message =~ "invalid api_url"

@@ -5,11 +5,12 @@ defmodule KubeDist.Epmd.ListenPort do
   # that cannot be known, it must not listen at all.
 
   @typedoc """
-  What is known of the node's own pod: its declared ports, `:no_pod` (the list is in and
+  What is known of the node's own pod: its `dist_ports`, `:no_pod` (the list is in and
   no pod has the node's host, or the host cannot be a pod: peers use the default port),
   `:no_watch` (KubeDist.Epmd runs without its index) or `:unknown` (the list is not in).
   """
-  @type own_pod :: {:pod, [map()]} | :no_pod | :no_watch | :unknown
+  @type own_pod ::
+          {:pod, [{String.t() | :any, :inet.port_number()}]} | :no_pod | :no_watch | :unknown
 
   @typedoc """
   `{:exact, port}`: listen there. `{:if_free, port}`: listen there unless the port is
@@ -23,11 +24,10 @@ defmodule KubeDist.Epmd.ListenPort do
   def choose(_name, env_port, _own, _default) when is_integer(env_port), do: {:if_free, env_port}
   def choose(_name, nil, :unknown, _default), do: :unknown
 
-  def choose(name, nil, {:pod, ports}, default) do
-    declared = KubeDist.Epmd.declared_nodes(ports)
-
-    case List.keyfind(declared, name, 0) || List.keyfind(declared, ~c"*", 0) do
-      {~c"*", port} -> {:if_free, port}
+  # Its own `dist-<basename>` port first, else the shared `dist` one, as peers dial it.
+  def choose(name, nil, {:pod, dist_ports}, default) do
+    case List.keyfind(dist_ports, List.to_string(name), 0) || List.keyfind(dist_ports, :any, 0) do
+      {:any, port} -> {:if_free, port}
       {_, port} -> {:exact, port}
       nil -> {:if_free, default}
     end

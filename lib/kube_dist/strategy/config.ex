@@ -1,8 +1,8 @@
 defmodule KubeDist.Strategy.Config do
   @moduledoc false
   # Validates KubeDist.Strategy's keyword config, with an error that names the key.
-
-  @watch_keys KubeDist.Watch.option_keys()
+  # Strategy keys are checked here; every other key is a watch option, which
+  # KubeDist.Watch.check_options/1 (the one watch option validator) checks.
 
   @defaults [
     host: :pod_name,
@@ -17,31 +17,51 @@ defmodule KubeDist.Strategy.Config do
     own_pod: nil
   ]
 
+  @strategy_keys Keyword.keys(@defaults)
+
   @doc "The validated config with defaults filled in, or `{:error, message}`."
-  @spec validate(keyword()) :: {:ok, keyword()} | {:error, String.t()}
-  def validate(config) when is_list(config) do
+  @spec validate(term()) :: {:ok, keyword()} | {:error, String.t()}
+  def validate(config) do
+    cond do
+      keyword?(config) -> validate_keywords(config)
+      # Not echoed: it may hold a token.
+      is_list(config) -> {:error, "KubeDist.Strategy config must be a keyword list"}
+      true -> {:error, "KubeDist.Strategy config must be a keyword list, got #{inspect(config)}"}
+    end
+  end
+
+  defp keyword?(config) do
+    is_list(config) and not List.improper?(config) and
+      Enum.all?(config, &match?({key, _} when is_atom(key), &1))
+  end
+
+  defp validate_keywords(config) do
     config = Keyword.merge(@defaults, config)
 
-    Enum.find_value(config, {:ok, with_default_nodes(config)}, fn {key, value} ->
+    case KubeDist.Watch.check_options(watch_options(config)) do
+      :ok -> validate_strategy(config)
+      {:error, why} -> {:error, "KubeDist.Strategy config: #{why}"}
+    end
+  end
+
+  defp validate_strategy(config) do
+    config
+    |> Keyword.take(@strategy_keys)
+    |> Enum.find_value({:ok, with_default_nodes(config)}, fn {key, value} ->
       case check(key, value) do
         :ok ->
           nil
 
         {:error, why} ->
-          # A token is a secret, whatever its type: never echo it.
-          got = if key == :token, do: "", else: ", got #{inspect(value)}"
-          {:error, "KubeDist.Strategy config #{inspect(key)}: #{why}#{got}"}
+          {:error, "KubeDist.Strategy config #{inspect(key)}: #{why}, got #{inspect(value)}"}
       end
     end)
   end
 
-  def validate(other),
-    do: {:error, "KubeDist.Strategy config must be a keyword list, got #{inspect(other)}"}
-
   @doc "The options of the underlying `KubeDist.Watch`."
   @spec watch_options(keyword()) :: keyword()
   def watch_options(config),
-    do: config |> Keyword.take(@watch_keys) |> Enum.reject(&is_nil(elem(&1, 1)))
+    do: config |> Keyword.drop(@strategy_keys) |> Enum.reject(&is_nil(elem(&1, 1)))
 
   defp with_default_nodes(config) do
     cond do
@@ -52,12 +72,6 @@ defmodule KubeDist.Strategy.Config do
     end
   end
 
-  defp check(:namespaces, :all), do: :ok
-
-  defp check(:namespaces, list) when is_list(list),
-    do: all_strings(list, "must be a list of strings or :all")
-
-  defp check(key, value) when key in @watch_keys, do: string_or_nil(value)
   defp check(key, value) when key in [:node_basename, :own_pod], do: string_or_nil(value)
   defp check(:host, value) when value in [:pod_name, :ip, :dashed_ip, :hostname_fqdn], do: :ok
   defp check(:host, _), do: {:error, "must be :pod_name, :ip, :dashed_ip or :hostname_fqdn"}
@@ -92,10 +106,6 @@ defmodule KubeDist.Strategy.Config do
   defp check(key, _) when key in [:reconcile_interval, :connect_timeout],
     do: {:error, "must be a positive integer (ms)"}
 
-  defp check(_key, _), do: {:error, "is not a known option"}
-
   defp string_or_nil(value) when is_binary(value) or is_nil(value), do: :ok
   defp string_or_nil(_), do: {:error, "must be a string"}
-
-  defp all_strings(list, why), do: if(Enum.all?(list, &is_binary/1), do: :ok, else: {:error, why})
 end

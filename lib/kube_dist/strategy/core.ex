@@ -469,11 +469,7 @@ defmodule KubeDist.Strategy.Core do
   defp eligible?(pod, core), do: explain(pod, core.config, core.own_pod) == :eligible
   defp own_pod?(pod, core), do: host_of(pod, core) == core.own_host
   # A pod without an IP has no host in the IP forms yet.
-  defp host_of(pod, core) do
-    if pod.ip == nil and core.config[:host] in [:ip, :dashed_ip],
-      do: nil,
-      else: Nodes.host(pod, core.config)
-  end
+  defp host_of(pod, core), do: Nodes.host(pod, core.config)
 
   defp drop_host(hosts, host, uid) do
     case hosts do

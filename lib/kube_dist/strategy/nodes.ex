@@ -14,10 +14,19 @@ defmodule KubeDist.Strategy.Nodes do
   answer changes (a hostile epmd could otherwise hand out fresh names on every ask).
   Short-lived names (remote shells, `rpc` nodes: `KubeDist.Strategy.Core.short_lived?/1`)
   are left out before any atom is made.
+
+  A pod without a host of the form `config[:host]` (see `t:KubeDist.Watch.hosts/0`)
+  stands for no node.
   """
   @spec names(KubeDist.Watch.pod(), keyword(), [node()]) :: [node()]
   def names(pod, config, known \\ []) do
-    host = host(pod, config)
+    case host(pod, config) do
+      nil -> []
+      host -> names(pod, host, config, known)
+    end
+  end
+
+  defp names(pod, host, config, known) do
     known = Map.new(known, &{Atom.to_string(&1), &1})
 
     pod
@@ -45,9 +54,7 @@ defmodule KubeDist.Strategy.Nodes do
   end
 
   defp basenames(pod, :declared, _timeout) do
-    for {basename, _port} <- KubeDist.Epmd.declared_nodes(pod),
-        basename != ~c"*",
-        do: List.to_string(basename)
+    for {basename, _port} <- pod.dist_ports, is_binary(basename), do: basename
   end
 
   defp basenames(pod, :epmd, timeout) do
@@ -64,25 +71,11 @@ defmodule KubeDist.Strategy.Nodes do
 
   defp valid_basename?(name), do: is_binary(name) and Regex.match?(@valid_basename, name)
 
-  @doc "The host part of `pod`'s node names, in the form `config[:host]` asks for."
-  @spec host(KubeDist.Watch.pod(), keyword()) :: String.t()
-  def host(pod, config) do
-    domain = config[:cluster_domain] || "cluster.local"
-
-    case config[:host] do
-      :pod_name ->
-        pod.name
-
-      :ip ->
-        pod.ip |> :inet.ntoa() |> to_string()
-
-      :dashed_ip ->
-        "#{dashed(pod.ip)}.#{pod.namespace}.pod.#{domain}"
-
-      :hostname_fqdn ->
-        "#{pod.hostname || pod.name}.#{pod.subdomain}.#{pod.namespace}.svc.#{domain}"
-    end
-  end
-
-  defp dashed(ip), do: ip |> :inet.ntoa() |> to_string() |> String.replace([".", ":"], "-")
+  @doc """
+  The host part of `pod`'s node names, in the form `config[:host]` asks for; `nil` when
+  the pod has none (the native side builds every form, next to the parser that reads
+  them back).
+  """
+  @spec host(KubeDist.Watch.pod(), keyword()) :: String.t() | nil
+  def host(pod, config), do: pod.hosts[config[:host]]
 end

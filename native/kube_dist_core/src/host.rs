@@ -8,14 +8,20 @@
 //! | `10.42.2.46`, `fd00::1` | an IP |
 //! | `web-0` | a pod name |
 //! | `web-0.prod` | pod `web-0` in namespace `prod`, or hostname `web-0` of subdomain `prod` |
-//! | `web-0.prod.pod` | pod `web-0` in namespace `prod` |
+//! | `web-0.prod.pod[.<domain>]` | pod `web-0` in namespace `prod` |
 //! | `10-42-2-46.prod.pod[.<domain>]` | the pod of namespace `prod` holding that IP |
 //! | `web-0.db.prod[.svc[.<domain>]]` | the pod with hostname `web-0` and subdomain `db` in `prod` |
 //!
 //! Which pod, if any, each form reaches is the index's decision
 //! ([`crate::index::PodIndex::resolve`]).
+//!
+//! The other way round, [`hosts`] builds the host part of a pod's node names in each
+//! form a strategy may ask for; every host it builds parses back to a form that reaches
+//! that pod (the index's tests check it for arbitrary pods).
 
 use std::net::IpAddr;
+
+use crate::pod::PodRecord;
 
 /// A host name, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,11 +107,12 @@ pub fn parse(host: &str, cluster_domain: &str) -> Host {
                 namespace: own(namespace),
                 or_pod: (!qualified).then(|| own(first)),
             },
-            None if !qualified => Host::Pod {
+            // Cluster DNS has no such record (it names pods by dashed IP only), but the
+            // meaning is plain, qualified or not.
+            None => Host::Pod {
                 name: own(first),
                 namespace: own(namespace),
             },
-            None => Host::Other,
         },
         [hostname, subdomain, namespace, "svc"] => Host::Hostname {
             hostname: own(hostname),
@@ -144,15 +151,96 @@ fn dashed_ip(label: &str) -> Option<IpAddr> {
     }
 }
 
-/// The cluster domain named by a pod's `/etc/resolv.conf`: its search list holds
-/// `<namespace>.svc.<domain>`, `svc.<domain>` and `<domain>`.
+/// The cluster domain named by a pod's `/etc/resolv.conf`: the domain `D` of the search
+/// list `<namespace>.svc.D svc.D D` that the kubelet writes. All three entries must be
+/// there, so neither a namespace named `svc` (`svc.svc.D svc.D D`) nor search domains
+/// of the node's own are taken for it.
 pub fn cluster_domain_from_resolv_conf(resolv_conf: &str) -> Option<String> {
-    resolv_conf
+    let search: Vec<&str> = resolv_conf
         .lines()
         .filter_map(|line| line.trim().strip_prefix("search"))
         .flat_map(str::split_whitespace)
-        .find_map(|entry| entry.strip_prefix("svc.").map(|d| d.trim_end_matches('.').to_string()))
-        .filter(|d| !d.is_empty())
+        .map(|entry| entry.trim_end_matches('.'))
+        .collect();
+    let has = |entry: &str| search.iter().any(|e| e.eq_ignore_ascii_case(entry));
+    search
+        .iter()
+        .filter_map(|entry| entry.strip_prefix("svc."))
+        .find(|domain| {
+            !domain.is_empty()
+                && has(domain)
+                && search
+                    .iter()
+                    .any(|e| e.strip_suffix(&format!(".svc.{domain}")).is_some_and(is_label))
+        })
+        .map(|domain| domain.to_ascii_lowercase())
+}
+
+/// The cluster domain when none is configured: `/etc/resolv.conf`'s, else `cluster.local`.
+pub fn detect_cluster_domain() -> String {
+    let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    cluster_domain_from_resolv_conf(&resolv_conf).unwrap_or_else(|| DEFAULT_CLUSTER_DOMAIN.into())
+}
+
+/// Kubernetes' default cluster domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The host part of a pod's node names, in each form a strategy may ask for; `None`
+/// where the pod has no host of that form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosts {
+    /// `web-0`: the pod's name, when it is one DNS label (a name with dots would read as
+    /// another form). It reaches the pod from its own namespace only.
+    pub pod_name: Option<String>,
+    /// `10.42.2.46`: the pod's first IP. Not for hostNetwork pods, whose IP is their
+    /// node's and names no pod.
+    pub ip: Option<String>,
+    /// `10-42-2-46.prod.pod.<domain>`: the pod's first IP as cluster DNS spells it (an
+    /// IPv6 address compressed, unless that starts or ends the label with `-`). Not for
+    /// hostNetwork pods.
+    pub dashed_ip: Option<String>,
+    /// `web-0.db.prod.svc.<domain>`: only for a pod with both `spec.hostname` and
+    /// `spec.subdomain`, the pods cluster DNS has a hostname record for.
+    pub hostname_fqdn: Option<String>,
+}
+
+/// The hosts of `pod` in a cluster whose DNS domain is `cluster_domain`.
+pub fn hosts(pod: &PodRecord, cluster_domain: &str) -> Hosts {
+    let domain = cluster_domain.trim_matches('.').to_ascii_lowercase();
+    let qualify = |host: String| {
+        if domain.is_empty() {
+            host
+        } else {
+            format!("{host}.{domain}")
+        }
+    };
+    let ip = pod.ip().filter(|_| !pod.host_network);
+    Hosts {
+        pod_name: Some(pod.name.to_string()).filter(|name| is_label(name)),
+        ip: ip.map(|ip| ip.to_string()),
+        dashed_ip: ip.map(|ip| qualify(format!("{}.{}.pod", dashed(ip), pod.namespace))),
+        hostname_fqdn: match (&pod.hostname, &pod.subdomain) {
+            (Some(hostname), Some(subdomain)) if is_label(hostname) && is_label(subdomain) => {
+                Some(qualify(format!("{hostname}.{subdomain}.{}.svc", pod.namespace)))
+            }
+            _ => None,
+        },
+    }
+}
+
+/// `10.42.2.46` -> `10-42-2-46`; `fd00::1` -> `fd00--1`, but `::1` -> `0-0-0-0-0-0-0-1`
+/// (a label cannot start or end with `-`). [`dashed_ip`] reads both back.
+fn dashed(ip: IpAddr) -> String {
+    let compressed = ip.to_string().replace(['.', ':'], "-");
+    match ip {
+        IpAddr::V6(v6) if compressed.starts_with('-') || compressed.ends_with('-') => v6
+            .segments()
+            .iter()
+            .map(|s| format!("{s:x}"))
+            .collect::<Vec<_>>()
+            .join("-"),
+        _ => compressed,
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +293,14 @@ mod tests {
             subdomain: s("db"),
             namespace: s("prod"),
         };
+        assert_eq!(
+            parse("web-0.prod.pod.cluster.local", DOMAIN),
+            Host::Pod {
+                name: s("web-0"),
+                namespace: s("prod")
+            },
+            "qualified pod names are pod names too"
+        );
         assert_eq!(parse("web-0.db.prod.svc.cluster.local", DOMAIN), by_hostname);
         assert_eq!(parse("web-0.db.prod.svc", DOMAIN), by_hostname);
         assert_eq!(parse("web-0.db.prod", DOMAIN), by_hostname);
@@ -213,11 +309,6 @@ mod tests {
     #[test]
     fn other_domains_and_garbage_are_not_pods() {
         assert_eq!(parse("example.com.svc.other.domain", DOMAIN), Host::Other);
-        assert_eq!(
-            parse("web-0.prod.pod.cluster.local", DOMAIN),
-            Host::Other,
-            "only IP pod names are qualified"
-        );
         assert_eq!(parse("", DOMAIN), Host::Other);
         assert_eq!(parse("a..b", DOMAIN), Host::Other);
         assert_eq!(parse("-bad", DOMAIN), Host::Other);
@@ -273,6 +364,29 @@ mod tests {
         let conf = "search prod.svc.k8s.corp svc.k8s.corp k8s.corp\nnameserver 10.96.0.10\noptions ndots:5\n";
         assert_eq!(cluster_domain_from_resolv_conf(conf).as_deref(), Some("k8s.corp"));
         assert_eq!(cluster_domain_from_resolv_conf("nameserver 1.1.1.1\n"), None);
+    }
+
+    #[test]
+    fn a_namespace_named_svc_is_not_the_cluster_domain() {
+        let conf = "search svc.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n";
+        assert_eq!(cluster_domain_from_resolv_conf(conf).as_deref(), Some("cluster.local"));
+        let conf = "search svc.svc.k8s.corp svc.k8s.corp k8s.corp corp.example\n";
+        assert_eq!(cluster_domain_from_resolv_conf(conf).as_deref(), Some("k8s.corp"));
+        // A node's own search domain that merely starts with `svc.` is not one.
+        let conf = "search svc.example.com example.com\n";
+        assert_eq!(cluster_domain_from_resolv_conf(conf), None);
+    }
+
+    #[test]
+    fn ipv6_dashes_never_start_or_end_a_label() {
+        let d = |ip: &str| dashed(ip.parse().unwrap());
+        assert_eq!(d("10.42.2.46"), "10-42-2-46");
+        assert_eq!(d("fd00::1"), "fd00--1");
+        assert_eq!(d("::1"), "0-0-0-0-0-0-0-1");
+        assert_eq!(d("fd00::"), "fd00-0-0-0-0-0-0-0");
+        for ip in ["::1", "fd00::", "fd00::1", "10.0.0.1"] {
+            assert_eq!(dashed_ip(&d(ip)), Some(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     mod fuzz {

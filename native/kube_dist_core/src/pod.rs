@@ -54,6 +54,15 @@ pub struct ContainerPort {
     pub container: Box<str>,
 }
 
+/// Which nodes a declared distribution port serves (see [`PodRecord::dist_ports`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistPort<'a> {
+    /// `dist-<basename>`: node `<basename>@<pod>`.
+    Node(&'a str),
+    /// `dist`: any node of the pod without its own port.
+    Any,
+}
+
 /// What KubeDist knows of one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRecord {
@@ -161,16 +170,31 @@ impl PodRecord {
         self.ips.first().copied()
     }
 
-    /// The port of node `basename@<this pod>` in epmd-less mode: the container port
-    /// named `dist-<basename>`, else the one named `dist` (any basename).
+    /// The nodes the pod declares for epmd-less mode, in declaration order: a container
+    /// port named `dist-<basename>` is the port of node `<basename>@<this pod>`
+    /// ([`DistPort::Node`]); one named `dist` serves any basename ([`DistPort::Any`]).
+    pub fn dist_ports(&self) -> impl Iterator<Item = (DistPort<'_>, u16)> {
+        self.ports.iter().filter_map(|p| {
+            let declared = match p.name.as_deref()? {
+                "dist" => DistPort::Any,
+                name => DistPort::Node(name.strip_prefix("dist-").filter(|b| !b.is_empty())?),
+            };
+            Some((declared, p.port))
+        })
+    }
+
+    /// The port of node `basename@<this pod>` in epmd-less mode: its own declared port
+    /// (the first), else the first `dist` port.
     pub fn dist_port(&self, basename: &str) -> Option<u16> {
-        let named = |wanted: &dyn Fn(&str) -> bool| {
-            self.ports
-                .iter()
-                .find(|p| p.name.as_deref().is_some_and(wanted))
-                .map(|p| p.port)
-        };
-        named(&|name| name.strip_prefix("dist-") == Some(basename)).or_else(|| named(&|name| name == "dist"))
+        let mut any = None;
+        for (declared, port) in self.dist_ports() {
+            match declared {
+                DistPort::Node(name) if name == basename => return Some(port),
+                DistPort::Any if any.is_none() => any = Some(port),
+                _ => {}
+            }
+        }
+        any
     }
 
     /// A label's value.
@@ -268,6 +292,10 @@ mod tests {
         assert_eq!(record.dist_port("worker"), Some(4371));
         assert_eq!(record.dist_port("api"), Some(4370));
         assert_eq!(record.dist_port(""), Some(4370));
+        assert_eq!(
+            record.dist_ports().collect::<Vec<_>>(),
+            [(DistPort::Any, 4370), (DistPort::Node("worker"), 4371)]
+        );
         let bare = PodRecord {
             ports: Box::new([]),
             ..record

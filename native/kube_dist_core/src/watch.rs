@@ -73,9 +73,13 @@ pub struct Health {
     pub pods: usize,
     /// Heap bytes held by the index (records and lookup tables).
     pub index_bytes: usize,
-    /// What failed last: an HTTP status, or 0 when the API could not be reached (or the
-    /// watch itself died).
-    pub last_error_kind: u16,
+    /// What failed last; `None` while nothing does.
+    pub last_error_kind: Option<ErrorKind>,
+    /// The service account (namespace, name) the API named when it denied access, kept
+    /// once learnt: whom a Role must be bound to.
+    pub service_account: Option<(String, String)>,
+    /// The cluster DNS domain qualified names are read in.
+    pub cluster_domain: String,
     /// How often the watch died (a panic) and was restarted.
     pub restarts: u64,
     /// Why it was last restarted; kept after it recovers, for diagnostics.
@@ -84,6 +88,26 @@ pub struct Health {
     pub origin: Option<(String, &'static str)>,
     /// The namespaces watched; `None` stands for all of them.
     pub namespaces: Vec<Option<String>>,
+}
+
+/// What kind of failure the watch is in, for diagnostics to act on without reading
+/// the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The API server could not be reached.
+    Unreachable,
+    /// The API server's certificate is not signed by the configured CA.
+    Certificate,
+    /// `401`: the credentials were rejected.
+    Unauthorized,
+    /// `403`: the credentials may not list or watch pods.
+    Forbidden,
+    /// Another HTTP status.
+    Status(u16),
+    /// No client could be made from the configuration.
+    Client,
+    /// The watch itself died (a bug) and is being restarted.
+    Crashed,
 }
 
 struct State {
@@ -233,6 +257,11 @@ impl Watch {
         self.state.health().last_error.clone()
     }
 
+    /// The cluster DNS domain qualified names are read (and built) in.
+    pub fn cluster_domain(&self) -> &str {
+        &self.state.cluster_domain
+    }
+
     /// The watch's health now.
     pub fn health(&self) -> Health {
         let mut health = self.state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -295,7 +324,7 @@ async fn run(make_client: &impl MakeClient, target: &Target, state: &State) {
     loop {
         match make_client() {
             Ok(client) => follow(client, target, state).await,
-            Err(message) => state.failed(0, message),
+            Err(message) => state.failed(ErrorKind::Client, message, None),
         }
         // A watch that worked for a while starts the schedule over: a rotated token is
         // read again within a second; a token that stays rejected is asked about no
@@ -375,8 +404,11 @@ async fn follow(client: Client, target: &Target, state: &State) {
             Err(error) if is_expired(&error) => continue,
             Err(error) => {
                 let (kind, message) = describe(&error, ns.as_deref());
-                state.failed(kind, message);
-                if kind == 401 {
+                let account = (kind == ErrorKind::Forbidden)
+                    .then(|| service_account(&message))
+                    .flatten();
+                state.failed(kind, message, account);
+                if kind == ErrorKind::Unauthorized {
                     // A fresh client re-reads the token file: a rotated token works at once.
                     return;
                 }
@@ -397,6 +429,7 @@ impl State {
             synced: tokio::sync::watch::channel(false).0,
             health: Mutex::new(Health {
                 namespaces: spec.namespaces.clone(),
+                cluster_domain: spec.cluster_domain.clone(),
                 ..Health::default()
             }),
             subscribers: Mutex::new(Arc::new(Vec::new())),
@@ -469,12 +502,15 @@ impl State {
     }
 
     /// Records a failure; subscribers hear of it once per kind, however often retries fail.
-    fn failed(&self, kind: u16, message: String) {
+    fn failed(&self, kind: ErrorKind, message: String, account: Option<(String, String)>) {
         let mut health = self.health();
         health.errors += 1;
-        let new = health.last_error.is_none() || health.last_error_kind != kind;
+        let new = health.last_error.is_none() || health.last_error_kind != Some(kind);
         health.last_error = Some(message.clone());
-        health.last_error_kind = kind;
+        health.last_error_kind = Some(kind);
+        if account.is_some() {
+            health.service_account = account;
+        }
         drop(health);
         if new {
             tracing::warn!("{message}");
@@ -492,7 +528,7 @@ impl State {
         health.restarts += 1;
         health.errors += 1;
         health.last_error = Some(reason.clone());
-        health.last_error_kind = 0;
+        health.last_error_kind = Some(ErrorKind::Crashed);
         health.last_restart = Some(reason.clone());
         drop(health);
         tracing::error!("{reason}");
@@ -577,9 +613,18 @@ fn is_expired(error: &watcher::Error) -> bool {
     }
 }
 
-/// A readable account of a watch failure that says what to fix, and its kind: the
-/// HTTP status, or 0 when the API server could not be reached at all.
-fn describe(error: &watcher::Error, namespace: Option<&str>) -> (u16, String) {
+/// The service account a denial names: the API says `User
+/// "system:serviceaccount:<namespace>:<name>" cannot list resource "pods" ...`.
+fn service_account(message: &str) -> Option<(String, String)> {
+    let rest = &message[message.find("system:serviceaccount:")? + "system:serviceaccount:".len()..];
+    let account = rest.split(|c: char| c == '"' || c.is_whitespace()).next()?;
+    let (namespace, name) = account.split_once(':')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains(':'))
+        .then(|| (namespace.to_string(), name.to_string()))
+}
+
+/// A readable account of a watch failure that says what to fix, and its kind.
+fn describe(error: &watcher::Error, namespace: Option<&str>) -> (ErrorKind, String) {
     let scope = namespace.map_or("all namespaces".to_string(), |ns| format!("namespace {ns:?}"));
     let api_error = match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
@@ -587,6 +632,12 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> (u16, String) {
         | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(&**status),
         watcher::Error::WatchError(status) => Some(&**status),
         _ => None,
+    };
+    let mut kind = match api_error.map(|s| s.code) {
+        Some(401) => ErrorKind::Unauthorized,
+        Some(403) => ErrorKind::Forbidden,
+        Some(code) => ErrorKind::Status(code),
+        None => ErrorKind::Unreachable,
     };
     let message = match api_error {
         Some(status) if status.code == 401 => format!(
@@ -600,6 +651,7 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> (u16, String) {
         None => {
             let cause = root_cause(error);
             let hint = if cause.to_lowercase().contains("certificate") {
+                kind = ErrorKind::Certificate;
                 ". Fix: the API server's certificate is not signed by the configured CA (ca_file, or the service account's ca.crt)"
             } else {
                 "; retrying with backoff"
@@ -607,7 +659,7 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> (u16, String) {
             format!("pods in {scope}: cannot reach the API server: {cause}{hint}")
         }
     };
-    (api_error.map_or(0, |s| s.code), message)
+    (kind, message)
 }
 
 /// The innermost error of a chain: "client error (Connect)" says little, the certificate
@@ -628,6 +680,14 @@ mod tests {
 
     use super::*;
     use crate::connect::{self, ConnectOptions};
+
+    #[test]
+    fn a_denial_names_its_service_account() {
+        let denied = r#"pods in namespace "prod": 403 Forbidden: pods is forbidden: User "system:serviceaccount:prod:api" cannot list resource "pods" in API group "" in the namespace "prod". Fix: grant"#;
+        assert_eq!(service_account(denied), Some(("prod".into(), "api".into())));
+        assert_eq!(service_account(r#"User "jane" cannot list"#), None);
+        assert_eq!(service_account("system:serviceaccount:prod"), None);
+    }
 
     async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         for _ in 0..300 {
@@ -818,7 +878,7 @@ mod tests {
         let asked = sim.shared().stats.snapshot().count("UNAUTHORIZED");
         // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
         assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
-        assert_eq!(watch.health().last_error_kind, 401);
+        assert_eq!(watch.health().last_error_kind, Some(ErrorKind::Unauthorized));
 
         // A good token again is read at the next try.
         sim.write_service_account(token.path()).unwrap();

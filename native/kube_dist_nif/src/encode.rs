@@ -3,18 +3,21 @@
 use std::net::IpAddr;
 use std::time::UNIX_EPOCH;
 
+use kube_dist_core::host::hosts;
 use kube_dist_core::index::PodChange;
-use kube_dist_core::pod::PodRecord;
-use kube_dist_core::watch::{Health, WatchEvent};
+use kube_dist_core::pod::{DistPort, PodRecord};
+use kube_dist_core::watch::{ErrorKind, Health, WatchEvent};
 use rustler::{Encoder, Env, Term};
 
 mod keys {
     rustler::atoms! {
         nil, uid, namespace, name, ip, ips, hostname, subdomain, node_name, phase, ready,
         terminating, labels, annotations, ports, port, container,
-        synced, last_sync, resource_version, errors, last_error, last_error_kind, pods, index_bytes,
+        synced, last_sync, resource_version, errors, last_error, pods, index_bytes,
         api_url, credentials, namespaces, all, restarts, last_restart,
-        added, changed, deleted, api_error,
+        added, changed, deleted, api_error, hosts, pod_name, dashed_ip, hostname_fqdn, dist_ports,
+        error, service_account, cluster_domain, unreachable, certificate, unauthorized, forbidden,
+        status, client, crashed, any,
         pending, running, succeeded, failed, unknown
     }
 }
@@ -44,7 +47,7 @@ fn pairs<'a>(env: Env<'a>, pairs: &[(Box<str>, Box<str>)]) -> Term<'a> {
 }
 
 /// A pod's declared container ports, as a list of maps.
-pub fn ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
+fn ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
     let ports: Vec<Term> = pod
         .ports
         .iter()
@@ -60,8 +63,36 @@ pub fn ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
     ports.encode(env)
 }
 
-/// A pod record as a map with atom keys.
-pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
+/// The nodes a pod declares for epmd-less mode: `{basename, port}`, `{:any, port}` for a
+/// port named `dist` (see `PodRecord::dist_ports`).
+pub fn dist_ports<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
+    pod.dist_ports()
+        .map(|(declared, port)| match declared {
+            DistPort::Node(basename) => (basename, port).encode(env),
+            DistPort::Any => (keys::any(), port).encode(env),
+        })
+        .collect::<Vec<_>>()
+        .encode(env)
+}
+
+/// The host part of the pod's node names in each form (see `kube_dist_core::host::hosts`).
+fn host_forms<'a>(env: Env<'a>, pod: &PodRecord, cluster_domain: &str) -> Term<'a> {
+    let built = hosts(pod, cluster_domain);
+    let entries = [
+        (keys::pod_name().encode(env), optional(env, built.pod_name.as_deref())),
+        (keys::ip().encode(env), optional(env, built.ip.as_deref())),
+        (keys::dashed_ip().encode(env), optional(env, built.dashed_ip.as_deref())),
+        (
+            keys::hostname_fqdn().encode(env),
+            optional(env, built.hostname_fqdn.as_deref()),
+        ),
+    ];
+    map(env, &entries)
+}
+
+/// A pod record as a map with atom keys, with the hosts it is named by in a cluster
+/// whose DNS domain is `cluster_domain`, and its declared distribution ports.
+pub fn pod<'a>(env: Env<'a>, pod: &PodRecord, cluster_domain: &str) -> Term<'a> {
     use kube_dist_core::pod::Phase;
     let phase = match pod.phase {
         Phase::Pending => keys::pending(),
@@ -91,6 +122,8 @@ pub fn pod<'a>(env: Env<'a>, pod: &PodRecord) -> Term<'a> {
         (keys::labels().encode(env), pairs(env, &pod.labels)),
         (keys::annotations().encode(env), pairs(env, &pod.annotations)),
         (keys::ports().encode(env), ports(env, pod)),
+        (keys::hosts().encode(env), host_forms(env, pod, cluster_domain)),
+        (keys::dist_ports().encode(env), dist_ports(env, pod)),
     ];
     map(env, &entries)
 }
@@ -130,13 +163,19 @@ pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
         (keys::pods().encode(env), health.pods.encode(env)),
         (keys::index_bytes().encode(env), health.index_bytes.encode(env)),
         (
-            keys::last_error_kind().encode(env),
+            keys::error().encode(env),
             health
-                .last_error
-                .as_ref()
-                .map_or(0, |_| health.last_error_kind)
-                .encode(env),
+                .last_error_kind
+                .map_or_else(|| keys::nil().encode(env), |kind| error_kind(env, kind)),
         ),
+        (
+            keys::service_account().encode(env),
+            health.service_account.as_ref().map_or_else(
+                || keys::nil().encode(env),
+                |(namespace, name)| (namespace.as_str(), name.as_str()).encode(env),
+            ),
+        ),
+        (keys::cluster_domain().encode(env), health.cluster_domain.encode(env)),
         (
             keys::api_url().encode(env),
             optional(env, health.origin.as_ref().map(|(url, _)| url.as_str())),
@@ -155,13 +194,27 @@ pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
     map(env, &entries)
 }
 
+/// An error kind as an atom, `{:status, code}` for other HTTP statuses.
+fn error_kind(env: Env<'_>, kind: ErrorKind) -> Term<'_> {
+    match kind {
+        ErrorKind::Unreachable => keys::unreachable().encode(env),
+        ErrorKind::Certificate => keys::certificate().encode(env),
+        ErrorKind::Unauthorized => keys::unauthorized().encode(env),
+        ErrorKind::Forbidden => keys::forbidden().encode(env),
+        ErrorKind::Status(code) => (keys::status(), code).encode(env),
+        ErrorKind::Client => keys::client().encode(env),
+        ErrorKind::Crashed => keys::crashed().encode(env),
+    }
+}
+
 /// A watch event: `{:added, pod}`, `{:changed, old, new}`, `{:deleted, pod}`,
 /// `:synced` or `{:api_error, message}`.
-pub fn event<'a>(env: Env<'a>, event: &WatchEvent) -> Term<'a> {
+pub fn event<'a>(env: Env<'a>, event: &WatchEvent, cluster_domain: &str) -> Term<'a> {
+    let pod = |p| pod(env, p, cluster_domain);
     match event {
-        WatchEvent::Pod(PodChange::Added(p)) => (keys::added(), pod(env, p)).encode(env),
-        WatchEvent::Pod(PodChange::Changed { old, new }) => (keys::changed(), pod(env, old), pod(env, new)).encode(env),
-        WatchEvent::Pod(PodChange::Deleted(p)) => (keys::deleted(), pod(env, p)).encode(env),
+        WatchEvent::Pod(PodChange::Added(p)) => (keys::added(), pod(p)).encode(env),
+        WatchEvent::Pod(PodChange::Changed { old, new }) => (keys::changed(), pod(old), pod(new)).encode(env),
+        WatchEvent::Pod(PodChange::Deleted(p)) => (keys::deleted(), pod(p)).encode(env),
         WatchEvent::Synced => keys::synced().encode(env),
         WatchEvent::ApiError(message) => (keys::api_error(), message.as_str()).encode(env),
     }

@@ -12,12 +12,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube_dist_core::pod::PodRecord;
 use kube_dist_core::runtime::runtime;
 use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, ports, port, inet, inet6 }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, inet, inet6 }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -103,57 +104,94 @@ fn notify_synced<'a>(
 fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     guarded(env, || {
         let pods = handle.0.pods();
-        Ok(pods.iter().map(|p| encode::pod(env, p)).collect::<Vec<_>>().encode(env))
+        let domain = handle.0.cluster_domain();
+        Ok(pods
+            .iter()
+            .map(|p| encode::pod(env, p, domain))
+            .collect::<Vec<_>>()
+            .encode(env))
     })
 }
 
-/// `resolve(handle, host, with, family)`, `host` a string or charlist as the distribution
-/// passes it, `family` `:inet` or `:inet6` (the address asked for): `{:ok, ip}` with `with` false, `{:ok, ip, pod | nil}` with true,
-/// `{:ok, ip, ports | nil}` with `:ports`, `{:ok, ip, port | nil}` with
-/// `{:port, basename}` (the epmd-less port of `basename@host`: what a connect needs);
-/// `:error` when no pod answers, `{:error, :ambiguous}`, and `{:error, :not_synced}` when
-/// no pod answers yet to a host that may be a pod while the initial list is not in (never
-/// for IPs, `localhost` or names no pod can have: see `Host::may_be_pod`). A hash lookup:
-/// it runs on a normal scheduler in microseconds.
+/// The answer to `host` in `family` as `{:ok, ip, ...}` with what `found` adds for the
+/// pod (`nil` for an IP no live pod owns); `:error` when no pod answers,
+/// `{:error, :ambiguous}`, and `{:error, :not_synced}` when no pod answers yet to a host
+/// that may be a pod while the initial list is not in (never for IPs, `localhost` or
+/// names no pod can have: see `Host::may_be_pod`). A hash lookup: the functions below
+/// run on a normal scheduler in microseconds.
+fn resolved<'a>(
+    env: Env<'a>,
+    handle: &WatchHandle,
+    host: Term<'a>,
+    family: rustler::Atom,
+    found: impl FnOnce(Option<&PodRecord>) -> Option<Term<'a>>,
+) -> Result<Term<'a>, String> {
+    use kube_dist_core::index::{Family, Resolution};
+    let Some(host) = text(host) else {
+        return Ok(atoms::error().encode(env));
+    };
+    let family = match family {
+        f if f == atoms::inet() => Family::Inet,
+        f if f == atoms::inet6() => Family::Inet6,
+        _ => return Err("family must be :inet or :inet6".into()),
+    };
+    Ok(match handle.0.resolve(&host, family) {
+        Resolution::Found(ip, pod) => match found(pod.as_deref()) {
+            None => (atoms::ok(), encode::ip(env, ip)).encode(env),
+            Some(detail) => (atoms::ok(), encode::ip(env, ip), detail).encode(env),
+        },
+        Resolution::NotFound => atoms::error().encode(env),
+        Resolution::Ambiguous(_) => (atoms::error(), atoms::ambiguous()).encode(env),
+        Resolution::NotSynced => (atoms::error(), atoms::not_synced()).encode(env),
+    })
+}
+
+/// `address(handle, host, family)`: the IP of `host` (a string, charlist or atom, as the
+/// distribution passes it) of `family` (`:inet` or `:inet6`): `{:ok, ip}`, or an error
+/// as [`resolved`] says.
 #[rustler::nif]
-fn resolve<'a>(
+fn address<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, family: rustler::Atom) -> Term<'a> {
+    guarded(env, || resolved(env, &handle, host, family, |_| None))
+}
+
+/// `lookup(handle, host, family)`: `{:ok, ip, pod | nil}`, the pod as `list_pods` gives it.
+#[rustler::nif]
+fn lookup<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, family: rustler::Atom) -> Term<'a> {
+    let nil = rustler::types::atom::nil().encode(env);
+    guarded(env, || {
+        resolved(env, &handle, host, family, |pod| {
+            Some(pod.map_or(nil, |pod| encode::pod(env, pod, handle.0.cluster_domain())))
+        })
+    })
+}
+
+/// `node_address(handle, host, basename, family)`: `{:ok, ip, port | nil}`, where to
+/// connect to node `basename@host` in epmd-less mode (`nil`: its pod declares no port
+/// for it, or no pod owns the IP).
+#[rustler::nif]
+fn node_address<'a>(
     env: Env<'a>,
     handle: ResourceArc<WatchHandle>,
     host: Term<'a>,
-    with: Term<'a>,
+    basename: Term<'a>,
     family: rustler::Atom,
 ) -> Term<'a> {
-    use kube_dist_core::index::{Family, Resolution};
+    let nil = rustler::types::atom::nil().encode(env);
     guarded(env, || {
-        let Some(host) = text(host) else {
-            return Ok(atoms::error().encode(env));
-        };
-        let family = match family {
-            f if f == atoms::inet() => Family::Inet,
-            f if f == atoms::inet6() => Family::Inet6,
-            _ => return Err("family must be :inet or :inet6".into()),
-        };
-        let nil = || rustler::types::atom::nil().encode(env);
-        Ok(match handle.0.resolve(&host, family) {
-            Resolution::Found(ip, _) if rustler::types::atom::false_() == with => {
-                (atoms::ok(), encode::ip(env, ip)).encode(env)
-            }
-            Resolution::Found(ip, pod) => {
-                let detail = match (pod, with.decode::<(rustler::Atom, Term)>()) {
-                    (None, _) => nil(),
-                    (Some(pod), Ok((tag, basename))) if tag == atoms::port() => text(basename)
-                        .and_then(|basename| pod.dist_port(&basename))
-                        .map_or_else(nil, |port| port.encode(env)),
-                    (Some(pod), _) if atoms::ports() == with => encode::ports(env, &pod),
-                    (Some(pod), _) => encode::pod(env, &pod),
-                };
-                (atoms::ok(), encode::ip(env, ip), detail).encode(env)
-            }
-            Resolution::NotFound => atoms::error().encode(env),
-            Resolution::Ambiguous(_) => (atoms::error(), atoms::ambiguous()).encode(env),
-            Resolution::NotSynced => (atoms::error(), atoms::not_synced()).encode(env),
+        resolved(env, &handle, host, family, |pod| {
+            let port = pod
+                .zip(text(basename))
+                .and_then(|(pod, basename)| pod.dist_port(&basename));
+            Some(port.map_or(nil, |port| port.encode(env)))
         })
     })
+}
+
+/// `check_options(options)`: `:ok`, or `{:error, reason}` for options `start_watch`
+/// would refuse (see [`options::decode`]); nothing is started.
+#[rustler::nif]
+fn check_options<'a>(env: Env<'a>, options: Term<'a>) -> Term<'a> {
+    guarded(env, || options::decode(options).map(|_| atoms::ok().encode(env)))
 }
 
 /// A name as Erlang hands it over: a binary, a charlist or an atom.
@@ -185,6 +223,7 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
         let tag_term = tag;
         let tag = owned.save(tag);
         let id = handle.0.subscriber_id();
+        let domain = handle.0.cluster_domain().to_string();
         let subscription = ResourceArc::new(Subscription {
             watch: handle.0.clone(),
             id,
@@ -206,7 +245,7 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
                         (
                             atoms::kube_dist(),
                             owned.run(|tag_env| tag.load(tag_env).in_env(env)),
-                            encode::event(env, event),
+                            encode::event(env, event, &domain),
                         )
                     })
                     .is_ok()
@@ -216,7 +255,7 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
         // (a 403 at start, while the subscriber was being set up) is told now, or it would
         // never be. Read after subscribing, so it may come twice but is never missed.
         if let Some(message) = handle.0.current_error() {
-            let event = encode::event(env, &WatchEvent::ApiError(message));
+            let event = encode::event(env, &WatchEvent::ApiError(message), handle.0.cluster_domain());
             // Failing only if the subscriber died meanwhile: its monitor cleans up.
             let _ = env.send(&pid, (atoms::kube_dist(), tag_term, event));
         }

@@ -1,4 +1,6 @@
-//! Decoding `start_watch` options from an Elixir map, with errors that name the key.
+//! The one validator of watch options: `KubeDist.Watch.start/1`, `KubeDist.Strategy`'s
+//! config (its watch keys) and `KubeDist.Epmd` (its `KUBE_DIST_*` variables, as
+//! options) all come here, with errors that name the key.
 
 use std::path::PathBuf;
 
@@ -6,11 +8,11 @@ use kube_dist_core::connect::ConnectOptions;
 use rustler::{Term, TermType};
 
 mod keys {
-    rustler::atoms! { api_url, ca_file, token, token_file, service_account_dir, kubeconfig, namespaces, label_selector, field_selector, cluster_domain, all }
+    rustler::atoms! { nil, all }
 }
 
 /// Everything `start_watch` was asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// How to reach the API.
     pub connect: ConnectOptions,
@@ -24,50 +26,83 @@ pub struct Options {
     pub cluster_domain: Option<String>,
 }
 
-/// Decodes the options map (atom keys; absent or `nil` values mean "not set").
-pub fn decode(map: Term<'_>) -> Result<Options, String> {
-    if map.get_type() != TermType::Map {
-        return Err("options must be a map".into());
+/// Every key a watch takes, in the order the docs list them.
+pub const KEYS: [&str; 10] = [
+    "namespaces",
+    "label_selector",
+    "field_selector",
+    "api_url",
+    "ca_file",
+    "token",
+    "token_file",
+    "service_account_dir",
+    "kubeconfig",
+    "cluster_domain",
+];
+
+/// Decodes a keyword list of options (a `nil` value means "not set"; a key given twice:
+/// the last one counts). Anything else, an improper list included, is an error naming
+/// what is wrong; a token is never echoed.
+pub fn decode(list: Term<'_>) -> Result<Options, String> {
+    // Rustler's list decoding panics on an improper list: check it is proper first.
+    if list.get_type() != TermType::List || list.list_length().is_err() {
+        return Err("options must be a keyword list".into());
     }
-    let string = |key: rustler::Atom, name: &str| -> Result<Option<String>, String> {
-        match map.map_get(key) {
-            Ok(value)
-                if value.get_type() == TermType::Atom && value.atom_to_string().ok().as_deref() == Some("nil") =>
-            {
-                Ok(None)
-            }
-            Ok(value) => value
-                .decode::<String>()
-                .map(Some)
-                .map_err(|_| format!("option {name} must be a string")),
-            Err(_) => Ok(None),
+    let entries: Vec<Term> = list.decode().map_err(|_| "options must be a keyword list")?;
+    let mut options = Options::default();
+    for entry in entries {
+        let (key, value) = entry
+            .decode::<(Term, Term)>()
+            .ok()
+            .and_then(|(key, value)| Some((key.atom_to_string().ok()?, value)))
+            .ok_or("options must be a keyword list")?;
+        set(&mut options, &key, value)?;
+    }
+    Ok(options)
+}
+
+fn set(options: &mut Options, key: &str, value: Term<'_>) -> Result<(), String> {
+    if key == "namespaces" {
+        options.namespaces = namespaces(value)?;
+        return Ok(());
+    }
+    if !KEYS.contains(&key) {
+        return Err(format!("unknown option :{key}"));
+    }
+    let text = if value.decode::<rustler::Atom>().ok() == Some(keys::nil()) {
+        None
+    } else {
+        match value.decode::<String>() {
+            Ok(text) => Some(text),
+            // A token in the wrong type is still a secret: never echo it.
+            Err(_) if key == "token" => return Err("option :token must be a string".into()),
+            Err(_) => return Err(format!("option :{key} must be a string, got {value:?}")),
         }
     };
-    let path = |key, name| string(key, name).map(|s| s.map(PathBuf::from));
-    let namespaces = match map.map_get(keys::namespaces()) {
-        Err(_) => Vec::new(),
-        Ok(value) if value.decode::<rustler::Atom>().ok() == Some(keys::all()) => vec![None],
-        // Rustler's list decoding panics on an improper list: check it is proper first.
-        Ok(value) => value
-            .list_length()
-            .and_then(|_| value.decode::<Vec<String>>())
-            .map_err(|_| "option namespaces must be a list of strings or :all".to_string())?
-            .into_iter()
-            .map(Some)
-            .collect(),
-    };
-    Ok(Options {
-        connect: ConnectOptions {
-            api_url: string(keys::api_url(), "api_url")?,
-            ca_file: path(keys::ca_file(), "ca_file")?,
-            token: string(keys::token(), "token")?,
-            token_file: path(keys::token_file(), "token_file")?,
-            service_account_dir: path(keys::service_account_dir(), "service_account_dir")?,
-            kubeconfig: path(keys::kubeconfig(), "kubeconfig")?,
-        },
-        namespaces,
-        label_selector: string(keys::label_selector(), "label_selector")?.filter(|s| !s.is_empty()),
-        field_selector: string(keys::field_selector(), "field_selector")?.filter(|s| !s.is_empty()),
-        cluster_domain: string(keys::cluster_domain(), "cluster_domain")?.filter(|s| !s.is_empty()),
-    })
+    let nonempty = |text: Option<String>| text.filter(|s| !s.is_empty());
+    let path = |text: Option<String>| text.map(PathBuf::from);
+    match key {
+        "label_selector" => options.label_selector = nonempty(text),
+        "field_selector" => options.field_selector = nonempty(text),
+        "cluster_domain" => options.cluster_domain = nonempty(text),
+        "api_url" => options.connect.api_url = text,
+        "token" => options.connect.token = text,
+        "ca_file" => options.connect.ca_file = path(text),
+        "token_file" => options.connect.token_file = path(text),
+        "service_account_dir" => options.connect.service_account_dir = path(text),
+        _ => options.connect.kubeconfig = path(text),
+    }
+    Ok(())
+}
+
+fn namespaces(value: Term<'_>) -> Result<Vec<Option<String>>, String> {
+    let invalid = || "option :namespaces must be a list of strings or :all".to_string();
+    match value.decode::<rustler::Atom>() {
+        Ok(atom) if atom == keys::all() => return Ok(vec![None]),
+        Ok(atom) if atom == keys::nil() => return Ok(Vec::new()),
+        _ => {}
+    }
+    value.list_length().map_err(|_| invalid())?;
+    let list: Vec<String> = value.decode().map_err(|_| invalid())?;
+    Ok(list.into_iter().map(Some).collect())
 }

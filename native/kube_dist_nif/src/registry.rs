@@ -21,10 +21,10 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     } else {
         options.namespaces.clone()
     };
-    let cluster_domain = options.cluster_domain.clone().unwrap_or_else(|| {
-        let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        host::cluster_domain_from_resolv_conf(&resolv_conf).unwrap_or_else(|| "cluster.local".into())
-    });
+    let cluster_domain = options
+        .cluster_domain
+        .clone()
+        .unwrap_or_else(host::detect_cluster_domain);
     // The node's own namespace, for names without one: the first listed, else (watching
     // every namespace) the one its credentials belong to: in a pod, the pod's own.
     let home = namespaces

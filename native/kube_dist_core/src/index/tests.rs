@@ -802,3 +802,170 @@ mod model {
         }
     }
 }
+
+mod built_hosts {
+    //! The builder and the parser agree: every host [`crate::host::hosts`] makes for a
+    //! pod resolves, through the index, to that pod and its IP.
+
+    use super::*;
+    use crate::host::{hosts, Hosts};
+    use proptest::prelude::*;
+
+    const LABEL: &str = "[a-z0-9]([a-z0-9-]{0,14}[a-z0-9])?";
+
+    #[derive(Debug, Clone)]
+    struct Spec {
+        namespace: String,
+        name: String,
+        hostname: Option<String>,
+        subdomain: Option<String>,
+        v6: bool,
+        host_network: bool,
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            prop_oneof![
+                Just("prod".to_string()),
+                Just("svc".to_string()),
+                Just("pod".to_string()),
+                LABEL
+            ],
+            LABEL,
+            proptest::option::of(LABEL),
+            proptest::option::of(LABEL),
+            any::<bool>(),
+            prop_oneof![4 => Just(false), 1 => Just(true)],
+        )
+            .prop_map(|(namespace, name, hostname, subdomain, v6, host_network)| Spec {
+                namespace,
+                name,
+                hostname,
+                subdomain,
+                v6,
+                host_network,
+            })
+    }
+
+    fn domain() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("cluster.local".to_string()),
+            Just("pod".to_string()),
+            Just("svc".to_string()),
+            "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}",
+        ]
+    }
+
+    fn all(hosts: &Hosts) -> Vec<(&'static str, &String)> {
+        [
+            ("pod_name", &hosts.pod_name),
+            ("ip", &hosts.ip),
+            ("dashed_ip", &hosts.dashed_ip),
+            ("hostname_fqdn", &hosts.hostname_fqdn),
+        ]
+        .into_iter()
+        .filter_map(|(form, host)| Some((form, host.as_ref()?)))
+        .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn every_built_host_resolves_to_its_pod(
+            specs in proptest::collection::vec(spec(), 1..6),
+            ips in proptest::collection::vec(any::<[u8; 16]>(), 6),
+            domain in domain(),
+        ) {
+            let mut index = PodIndex::new();
+            let mut seen = HashSet::new();
+            let mut hostnames = HashSet::new();
+            let mut pods = Vec::new();
+            for (spec, ip) in specs.iter().zip(&ips) {
+                // One pod per name, one per hostname record, one per IP (the first
+                // bytes tell the pods apart), as in a cluster.
+                let hostname_key = (spec.namespace.clone(), spec.hostname.clone(), spec.subdomain.clone());
+                if !seen.insert((spec.namespace.clone(), spec.name.clone()))
+                    || (spec.hostname.is_some() && spec.subdomain.is_some() && !hostnames.insert(hostname_key))
+                {
+                    continue;
+                }
+                let ip: IpAddr = if spec.v6 {
+                    let mut bytes = *ip;
+                    bytes[0] = 0xfd;
+                    bytes[1] = pods.len() as u8;
+                    IpAddr::from(bytes)
+                } else {
+                    IpAddr::from([10, pods.len() as u8, ip[2], ip[3]])
+                };
+                let mut pod = record(&spec.namespace, &spec.name, &[]);
+                pod.ips = Box::new([ip]);
+                pod.hostname = spec.hostname.as_deref().map(Into::into);
+                pod.subdomain = spec.subdomain.as_deref().map(Into::into);
+                pod.host_network = spec.host_network;
+                index.upsert(pod.clone());
+                pods.push(pod);
+            }
+            for pod in &pods {
+                let built = hosts(pod, &domain);
+                let family = if pod.ips[0].is_ipv6() { Family::Inet6 } else { Family::Inet };
+                prop_assert_eq!(built.pod_name.is_some(), true);
+                prop_assert_eq!(built.ip.is_some(), !pod.host_network);
+                prop_assert_eq!(built.hostname_fqdn.is_some(), pod.hostname.is_some() && pod.subdomain.is_some());
+                for (form, host) in all(&built) {
+                    let answer = index.resolve(&parse(host, &domain), Some(&pod.namespace), family);
+                    match answer {
+                        Resolution::Found(ip, Some(found)) => {
+                            prop_assert_eq!((ip, &*found.namespace, &*found.name), (pod.ips[0], &*pod.namespace, &*pod.name), "{} {}", form, host);
+                        }
+                        other => prop_assert!(false, "{} {} of {:?} gave {:?}", form, host, pod, other),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pod_without_a_subdomain_has_no_hostname_fqdn() {
+        let mut pod = record("prod", "web-0", &["10.0.0.1"]);
+        pod.hostname = Some("web-0".into());
+        assert_eq!(hosts(&pod, DOMAIN).hostname_fqdn, None, "no DNS record, no name");
+        pod.subdomain = Some("db".into());
+        assert_eq!(
+            hosts(&pod, DOMAIN).hostname_fqdn.as_deref(),
+            Some("web-0.db.prod.svc.cluster.local")
+        );
+        pod.hostname = None;
+        assert_eq!(
+            hosts(&pod, DOMAIN).hostname_fqdn,
+            None,
+            "no spec.hostname, no DNS record"
+        );
+    }
+
+    #[test]
+    fn every_form_is_built() {
+        let mut pod = record("prod", "web-0", &["10.42.2.46"]);
+        pod.hostname = Some("web-0".into());
+        pod.subdomain = Some("db".into());
+        assert_eq!(
+            hosts(&pod, "cluster.local."),
+            Hosts {
+                pod_name: Some("web-0".into()),
+                ip: Some("10.42.2.46".into()),
+                dashed_ip: Some("10-42-2-46.prod.pod.cluster.local".into()),
+                hostname_fqdn: Some("web-0.db.prod.svc.cluster.local".into()),
+            }
+        );
+        pod.host_network = true;
+        let built = hosts(&pod, DOMAIN);
+        assert_eq!((built.ip, built.dashed_ip), (None, None), "a node's IP names no pod");
+        let unnamed = record("prod", "a.b", &["10.0.0.1"]);
+        assert_eq!(
+            hosts(&unnamed, DOMAIN).pod_name,
+            None,
+            "a name with dots reads as another form"
+        );
+        assert_eq!(hosts(&record("prod", "p", &[]), DOMAIN).dashed_ip, None);
+    }
+}
