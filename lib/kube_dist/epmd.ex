@@ -134,7 +134,8 @@ defmodule KubeDist.Epmd do
 
       :epmdless ->
         case lookup(host, &KubeDist.Native.node_address(&1, &2, name, family)) do
-          {:ok, ip, port} -> {:ok, ip, port || default_port(), @dist_version}
+          {:ok, ip, {port, _declared}} -> {:ok, ip, port, @dist_version}
+          {:ok, ip, nil} -> {:ok, ip, default_port(), @dist_version}
           :error -> stock_address(host, family)
         end
     end
@@ -155,7 +156,7 @@ defmodule KubeDist.Epmd do
       :epmdless ->
         port =
           with(
-            {:ok, _, port} <-
+            {:ok, _, {port, _declared}} <-
               lookup(ip, &KubeDist.Native.node_address(&1, &2, name, family_of(ip))),
             do: port,
             else: (_ -> nil)
@@ -229,7 +230,7 @@ defmodule KubeDist.Epmd do
   defp own_port(name, host) do
     name = to_charlist(name)
 
-    case ListenPort.choose(name, listen_port_from_env(), own_pod(host), default_port()) do
+    case ListenPort.choose(listen_port_from_env(), own_pod(name, host), default_port()) do
       {:exact, port} ->
         {:ok, port}
 
@@ -244,21 +245,22 @@ defmodule KubeDist.Epmd do
   end
 
   # What the index knows of our own pod; waits (up to the deadline) for the first list.
-  defp own_pod(host) do
+  defp own_pod(name, host) do
     case watch() do
       nil -> :no_watch
-      %KubeDist.Watch{} = watch -> own_pod(watch, host_term(host), false)
+      %KubeDist.Watch{} = watch -> own_pod(watch, name, host_term(host), false)
     end
   end
 
-  defp own_pod(watch, host, waited?) do
+  defp own_pod(watch, name, host, waited?) do
     # Read before asking: then a "not yet" below cannot come from a list that completed
     # in between (taken for "no pod of ours", that sent the node to the default port).
     listed? = KubeDist.Watch.await_synced(watch, 0)
 
-    case KubeDist.Native.lookup(watch.resource, host, family_of(host)) do
-      {:ok, _ip, %{dist_ports: dist_ports}} ->
-        {:pod, dist_ports}
+    case KubeDist.Native.node_address(watch.resource, host, name, family_of(host)) do
+      # Our pod is listed (a pod only shows once the first list is in).
+      {:ok, _ip, declared} when declared != nil or listed? ->
+        {:pod, declared}
 
       # A host that cannot be a pod, or the list is in and has no such pod.
       answer when answer == :error or answer == {:error, :ambiguous} ->
@@ -273,7 +275,7 @@ defmodule KubeDist.Epmd do
         :unknown
 
       _not_yet ->
-        await_then(watch, fn -> own_pod(watch, host, true) end)
+        await_then(watch, fn -> own_pod(watch, name, host, true) end)
     end
   end
 

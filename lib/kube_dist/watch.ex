@@ -194,11 +194,11 @@ defmodule KubeDist.Watch do
 
   @doc """
   Like `resolve/3`, with the epmd-less port of node `basename@host`: the port its pod
-  declares for it (`dist-<basename>`, else `dist`), `nil` when it declares none (or no
-  pod owns the IP).
+  declares for it (`{port, :own}`: a `dist-<basename>` port) or for any basename
+  (`{port, :shared}`: a `dist` port), `nil` when it declares none (or no pod owns the IP).
   """
   @spec node_address(t(), host(), String.t() | charlist() | atom(), family()) ::
-          {:ok, :inet.ip_address(), :inet.port_number() | nil}
+          {:ok, :inet.ip_address(), {:inet.port_number(), :own | :shared} | nil}
           | :error
           | {:error, :ambiguous | :not_synced}
   def node_address(%__MODULE__{resource: r}, host, basename, family \\ :inet)

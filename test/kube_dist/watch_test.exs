@@ -75,8 +75,8 @@ defmodule KubeDist.WatchTest do
     for {_form, host} <- pods["web-0"].hosts,
         do: assert({:ok, {198, 51, 100, 46}, %{name: "web-0"}} = Watch.lookup(watch, host))
 
-    assert {:ok, _, 4371} = Watch.node_address(watch, "web-0", "api")
-    assert {:ok, _, 4370} = Watch.node_address(watch, "web-0", "other")
+    assert {:ok, _, {4371, :own}} = Watch.node_address(watch, "web-0", "api")
+    assert {:ok, _, {4370, :shared}} = Watch.node_address(watch, "web-0", "other")
   end
 
   test "subscribers hear additions, readiness, termination and deletion", %{sim: sim} do

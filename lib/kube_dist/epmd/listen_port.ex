@@ -5,12 +5,14 @@ defmodule KubeDist.Epmd.ListenPort do
   # that cannot be known, it must not listen at all.
 
   @typedoc """
-  What is known of the node's own pod: its `dist_ports`, `:no_pod` (the list is in and
-  no pod has the node's host, or the host cannot be a pod: peers use the default port),
-  `:no_watch` (KubeDist.Epmd runs without its index) or `:unknown` (the list is not in).
+  What is known of the node's own pod: `{:pod, declared}` with the port it declares for
+  the node (`KubeDist.Watch.node_address/4`: the native side decides which declaration
+  applies), `:no_pod` (the list is in and no pod has the node's host, or the host cannot
+  be a pod: peers use the default port), `:no_watch` (KubeDist.Epmd runs without its
+  index) or `:unknown` (the list is not in).
   """
   @type own_pod ::
-          {:pod, [{String.t() | :any, :inet.port_number()}]} | :no_pod | :no_watch | :unknown
+          {:pod, {:inet.port_number(), :own | :shared} | nil} | :no_pod | :no_watch | :unknown
 
   @typedoc """
   `{:exact, port}`: listen there. `{:if_free, port}`: listen there unless the port is
@@ -20,18 +22,10 @@ defmodule KubeDist.Epmd.ListenPort do
   """
   @type choice :: {:exact, :inet.port_number()} | {:if_free, :inet.port_number()} | :unknown
 
-  @spec choose(charlist(), :inet.port_number() | nil, own_pod(), :inet.port_number()) :: choice()
-  def choose(_name, env_port, _own, _default) when is_integer(env_port), do: {:if_free, env_port}
-  def choose(_name, nil, :unknown, _default), do: :unknown
-
-  # Its own `dist-<basename>` port first, else the shared `dist` one, as peers dial it.
-  def choose(name, nil, {:pod, dist_ports}, default) do
-    case List.keyfind(dist_ports, List.to_string(name), 0) || List.keyfind(dist_ports, :any, 0) do
-      {:any, port} -> {:if_free, port}
-      {_, port} -> {:exact, port}
-      nil -> {:if_free, default}
-    end
-  end
-
-  def choose(_name, nil, _no_pod_or_no_watch, default), do: {:if_free, default}
+  @spec choose(:inet.port_number() | nil, own_pod(), :inet.port_number()) :: choice()
+  def choose(env_port, _own, _default) when is_integer(env_port), do: {:if_free, env_port}
+  def choose(nil, :unknown, _default), do: :unknown
+  def choose(nil, {:pod, {port, :own}}, _default), do: {:exact, port}
+  def choose(nil, {:pod, {port, :shared}}, _default), do: {:if_free, port}
+  def choose(nil, _no_port_no_pod_or_no_watch, default), do: {:if_free, default}
 end

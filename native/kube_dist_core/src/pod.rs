@@ -183,14 +183,16 @@ impl PodRecord {
         })
     }
 
-    /// The port of node `basename@<this pod>` in epmd-less mode: its own declared port
-    /// (the first), else the first `dist` port.
-    pub fn dist_port(&self, basename: &str) -> Option<u16> {
+    /// The port of node `basename@<this pod>` in epmd-less mode, with the declaration it
+    /// comes from: its own (the first `dist-<basename>`), else the first shared `dist`
+    /// one. The one rule both peers (where to dial) and the node itself (where to
+    /// listen) follow.
+    pub fn dist_port(&self, basename: &str) -> Option<(DistPort<'_>, u16)> {
         let mut any = None;
         for (declared, port) in self.dist_ports() {
             match declared {
-                DistPort::Node(name) if name == basename => return Some(port),
-                DistPort::Any if any.is_none() => any = Some(port),
+                DistPort::Node(name) if name == basename => return Some((declared, port)),
+                DistPort::Any if any.is_none() => any = Some((declared, port)),
                 _ => {}
             }
         }
@@ -289,9 +291,9 @@ mod tests {
         }))
         .unwrap();
         let record = PodRecord::from_pod(&pod).unwrap();
-        assert_eq!(record.dist_port("worker"), Some(4371));
-        assert_eq!(record.dist_port("api"), Some(4370));
-        assert_eq!(record.dist_port(""), Some(4370));
+        assert_eq!(record.dist_port("worker"), Some((DistPort::Node("worker"), 4371)));
+        assert_eq!(record.dist_port("api"), Some((DistPort::Any, 4370)));
+        assert_eq!(record.dist_port(""), Some((DistPort::Any, 4370)));
         assert_eq!(
             record.dist_ports().collect::<Vec<_>>(),
             [(DistPort::Any, 4370), (DistPort::Node("worker"), 4371)]

@@ -12,13 +12,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_dist_core::pod::PodRecord;
+use kube_dist_core::pod::{DistPort, PodRecord};
 use kube_dist_core::runtime::runtime;
 use kube_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, inet, inet6 }
+    rustler::atoms! { ok, error, panic, kube_dist, ambiguous, not_synced, inet, inet6, own, shared }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -165,9 +165,10 @@ fn lookup<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, host: Term<'a>, fa
     })
 }
 
-/// `node_address(handle, host, basename, family)`: `{:ok, ip, port | nil}`, where to
-/// connect to node `basename@host` in epmd-less mode (`nil`: its pod declares no port
-/// for it, or no pod owns the IP).
+/// `node_address(handle, host, basename, family)`: `{:ok, ip, {port, :own | :shared} |
+/// nil}`, where node `basename@host` listens in epmd-less mode: the port its pod declares
+/// for that basename (`:own`) or for any (`:shared`); `nil`: its pod declares no port
+/// for it, or no pod owns the IP.
 #[rustler::nif]
 fn node_address<'a>(
     env: Env<'a>,
@@ -182,7 +183,10 @@ fn node_address<'a>(
             let port = pod
                 .zip(text(basename))
                 .and_then(|(pod, basename)| pod.dist_port(&basename));
-            Some(port.map_or(nil, |port| port.encode(env)))
+            Some(port.map_or(nil, |(declared, port)| match declared {
+                DistPort::Node(_) => (port, atoms::own()).encode(env),
+                DistPort::Any => (port, atoms::shared()).encode(env),
+            }))
         })
     })
 }
