@@ -86,8 +86,9 @@ defmodule KubeDist.MixProject do
         "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
       package: [
         licenses: ["Apache-2.0"],
-        # bench is a member of the Cargo workspace: cargo needs it to build the NIF.
-        files: ~w(lib native bench Cargo.toml Cargo.lock mix.exs README.md)
+        # bench and test/kube_sim (the simulator) are members of the Cargo workspace:
+        # cargo needs their manifests and sources to build the NIF.
+        files: ~w(lib native bench test/kube_sim Cargo.toml Cargo.lock mix.exs README.md)
       ]
     ]
   end

@@ -22,8 +22,11 @@ defmodule KubeDist.ReleaseNetnsTest do
     app = Path.join(tmp, "shop")
     Enum.each([source, app], &File.mkdir_p!/1)
 
-    for entry <- ~w(mix.exs Cargo.toml Cargo.lock lib native bench),
-        do: File.cp_r!(entry, Path.join(source, entry))
+    # What the package ships (mix.exs's :files): cargo's workspace needs the simulator's crate.
+    for entry <- ~w(mix.exs Cargo.toml Cargo.lock lib native bench test/kube_sim) do
+      File.mkdir_p!(Path.dirname(Path.join(source, entry)))
+      File.cp_r!(entry, Path.join(source, entry))
+    end
 
     for entry <- ~w(mix.exs lib config rel),
         do: File.cp_r!(Path.join(@example, entry), Path.join(app, entry))

@@ -12,10 +12,11 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::faults::WatchSignal;
+use crate::shared::Shared;
 use crate::status::ApiError;
-use crate::store::{Change, EventType, Filter, WatchFeed};
+use crate::store::history::{Change, EventType};
+use crate::store::{Filter, WatchFeed};
 use crate::table::{self, IncludeObject};
-use crate::Shared;
 
 /// A well-formed JSON line that is not a valid event: clients fail to decode it,
 /// where a truncated line would only look like an unfinished chunk.

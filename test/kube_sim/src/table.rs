@@ -86,7 +86,7 @@ fn row(pod: &Pod, include: IncludeObject) -> Value {
         .metadata
         .creation_timestamp
         .as_ref()
-        .map(|t| short_duration(crate::store::unix_now() - t.0.as_second()))
+        .map(|t| short_duration(crate::meta::unix_now() - t.0.as_second()))
         .unwrap_or_else(|| "<unknown>".to_string());
     let mut row = json!({
         "cells": [

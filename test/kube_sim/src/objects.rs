@@ -164,9 +164,9 @@ impl Objects {
         let rv = state.last_rv + 1;
         let metadata = &mut object["metadata"];
         metadata["namespace"] = json!(namespace);
-        metadata["uid"] = json!(crate::store::new_uid());
+        metadata["uid"] = json!(crate::meta::new_uid());
         metadata["resourceVersion"] = json!(rv.to_string());
-        metadata["creationTimestamp"] = json!(crate::store::now());
+        metadata["creationTimestamp"] = json!(crate::meta::now());
         if !dry_run {
             state.last_rv = rv;
             state.items.insert(key, object.clone());

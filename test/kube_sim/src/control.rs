@@ -13,8 +13,8 @@ use serde_json::json;
 use crate::api::{self, Body};
 use crate::faults::{Outage, WatchSignal};
 use crate::query;
+use crate::shared::Shared;
 use crate::status::ApiError;
-use crate::Shared;
 
 /// Answers a `/_sim/...` request, or `None` when the path is not a control route.
 pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&str>) -> Option<Response<Body>> {

@@ -2,76 +2,32 @@
 //! the fan-out of every change to open watches.
 //!
 //! Every change bumps one global resourceVersion, as etcd's revision does. The history
-//! lets a watch resume from an older version, and lets a paged list stay consistent
-//! at its first page's version by rolling later changes back; once a version falls out
-//! of the history, both answer `410 Expired` like the real server after compaction.
+//! ([`history`]) lets a watch resume from an older version, and lets a paged list stay
+//! consistent at its first page's version by rolling later changes back; once a version
+//! falls out of the history, both answer `410 Expired` like the real server after
+//! compaction. Objects are checked by [`validation`]; continue tokens are [`paging`]'s.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+pub mod history;
+mod paging;
+pub mod validation;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use base64::Engine;
-use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::broadcast;
 
+use crate::meta::{new_uid, now, random_suffix, unix_now};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
+use history::{key_of, Change, History};
+use paging::{decode_continue, encode_continue};
+use validation::{backfill_pod_ips, validate};
 
-/// A pod's identity in the store: `(namespace, name)`.
-pub type Key = (String, String);
-
-/// The kind of a change, as named in watch events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    /// The object was created.
-    Added,
-    /// The object was updated.
-    Modified,
-    /// The object was removed.
-    Deleted,
-}
-
-impl EventType {
-    /// The watch event `type` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
-/// One committed change to one pod.
-#[derive(Debug)]
-pub struct Change {
-    /// The resourceVersion this change created.
-    pub rv: u64,
-    /// What happened.
-    pub kind: EventType,
-    /// The object before the change (`None` for `Added`).
-    pub old: Option<Arc<Pod>>,
-    /// The object after the change; for `Deleted`, its last state.
-    pub new: Arc<Pod>,
-    json: OnceLock<Bytes>,
-}
-
-impl Change {
-    /// The new object as JSON, serialised once however many watches send it.
-    pub fn object_json(&self) -> &Bytes {
-        self.json
-            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.new).unwrap_or_default()))
-    }
-
-    fn key(&self) -> Key {
-        key_of(&self.new)
-    }
-}
+pub use history::{EventType, Key};
 
 /// Which pods a list or watch selects.
 #[derive(Debug, Clone, Default)]
@@ -159,10 +115,7 @@ pub enum Deletion {
 struct Inner {
     pods: BTreeMap<Key, Arc<Pod>>,
     rv: u64,
-    history: VecDeque<Arc<Change>>,
-    history_limit: usize,
-    /// The oldest resourceVersion a watch or continue token may start from.
-    oldest_rv: u64,
+    history: History,
 }
 
 /// The simulator's pod storage.
@@ -183,9 +136,7 @@ impl Store {
             inner: Mutex::new(Inner {
                 pods: BTreeMap::new(),
                 rv: FIRST_RV,
-                history: VecDeque::new(),
-                history_limit: history_limit.max(1),
-                oldest_rv: FIRST_RV,
+                history: History::new(history_limit, FIRST_RV),
             }),
             changes,
         }
@@ -214,8 +165,8 @@ impl Store {
     /// Forgets the change history, so older resourceVersions answer `410 Expired`.
     pub fn compact(&self) {
         let mut inner = self.lock();
-        inner.history.clear();
-        inner.oldest_rv = inner.rv;
+        let rv = inner.rv;
+        inner.history.compact(rv);
     }
 
     /// One pod.
@@ -381,19 +332,8 @@ impl Store {
         } else {
             inner.pods.insert(key, pod.clone());
         }
-        let change = Arc::new(Change {
-            rv: inner.rv,
-            kind,
-            old,
-            new: pod.clone(),
-            json: OnceLock::new(),
-        });
-        inner.history.push_back(change.clone());
-        while inner.history.len() > inner.history_limit {
-            if let Some(dropped) = inner.history.pop_front() {
-                inner.oldest_rv = dropped.rv;
-            }
-        }
+        let change = Arc::new(Change::new(inner.rv, kind, old, pod.clone()));
+        inner.history.record(change.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(change);
         pod
@@ -411,7 +351,7 @@ impl Store {
         let (rv, start) = match continue_token {
             Some(token) => {
                 let (rv, start) = decode_continue(token)?;
-                if rv < inner.oldest_rv {
+                if rv < inner.history.oldest_rv() {
                     return Err(ApiError::expired(
                         "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
                     ));
@@ -424,10 +364,10 @@ impl Store {
                     return Err(ApiError::too_large_resource_version(v, inner.rv))
                 }
                 ListVersion::NotOlderThan(_) => (inner.rv, None),
-                ListVersion::Exact(v) if v < inner.oldest_rv => {
+                ListVersion::Exact(v) if v < inner.history.oldest_rv() => {
                     return Err(ApiError::expired(format!(
                         "too old resource version: {v} ({})",
-                        inner.oldest_rv
+                        inner.history.oldest_rv()
                     )))
                 }
                 ListVersion::Exact(v) => (v, None),
@@ -464,14 +404,14 @@ impl Store {
                 feed.initial = inner.pods.values().filter(|p| filter.matches(p)).cloned().collect();
             }
             WatchStart::After(v) if v > inner.rv => return Err(ApiError::too_large_resource_version(v, inner.rv)),
-            WatchStart::After(v) if v < inner.oldest_rv => {
+            WatchStart::After(v) if v < inner.history.oldest_rv() => {
                 return Err(ApiError::expired(format!(
                     "too old resource version: {v} ({})",
-                    inner.oldest_rv
+                    inner.history.oldest_rv()
                 )))
             }
             WatchStart::After(v) => {
-                feed.replay = inner.history.iter().filter(|c| c.rv > v).cloned().collect();
+                feed.replay = inner.history.since(v);
                 feed.rv = v;
             }
         }
@@ -499,194 +439,9 @@ impl Inner {
                 .collect(),
             (None, None) => self.pods.clone(),
         };
-        // Newest first, so each key ends with its state just before the oldest later change.
-        for change in self.history.iter().rev().take_while(|c| c.rv > rv) {
-            let key = change.key();
-            if !in_scope(&key) {
-                continue;
-            }
-            match (&change.kind, &change.old) {
-                (EventType::Added, _) | (_, None) => view.remove(&key),
-                (_, Some(old)) => view.insert(key, old.clone()),
-            };
-        }
+        self.history.roll_back(&mut view, rv, in_scope);
         view
     }
-}
-
-fn key_of(pod: &Pod) -> Key {
-    (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.metadata.name.clone().unwrap_or_default(),
-    )
-}
-
-/// The validation a real server would reject with 422 and that our tests could trip on.
-fn validate(pod: &Pod) -> Result<(), ApiError> {
-    let name = pod.metadata.name.as_deref().unwrap_or("");
-    let valid_name = name.len() <= 253
-        && !name.is_empty()
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    if !valid_name {
-        return Err(ApiError::invalid(
-            name,
-            format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
-        ));
-    }
-    validate_pod_ips(name, pod)?;
-    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
-    if containers.is_empty() {
-        return Err(ApiError::invalid(name, "spec.containers: Required value"));
-    }
-    for (i, c) in containers.iter().enumerate() {
-        if c.name.is_empty() {
-            return Err(ApiError::invalid(
-                name,
-                format!("spec.containers[{i}].name: Required value"),
-            ));
-        }
-        if c.image.as_deref().unwrap_or("").is_empty() {
-            return Err(ApiError::invalid(
-                name,
-                format!("spec.containers[{i}].image: Required value"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `status.podIPs` as kube-apiserver checks them: valid IPs, and more than one only as a
-/// dual-stack pair (one of each family, no duplicate). `podIP`, v1's older field, must
-/// be `podIPs[0]`; either one alone fills in the other, as the server's conversion does.
-fn validate_pod_ips(name: &str, pod: &Pod) -> Result<(), ApiError> {
-    let Some(status) = pod.status.as_ref() else {
-        return Ok(());
-    };
-    let ips = status.pod_ips.as_deref().unwrap_or(&[]);
-    if let (Some(ip), Some(first)) = (status.pod_ip.as_deref().filter(|ip| !ip.is_empty()), ips.first()) {
-        if ip != first.ip {
-            return Err(ApiError::bad_request(format!(
-                "conversion Error: v1.PodIP({ip}) != v1.PodIPs[0]({})",
-                first.ip
-            )));
-        }
-    }
-    let mut parsed = Vec::new();
-    for (i, ip) in ips.iter().enumerate() {
-        match ip.ip.parse::<std::net::IpAddr>() {
-            Ok(addr) => parsed.push(addr),
-            Err(_) => {
-                return Err(ApiError::invalid(
-                    name,
-                    format!(
-                        "status.podIPs[{i}]: Invalid value: {:?}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-                        ip.ip
-                    ),
-                ))
-            }
-        }
-    }
-    if parsed.len() > 1 {
-        let dual_stack = parsed.len() == 2 && parsed[0].is_ipv4() != parsed[1].is_ipv4();
-        if !dual_stack {
-            return Err(ApiError::invalid(
-                name,
-                "status.podIPs: Invalid value: may specify no more than one IP for each IP family",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Fills `podIP` from `podIPs[0]` and `podIPs` from `podIP`, as a v1 round trip does.
-fn backfill_pod_ips(pod: &mut Pod) {
-    let Some(status) = pod.status.as_mut() else {
-        return;
-    };
-    let first = status
-        .pod_ips
-        .as_ref()
-        .and_then(|ips| ips.first())
-        .map(|ip| ip.ip.clone());
-    match (status.pod_ip.as_deref().filter(|ip| !ip.is_empty()), first) {
-        (None, Some(first)) => status.pod_ip = Some(first),
-        (Some(ip), None) => status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() }]),
-        _ => {}
-    }
-}
-
-/// The current time, as object timestamps carry it.
-pub(crate) fn now() -> Time {
-    Time(Timestamp::from_second(unix_now()).unwrap_or(Timestamp::UNIX_EPOCH))
-}
-
-/// Seconds since the epoch (timestamps in the API have second precision).
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn random_u64() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    hasher.finish()
-}
-
-/// A fresh random UID, as kube-apiserver gives every object.
-pub(crate) fn new_uid() -> String {
-    let (a, b) = (random_u64(), random_u64());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        0x8000 | (b >> 48) & 0x3fff,
-        b & 0xffff_ffff_ffff
-    )
-}
-
-fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut n = random_u64();
-    (0..5)
-        .map(|_| {
-            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize] as char;
-            n /= ALPHABET.len() as u64;
-            c
-        })
-        .collect()
-}
-
-fn encode_continue(rv: u64, start: &Key) -> String {
-    let token = serde_json::json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": format!("{}/{}", start.0, start.1) });
-    base64::engine::general_purpose::STANDARD.encode(token.to_string())
-}
-
-fn decode_continue(token: &str) -> Result<(u64, Key), ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
-        )
-    };
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .map_err(|_| invalid())?;
-    let value: serde_json::Value = serde_json::from_slice(&raw).map_err(|_| invalid())?;
-    let rv = value["rv"].as_u64().ok_or_else(invalid)?;
-    let (ns, name) = value["start"]
-        .as_str()
-        .and_then(|s| s.split_once('/'))
-        .ok_or_else(invalid)?;
-    Ok((rv, (ns.to_string(), name.to_string())))
 }
 
 #[cfg(test)]

@@ -13,15 +13,19 @@
 pub mod api;
 pub mod auth;
 pub mod churn;
+pub mod config;
 pub mod control;
 pub mod faults;
 pub mod fixtures;
 pub mod manifest;
+pub mod meta;
 pub mod netns;
 pub mod objects;
 pub mod patch;
 pub mod query;
 pub mod selector;
+mod server;
+pub mod shared;
 pub mod status;
 pub mod store;
 pub mod table;
@@ -30,114 +34,22 @@ pub mod watch;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Listener;
-use crate::auth::Auth;
-use crate::faults::{Faults, Outage, Stats};
+use crate::faults::Outage;
 use crate::status::ApiError;
-use crate::store::{Deletion, Store};
 use crate::tls::CertAuthority;
 
-/// How to start a simulator.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The HTTPS API address (port 0 picks one).
-    pub listen: SocketAddr,
-    /// The plain-HTTP control address, if wanted. Keep it on loopback.
-    pub control: Option<SocketAddr>,
-    /// Changes kept for resuming watches and paging; older versions get `410 Expired`.
-    pub history_limit: usize,
-    /// How often watches that allow bookmarks get one.
-    pub bookmark_interval: Duration,
-    /// Extra DNS names or IPs for the serving certificate (e.g. an address pods use).
-    pub extra_sans: Vec<String>,
-    /// The namespace of the service account KubeDist runs as.
-    pub service_account_namespace: String,
-    /// The service account's name.
-    pub service_account_name: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            control: None,
-            history_limit: 10_000,
-            bookmark_interval: Duration::from_secs(5),
-            extra_sans: Vec::new(),
-            service_account_namespace: "default".into(),
-            service_account_name: "kube-dist".into(),
-        }
-    }
-}
-
-/// State shared by every connection.
-pub struct Shared {
-    /// The objects.
-    pub store: Store,
-    /// Objects of the other kinds manifests hold.
-    pub objects: objects::Objects,
-    /// Tokens and RBAC.
-    pub auth: Auth,
-    /// Fault switches.
-    pub faults: Faults,
-    /// Counters.
-    pub stats: Stats,
-    /// The start configuration.
-    pub config: Config,
-    service_account_dir: Mutex<Option<PathBuf>>,
-}
-
-impl Shared {
-    /// Deletes a pod; a graceful deletion finishes by itself after the grace period.
-    pub fn delete_pod(
-        self: &Arc<Self>,
-        namespace: &str,
-        name: &str,
-        grace_seconds: Option<i64>,
-    ) -> Result<Arc<Pod>, ApiError> {
-        match self.store.delete(namespace, name, grace_seconds)? {
-            Deletion::Removed(pod) => Ok(pod),
-            Deletion::Terminating(pod, grace) => {
-                let (ns, name, shared) = (namespace.to_string(), name.to_string(), Arc::downgrade(self));
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                tokio::spawn(async move {
-                    tokio::time::sleep(grace).await;
-                    if let Some(shared) = shared.upgrade() {
-                        shared.store.finish_termination(&ns, &name, &uid);
-                    }
-                });
-                Ok(pod)
-            }
-        }
-    }
-
-    /// Rotates the service-account token, rewriting the projected token file if one was laid out.
-    pub fn rotate_token(&self) -> String {
-        let token = self.auth.rotate_service_account_token();
-        if let Some(dir) = self
-            .service_account_dir
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            // Like the kubelet: write aside, then rename, so readers never see half a token.
-            let tmp = dir.join("..token.tmp");
-            let _ = std::fs::write(&tmp, &token).and_then(|_| std::fs::rename(&tmp, dir.join("token")));
-        }
-        token
-    }
-}
+pub use crate::config::Config;
+pub use crate::shared::Shared;
 
 /// A running simulator. Dropping it does not stop the listeners; they live as long as
 /// the tokio runtime they were started on.
@@ -168,24 +80,16 @@ impl Simulator {
         sans.extend(config.extra_sans.iter().cloned());
         let serving = ca.issue(&sans).map_err(io::Error::other)?;
         let acceptor = TlsAcceptor::from(serving.server_config().map_err(io::Error::other)?);
-        let shared = Arc::new(Shared {
-            store: Store::new(config.history_limit),
-            objects: Default::default(),
-            auth: Auth::new(&config.service_account_namespace, &config.service_account_name),
-            faults: Faults::default(),
-            stats: Stats::default(),
-            config: config.clone(),
-            service_account_dir: Mutex::new(None),
-        });
+        let shared = Arc::new(Shared::new(config.clone()));
         api.set_nonblocking(true)?;
         let listener = TcpListener::from_std(api)?;
         let addr = listener.local_addr()?;
-        tokio::spawn(serve(listener, Some(acceptor), shared.clone(), Listener::Api));
+        tokio::spawn(server::serve(listener, Some(acceptor), shared.clone(), Listener::Api));
         let control_addr = match config.control {
             Some(control) => {
                 let listener = TcpListener::bind(control).await?;
                 let addr = listener.local_addr()?;
-                tokio::spawn(serve(listener, None, shared.clone(), Listener::Control));
+                tokio::spawn(server::serve(listener, None, shared.clone(), Listener::Control));
                 Some(addr)
             }
             None => None,
@@ -295,11 +199,7 @@ impl Simulator {
         write_private(&dir.join("token"), &self.token())?;
         std::fs::write(dir.join("ca.crt"), self.ca_pem())?;
         std::fs::write(dir.join("namespace"), &self.shared.config.service_account_namespace)?;
-        *self
-            .shared
-            .service_account_dir
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(dir.to_path_buf());
+        self.shared.set_service_account_dir(dir);
         Ok(())
     }
 }
@@ -314,53 +214,4 @@ fn write_private(path: &Path, contents: &str) -> io::Result<()> {
         .mode(0o600)
         .open(path)?;
     file.write_all(contents.as_bytes())
-}
-
-async fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, shared: Arc<Shared>, kind: Listener) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let (shared, tls) = (shared.clone(), tls.clone());
-        tokio::spawn(async move {
-            if kind == Listener::Api && shared.faults.current_outage() == Some(Outage::Offline) {
-                shared.stats.request("DROPPED", "connection");
-                return;
-            }
-            match tls {
-                Some(acceptor) => {
-                    if let Ok(stream) = acceptor.accept(tcp).await {
-                        serve_connection(TokioIo::new(stream), shared, kind).await;
-                    }
-                }
-                None => serve_connection(TokioIo::new(tcp), shared, kind).await,
-            }
-        });
-    }
-}
-
-async fn serve_connection<I>(io: I, shared: Arc<Shared>, kind: Listener)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move {
-            if kind == Listener::Api && shared.faults.current_outage() == Some(Outage::Offline) {
-                // An error from the service makes hyper drop the connection unanswered.
-                shared.stats.request("DROPPED", req.uri().path());
-                return Err(io::Error::other("simulated restart"));
-            }
-            if kind == Listener::Control {
-                if let Some(response) = control::handle(&shared, req.method(), req.uri().path(), req.uri().query()) {
-                    return Ok(response);
-                }
-            }
-            Ok(api::handle(shared, req, kind).await)
-        }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await;
 }
