@@ -230,7 +230,11 @@ defmodule KubeDist.Epmd do
   defp own_port(name, host) do
     name = to_charlist(name)
 
-    case ListenPort.choose(listen_port_from_env(), own_pod(name, host), default_port()) do
+    env_port = listen_port_from_env()
+    # The pod spec's variable makes the API unnecessary at boot: then nothing waits for it.
+    own = if env_port, do: :not_asked, else: own_pod(name, host)
+
+    case ListenPort.choose(env_port, own, default_port()) do
       {:exact, port} ->
         {:ok, port}
 

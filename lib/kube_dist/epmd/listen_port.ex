@@ -9,10 +9,15 @@ defmodule KubeDist.Epmd.ListenPort do
   the node (`KubeDist.Watch.node_address/4`: the native side decides which declaration
   applies), `:no_pod` (the list is in and no pod has the node's host, or the host cannot
   be a pod: peers use the default port), `:no_watch` (KubeDist.Epmd runs without its
-  index) or `:unknown` (the list is not in).
+  index), `:unknown` (the list is not in) or `:not_asked` (`KUBE_DIST_LISTEN_PORT` is
+  set, so the pod is not looked up: no wait at boot).
   """
   @type own_pod ::
-          {:pod, {:inet.port_number(), :own | :shared} | nil} | :no_pod | :no_watch | :unknown
+          {:pod, {:inet.port_number(), :own | :shared} | nil}
+          | :no_pod
+          | :no_watch
+          | :unknown
+          | :not_asked
 
   @typedoc """
   `{:exact, port}`: listen there. `{:if_free, port}`: listen there unless the port is
