@@ -285,29 +285,26 @@ impl SliceMerge {
     /// what is due and returns what changed for the index.
     fn change(&mut self, changes: Vec<(Key, Option<Slice>)>, now: Instant) -> Outcome {
         let mut touched: BTreeSet<Key> = BTreeSet::new();
-        let mut vanished: HashMap<(Key, Family), Ghost> = HashMap::new();
+        // The slices replaced, and per pod and family the latest endpoint they held
+        // (by slice and endpoint position): a ghost only if no slice names it any more.
+        let mut replaced: Vec<(Key, Slice)> = Vec::new();
+        let mut vanished: HashMap<(Key, Family), (usize, usize)> = HashMap::new();
         for (key, new) in changes {
             if let Some(old) = self.slices.remove(&key) {
-                for endpoint in &old.endpoints {
+                let at = replaced.len();
+                for (i, endpoint) in old.endpoints.iter().enumerate() {
                     self.unlink(&endpoint.pod, &key);
                     touched.insert(endpoint.pod.clone());
-                    let ghost = Ghost {
-                        deadline: now + self.grace,
-                        slice: key.clone(),
-                        seq: old.seq,
-                        service: old.service.clone(),
-                        ports: old.ports.clone(),
-                        endpoint: endpoint.clone(),
-                    };
                     vanished
                         .entry((endpoint.pod.clone(), old.family))
                         .and_modify(|kept| {
-                            if ghost.seq > kept.seq {
-                                *kept = ghost.clone();
+                            if old.seq > replaced[kept.0].1.seq {
+                                *kept = (at, i);
                             }
                         })
-                        .or_insert(ghost);
+                        .or_insert((at, i));
                 }
+                replaced.push((key.clone(), old));
             }
             if let Some(mut slice) = new {
                 self.seq += 1;
@@ -323,10 +320,19 @@ impl SliceMerge {
             }
         }
         // A family that lost its last live endpoint keeps the one that vanished.
-        for ((pod, family), ghost) in vanished {
+        for ((pod, family), (at, i)) in vanished {
             if self.has_live(&pod, family) {
                 continue;
             }
+            let (key, old) = &replaced[at];
+            let ghost = Ghost {
+                deadline: now + self.grace,
+                slice: key.clone(),
+                seq: old.seq,
+                service: old.service.clone(),
+                ports: old.ports.clone(),
+                endpoint: old.endpoints[i].clone(),
+            };
             match self.ghosts.get_mut(&(pod.clone(), family)) {
                 // Kept already: the first deadline stands, the latest word is kept.
                 Some(kept) => {
