@@ -64,10 +64,18 @@
 //! and each timer tick ([`SliceMerge::expire`]) returns the index operations to apply
 //! and the next deadline at which `expire` must be called. An event first applies its
 //! change, then expires what is due: a pod named again by the event that came at its
-//! deadline is kept. A relist is the complete truth at one moment, and is treated as
-//! applying every listed slice and deleting every other, ghosts included; a pod with a
-//! new uid under an old name is another pod: its predecessor is removed, then it is
-//! added.
+//! deadline is kept. A relist is taken as applying every listed slice and deleting every
+//! other: a pod it does not name is kept for the grace too (the list may have been taken
+//! in the middle of a move). A pod with a new uid under an old name is another pod: its
+//! predecessor is removed, then it is added, at once.
+//!
+//! In a watch loop: the watcher's `Apply` and `Delete` go to [`SliceMerge::apply`] and
+//! [`SliceMerge::delete`]; `Init` starts collecting slices, `InitApply` collects one,
+//! `InitDone` hands them all to [`SliceMerge::relist`] (whose result
+//! [`SliceMerge::records`] can replace the index in one swap); and a timer set to the
+//! latest [`Outcome::next_deadline`] calls [`SliceMerge::expire`]. The operations of one
+//! call are best applied under one write lock: a pod replaced under its name is never
+//! seen missing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
