@@ -39,11 +39,12 @@
 //!   `host_network` false (a hostNetwork pod's endpoint carries its node's IP).
 //!
 //! When the endpoints of a pod disagree (a stale copy in a slice not yet updated), the
-//! one applied last speaks for its uid, hostname, node and readiness: each write of a
-//! slice holds the controller's view of the pod at that write, and one watch delivers
-//! writes in order. `terminating` is true if any endpoint of that uid says so: a pod
-//! never stops terminating. Endpoints of another uid than the one applied last are an
-//! older pod of the same name, and ignored.
+//! one applied last speaks for its hostname, node and readiness: each write of a slice
+//! holds the controller's view of the pod at that write, and one watch delivers writes in
+//! order. The uid is the one of the endpoint applied last among those still in a slice
+//! (endpoints kept after they left, below, only when there is none): endpoints of another
+//! uid are an older pod of the same name, and ignored. `terminating` is true if any
+//! endpoint of that uid says so: a pod never stops terminating.
 //!
 //! # No flap when an endpoint moves
 //!
@@ -154,6 +155,8 @@ struct Ghost {
 /// An endpoint with what its slice adds to it, live or kept.
 #[derive(Clone, Copy)]
 struct View<'a> {
+    /// In a slice now, not kept.
+    live: bool,
     slice: &'a Key,
     family: Family,
     seq: u64,
@@ -410,6 +413,7 @@ impl SliceMerge {
                 continue;
             };
             views.extend(slice.endpoints.iter().filter(|e| e.pod == *pod).map(|endpoint| View {
+                live: true,
                 slice: key,
                 family: slice.family,
                 seq: slice.seq,
@@ -421,6 +425,7 @@ impl SliceMerge {
         for family in [Family::V4, Family::V6] {
             if let Some(ghost) = self.ghosts.get(&(pod.clone(), family)) {
                 views.push(View {
+                    live: false,
                     slice: &ghost.slice,
                     family,
                     seq: ghost.seq,
@@ -434,13 +439,18 @@ impl SliceMerge {
     }
 
     /// The pod's record from its endpoints (see the module doc), if any names it.
-    fn record(&self, pod: &Key) -> Option<PodRecord> {
+    fn record<'a>(&'a self, pod: &Key) -> Option<PodRecord> {
         let views = self.views(pod);
-        let latest = *views.iter().max_by_key(|v| v.seq)?;
+        // The pod is the one a slice names now, if any: a kept endpoint of an older pod
+        // of the same name never takes the name back.
+        let newest = |views: &mut dyn Iterator<Item = &View<'a>>| views.max_by_key(|v| v.seq).copied();
+        let anchor = newest(&mut views.iter().filter(|v| v.live)).or_else(|| newest(&mut views.iter()))?;
         let mut same: Vec<View> = views
             .into_iter()
-            .filter(|v| v.endpoint.uid == latest.endpoint.uid)
+            .filter(|v| v.endpoint.uid == anchor.endpoint.uid)
             .collect();
+        // Of that pod, the latest word, kept or not, speaks.
+        let latest = newest(&mut same.iter())?;
         same.sort_by(|a, b| (a.family, a.slice, a.seq).cmp(&(b.family, b.slice, b.seq)));
         let mut ips: Vec<IpAddr> = Vec::new();
         for ip in same.iter().flat_map(|v| v.endpoint.ips.iter()) {

@@ -590,6 +590,61 @@ fn a_new_pod_under_an_old_name_replaces_it() {
     assert_eq!(&*upserted(&fixed, "web-0").uid, "uid-new");
 }
 
+/// A dual-stack pod replaced under its name, and a late write of its IPv4 slice that
+/// still names the old pod (believed: it is the latest word). Once that slice drops the
+/// old pod, the new one, which a slice names, has its name back at once: what the IPv4
+/// slice said of the old pod is kept for the grace, but never takes the name back.
+#[test]
+fn a_kept_endpoint_of_an_older_pod_never_takes_its_name_back() {
+    let t = Instant::now();
+    let mut merge = SliceMerge::new(GRACE);
+    merge.relist(
+        &[
+            slice("v4", &[ep("web-0", "10.0.0.1")]),
+            slice("v6", &[ep("web-0", "fd00::1")]),
+        ],
+        t,
+    );
+    let new = merge.apply(&slice("v6", &[ep("web-0", "fd00::9").uid("uid-new")]), t + ms(1));
+    assert_eq!(summary(&new), ["-web-0", "+web-0"]);
+    assert_eq!(ips(&upserted(&new, "web-0")), ["fd00::9"]);
+    let late = merge.apply(&slice("v4", &[ep("web-0", "10.0.0.1"), ep("q", "10.0.0.2")]), t + ms(2));
+    assert_eq!(summary(&late), ["+q", "-web-0", "+web-0"]);
+    assert_eq!(&*upserted(&late, "web-0").uid, "uid-web-0");
+    let dropped = merge.apply(&slice("v4", &[ep("q", "10.0.0.2")]), t + ms(3));
+    assert_eq!(summary(&dropped), ["-web-0", "+web-0"]);
+    let record = upserted(&dropped, "web-0");
+    assert_eq!((&*record.uid, ips(&record)), ("uid-new", vec!["fd00::9".to_string()]));
+    let v4 = merge.apply(
+        &slice("v4", &[ep("q", "10.0.0.2"), ep("web-0", "10.0.0.9").uid("uid-new")]),
+        t + ms(4),
+    );
+    assert_eq!(ips(&upserted(&v4, "web-0")), ["10.0.0.9", "fd00::9"]);
+    assert_eq!(merge.expire(t + GRACE * 2), Outcome::default());
+}
+
+/// A dual-stack pod turns ready while its IPv4 endpoint moves: the IPv4 slice it left
+/// said so last, its IPv6 slice (not yet rewritten) still says not ready. The latest
+/// word of the pod stands: no readiness flap.
+#[test]
+fn the_latest_word_on_a_pod_stands_while_its_endpoint_moves() {
+    let t = Instant::now();
+    let mut merge = SliceMerge::new(GRACE);
+    let starting = json!({ "ready": true, "serving": false });
+    merge.relist(
+        &[
+            slice("a", &[ep("p", "10.0.0.1").conditions(starting.clone())]),
+            slice("v6", &[ep("p", "fd00::1").conditions(starting)]),
+        ],
+        t,
+    );
+    let ready = merge.apply(&slice("a", &[ep("p", "10.0.0.1")]), t + ms(1));
+    assert!(upserted(&ready, "p").ready);
+    assert_eq!(merge.apply(&slice("a", &[]), t + ms(2)).ops, []);
+    assert_eq!(merge.apply(&slice("b", &[ep("p", "10.0.0.1")]), t + ms(3)).ops, []);
+    assert_eq!(merge.apply(&slice("v6", &[ep("p", "fd00::1")]), t + ms(4)).ops, []);
+}
+
 /// Every host form that resolves from pods resolves from slices: the endpoint's hostname
 /// under the Service, the pod's name, its dashed IP.
 #[test]
