@@ -109,7 +109,7 @@ struct SlimMetadata {
     annotations: Option<BTreeMap<String, String>>,
 }
 
-fn slim_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+pub(crate) fn slim_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
     let meta = SlimMetadata::deserialize(deserializer)?;
     Ok(ObjectMeta {
         name: meta.name,
