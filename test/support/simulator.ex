@@ -127,7 +127,9 @@ defmodule KubeDist.Simulator do
   Calls a control route, e.g. `fault(sim, "faults/unavailable", seconds: 5)`. Routes:
   `faults/unavailable`, `faults/offline`, `faults/recover`, `faults/compact`,
   `faults/cut-watches` (`expired: true`), `faults/malformed`, `faults/latency` (`ms:`),
-  `faults/rotate-token`, `rbac` (`namespaces: "a,b"` or `"*"`), `stats/reset`, and
+  `faults/rotate-token`, `rbac` (`namespaces: "a,b"` or `"*"`; `resources:` what the
+  service account may read, e.g. `"endpointslices.discovery.k8s.io,services"`, pods
+  alone by default, unchanged when not given), `stats/reset`, and
   `churn` (`rate:` changes/s, `seconds:`, `namespace:`; each change flips a pod's
   readiness and stamps the annotation `kube-sim.dev/changed-at-ns`).
   """

@@ -2,7 +2,8 @@
 //!
 //! Two identities exist: an admin (what kubectl and the tests that play the kubelet
 //! use, never denied) and one service account (what KubeDist uses), which may only
-//! `get`, `list` and `watch` pods, optionally only in some namespaces. That is enough to
+//! `get`, `list` and `watch` the resources its Role grants (pods unless changed; see
+//! [`Auth::grant`]), optionally only in some namespaces. That is enough to
 //! reproduce every 401 and 403 a KubeDist deployment can meet.
 
 use std::collections::BTreeSet;
@@ -25,6 +26,8 @@ struct State {
     sa_user: String,
     /// `None`: the Role applies in every namespace (a ClusterRole binding).
     sa_namespaces: Option<BTreeSet<String>>,
+    /// `(resource, group)` pairs the Role grants read access to.
+    sa_resources: BTreeSet<(String, String)>,
 }
 
 /// Token checks and authorization decisions.
@@ -43,6 +46,7 @@ impl Auth {
                 sa_token: random_token("sa"),
                 sa_user: format!("system:serviceaccount:{namespace}:{name}"),
                 sa_namespaces: None,
+                sa_resources: [("pods".to_string(), String::new())].into(),
             }),
         }
     }
@@ -82,6 +86,17 @@ impl Auth {
         self.write().sa_namespaces = namespaces;
     }
 
+    /// Sets the resources the service account may read, as `(resource, group)` pairs
+    /// (`("endpointslices", "discovery.k8s.io")`); the default is pods alone.
+    pub fn grant(&self, resources: BTreeSet<(String, String)>) {
+        self.write().sa_resources = resources;
+    }
+
+    /// The resources the service account may read.
+    pub fn granted(&self) -> BTreeSet<(String, String)> {
+        self.read().sa_resources.clone()
+    }
+
     /// The identity behind an `Authorization` header.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Identity, ApiError> {
         let token = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
@@ -101,6 +116,21 @@ impl Auth {
         namespace: Option<&str>,
         name: Option<&str>,
     ) -> Result<(), ApiError> {
+        self.authorize_on(identity, verb, ("pods", ""), namespace, name)
+    }
+}
+
+impl Auth {
+    /// Whether `identity` may `verb` a resource of any API group: the service account may
+    /// read what its Role grants, in the namespaces it is bound in.
+    pub fn authorize_on(
+        &self,
+        identity: &Identity,
+        verb: &str,
+        (resource, group): (&str, &str),
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<(), ApiError> {
         if *identity == Identity::Admin {
             return Ok(());
         }
@@ -110,36 +140,18 @@ impl Auth {
             (Some(allowed), Some(ns)) => allowed.contains(ns),
             (Some(_), None) => false,
         };
-        if READ_VERBS.contains(&verb) && namespace_allowed {
+        let granted = state.sa_resources.contains(&(resource.to_string(), group.to_string()));
+        if granted && READ_VERBS.contains(&verb) && namespace_allowed {
             Ok(())
         } else {
-            Err(ApiError::forbidden(&state.sa_user, verb, namespace, name))
-        }
-    }
-}
-
-impl Auth {
-    /// Whether `identity` may `verb` a resource of any API group. The service account's
-    /// Role covers pods alone, as the RBAC in `examples/kubernetes` grants.
-    pub fn authorize_on(
-        &self,
-        identity: &Identity,
-        verb: &str,
-        (resource, group): (&str, &str),
-        namespace: Option<&str>,
-        name: Option<&str>,
-    ) -> Result<(), ApiError> {
-        match (identity, resource, group) {
-            (Identity::Admin, _, _) => Ok(()),
-            (_, "pods", "") => self.authorize(identity, verb, namespace, name),
-            _ => Err(ApiError::forbidden_on(
-                &self.read().sa_user,
+            Err(ApiError::forbidden_on(
+                &state.sa_user,
                 verb,
                 resource,
                 group,
                 namespace,
                 name,
-            )),
+            ))
         }
     }
 }

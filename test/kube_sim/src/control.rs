@@ -26,6 +26,8 @@ pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&
         (&Method::GET, "stats") => serde_json::to_value(shared.stats.snapshot()).ok().map(|mut stats| {
             stats["resourceVersion"] = json!(shared.store.resource_version());
             stats["pods"] = json!(shared.store.len());
+            stats["services"] = json!(shared.services.len());
+            stats["endpointslices"] = json!(shared.slices.len());
             stats
         }),
         (&Method::POST, "stats/reset") => Some(json!({ "reset": true }).tap(|_| shared.stats.reset())),
@@ -71,7 +73,26 @@ pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&
                     .collect::<BTreeSet<_>>()
             });
             shared.auth.restrict_service_account(allowed.clone());
-            Some(json!({ "namespaces": allowed }))
+            // `resources=pods,services,endpointslices.discovery.k8s.io`: what the Role
+            // grants (unchanged when absent).
+            if let Some(resources) = params.get("resources") {
+                let granted = resources
+                    .split(',')
+                    .filter(|r| !r.is_empty())
+                    .map(|r| match r.split_once('.') {
+                        Some((resource, group)) => (resource.to_string(), group.to_string()),
+                        None => (r.to_string(), String::new()),
+                    })
+                    .collect();
+                shared.auth.grant(granted);
+            }
+            let resources: Vec<String> = shared
+                .auth
+                .granted()
+                .into_iter()
+                .map(|(r, g)| if g.is_empty() { r } else { format!("{r}.{g}") })
+                .collect();
+            Some(json!({ "namespaces": allowed, "resources": resources }))
         }
         _ => None,
     };

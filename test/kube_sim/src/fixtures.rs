@@ -1,9 +1,12 @@
-//! Pod builders for tests and benchmarks: realistic objects in a few words.
+//! Pod and Service builders for tests and benchmarks: realistic objects in a few words.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodCondition, PodIP, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// A pending pod named `name`, with one container `app`, bound to `node-1`.
 pub fn pod(name: &str) -> Pod {
@@ -70,4 +73,35 @@ pub fn ready_pod(name: &str, ip: &str) -> Pod {
     let mut pod = pod(name);
     running(pod.status.get_or_insert_with(Default::default), &[ip], true);
     pod
+}
+
+/// A headless Service `name` selecting `selector`, with `publishNotReadyAddresses` (so
+/// not-ready pods are listed) and one port per `(name, targetPort name)`, numbered from
+/// 4370: the shape KubeDist's slice source expects.
+pub fn headless_service(name: &str, selector: &[(&str, &str)], ports: &[(&str, &str)]) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ports: Some(
+                ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (port, target))| ServicePort {
+                        name: Some(port.to_string()),
+                        port: 4370 + i as i32,
+                        target_port: Some(IntOrString::String(target.to_string())),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

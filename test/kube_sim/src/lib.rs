@@ -1,4 +1,5 @@
-//! `kube_sim`: a Kubernetes API server simulator for the core/v1 Pod API.
+//! `kube_sim`: a Kubernetes API server simulator for the core/v1 Pod API, Services and
+//! `discovery.k8s.io/v1` EndpointSlices (with the endpoint-slice controller).
 //!
 //! It speaks the real wire protocol (HTTPS, bearer tokens, `Status` errors, discovery,
 //! list/watch with resourceVersions, bookmarks, paging, selectors, Tables for kubectl)
@@ -6,15 +7,18 @@
 //! Tests drive it through this library, or through the `kube_sim` binary and its
 //! loopback control port.
 //!
-//! Layers, top to bottom: [`Simulator`] (listeners, files for clients), [`api`] (HTTP
-//! routes), [`watch`] (event streams), [`store`] (objects and history), with [`auth`],
-//! [`faults`], [`selector`], [`patch`], [`query`], [`table`] and [`status`] beside them.
+//! Layers, top to bottom: [`Simulator`] (listeners, files for clients), [`server`]
+//! (connections), [`api`] (HTTP routes), [`watch`] (event streams), [`store`] (objects of
+//! each kind in [`resources`], and their history), with [`endpoints`] (the endpoint-slice
+//! controller), [`auth`], [`faults`], [`selector`], [`patch`], [`query`], [`table`] and
+//! [`status`] beside them. Dependencies point down: no module uses the crate root.
 
 pub mod api;
 pub mod auth;
 pub mod churn;
 pub mod config;
 pub mod control;
+pub mod endpoints;
 pub mod faults;
 pub mod fixtures;
 pub mod manifest;
@@ -23,6 +27,7 @@ pub mod netns;
 pub mod objects;
 pub mod patch;
 pub mod query;
+pub mod resources;
 pub mod selector;
 mod server;
 pub mod shared;
@@ -81,6 +86,7 @@ impl Simulator {
         let serving = ca.issue(&sans).map_err(io::Error::other)?;
         let acceptor = TlsAcceptor::from(serving.server_config().map_err(io::Error::other)?);
         let shared = Arc::new(Shared::new(config.clone()));
+        endpoints::spawn(&shared);
         api.set_nonblocking(true)?;
         let listener = TcpListener::from_std(api)?;
         let addr = listener.local_addr()?;

@@ -1,4 +1,4 @@
-//! Label and field selectors for pods, parsed and matched as kube-apiserver does.
+//! Label and field selectors, parsed and matched as kube-apiserver does.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +52,19 @@ impl LabelSelector {
         }
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(LabelSelector { requirements })
+    }
+
+    /// The selector a Service's `spec.selector` means: every label equal.
+    pub fn equal(labels: &BTreeMap<String, String>) -> Self {
+        let requirements = labels
+            .iter()
+            .map(|(key, value)| Requirement {
+                key: key.clone(),
+                op: Op::Equals,
+                values: vec![value.clone()],
+            })
+            .collect();
+        LabelSelector { requirements }
     }
 
     /// Whether the selector has no requirement, and so selects everything.
@@ -237,6 +250,11 @@ impl FieldSelector {
     /// Parses a selector such as `spec.nodeName=n1,status.phase!=Failed`; the empty string selects everything.
     /// Values may escape `\,`, `\=` and `\\`. Like kube, nothing is trimmed: ` spec.nodeName` is unsupported.
     pub fn parse(s: &str) -> Result<Self, String> {
+        Self::parse_for(s, |field| pod_field(&Pod::default(), field).is_some())
+    }
+
+    /// Parses a selector on the fields `supported` accepts (each kind has its own).
+    pub fn parse_for(s: &str, supported: impl Fn(&str) -> bool) -> Result<Self, String> {
         let mut terms = Vec::new();
         for term in split_terms(s).into_iter().filter(|t| !t.is_empty()) {
             let (field, equal, raw) =
@@ -244,7 +262,7 @@ impl FieldSelector {
             terms.push((field.to_string(), unescape(raw)?, equal));
         }
         // kube-apiserver parses the whole selector before checking field names; keep its error precedence.
-        if let Some((field, ..)) = terms.iter().find(|(f, ..)| field_value(&Pod::default(), f).is_none()) {
+        if let Some((field, ..)) = terms.iter().find(|(f, ..)| !supported(f)) {
             return Err(format!("field label not supported: {field}"));
         }
         terms.sort();
@@ -258,14 +276,19 @@ impl FieldSelector {
 
     /// Whether `pod` satisfies every term.
     pub fn matches(&self, pod: &Pod) -> bool {
+        self.matches_with(|field| pod_field(pod, field))
+    }
+
+    /// Whether an object whose field values `value` gives satisfies every term.
+    pub fn matches_with(&self, value: impl Fn(&str) -> Option<String>) -> bool {
         self.terms
             .iter()
-            .all(|(field, value, equal)| (field_value(pod, field).as_ref() == Some(value)) == *equal)
+            .all(|(field, expected, equal)| (value(field).as_ref() == Some(expected)) == *equal)
     }
 }
 
 /// A pod's value for `field`, empty when the pod lacks it as in kube; `None` for unsupported fields.
-fn field_value(pod: &Pod, field: &str) -> Option<String> {
+pub fn pod_field(pod: &Pod, field: &str) -> Option<String> {
     let (spec, status) = (pod.spec.as_ref(), pod.status.as_ref());
     let value = match field {
         "metadata.name" => pod.metadata.name.clone(),

@@ -3,19 +3,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::faults::{Faults, Stats};
 use crate::objects::Objects;
 use crate::status::ApiError;
-use crate::store::{Deletion, Store};
+use crate::store::{Clock, Deletion, Store, Stored};
 
 /// State shared by every connection.
 pub struct Shared {
-    /// The objects.
-    pub store: Store,
+    /// The pods.
+    pub store: Store<Pod>,
+    /// The Services.
+    pub services: Store<Service>,
+    /// The EndpointSlices (the controller's, and any a client creates).
+    pub slices: Store<EndpointSlice>,
     /// Objects of the other kinds manifests hold.
     pub objects: Objects,
     /// Tokens and RBAC.
@@ -32,8 +37,11 @@ pub struct Shared {
 impl Shared {
     /// Fresh state: empty stores, new tokens, no faults.
     pub fn new(config: Config) -> Self {
+        let clock = Arc::new(Clock::default());
         Shared {
-            store: Store::new(config.history_limit),
+            store: Store::with_clock(config.history_limit, clock.clone()),
+            services: Store::with_clock(config.history_limit, clock.clone()),
+            slices: Store::with_clock(config.history_limit, clock),
             objects: Default::default(),
             auth: Auth::new(&config.service_account_namespace, &config.service_account_name),
             faults: Faults::default(),
@@ -56,18 +64,31 @@ impl Shared {
         name: &str,
         grace_seconds: Option<i64>,
     ) -> Result<Arc<Pod>, ApiError> {
-        match self.store.delete(namespace, name, grace_seconds)? {
-            Deletion::Removed(pod) => Ok(pod),
-            Deletion::Terminating(pod, grace) => {
+        self.delete::<Pod>(namespace, name, grace_seconds)
+    }
+
+    /// Deletes an object; a graceful deletion finishes by itself after the grace period.
+    pub fn delete<T: Stored>(
+        self: &Arc<Self>,
+        namespace: &str,
+        name: &str,
+        grace_seconds: Option<i64>,
+    ) -> Result<Arc<T>, ApiError>
+    where
+        Shared: StoreOf<T>,
+    {
+        match self.store_of().delete(namespace, name, grace_seconds)? {
+            Deletion::Removed(object) => Ok(object),
+            Deletion::Terminating(object, grace) => {
                 let (ns, name, shared) = (namespace.to_string(), name.to_string(), Arc::downgrade(self));
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let uid = object.metadata().uid.clone().unwrap_or_default();
                 tokio::spawn(async move {
                     tokio::time::sleep(grace).await;
                     if let Some(shared) = shared.upgrade() {
-                        shared.store.finish_termination(&ns, &name, &uid);
+                        StoreOf::<T>::store_of(&*shared).finish_termination(&ns, &name, &uid);
                     }
                 });
-                Ok(pod)
+                Ok(object)
             }
         }
     }
@@ -86,5 +107,29 @@ impl Shared {
             let _ = std::fs::write(&tmp, &token).and_then(|_| std::fs::rename(&tmp, dir.join("token")));
         }
         token
+    }
+}
+
+/// The store of kind `T`, for handlers written once for every kind.
+pub trait StoreOf<T: Stored> {
+    /// The store.
+    fn store_of(&self) -> &Store<T>;
+}
+
+impl StoreOf<Pod> for Shared {
+    fn store_of(&self) -> &Store<Pod> {
+        &self.store
+    }
+}
+
+impl StoreOf<Service> for Shared {
+    fn store_of(&self) -> &Store<Service> {
+        &self.services
+    }
+}
+
+impl StoreOf<EndpointSlice> for Shared {
+    fn store_of(&self) -> &Store<EndpointSlice> {
+        &self.slices
     }
 }

@@ -26,10 +26,6 @@ impl ApiError {
         }
     }
 
-    fn about(self, name: &str) -> Self {
-        self.about_resource("pods", "", name)
-    }
-
     fn about_resource(mut self, resource: &str, group: &str, name: &str) -> Self {
         let mut details = json!({ "kind": resource });
         if !name.is_empty() {
@@ -124,14 +120,20 @@ impl ApiError {
 
     /// 409 on an update carrying a stale resourceVersion.
     pub fn conflict(name: &str) -> Self {
+        Self::conflict_of("pods", "", name)
+    }
+
+    /// 409 on an update carrying a stale resourceVersion, for any resource.
+    pub fn conflict_of(resource: &str, group: &str, name: &str) -> Self {
+        let qualified = qualified(resource, group);
         Self::new(
             409,
             "Conflict",
             format!(
-                "Operation cannot be fulfilled on pods \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                "Operation cannot be fulfilled on {qualified} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
             ),
         )
-        .about(name)
+        .about_resource(resource, group, name)
     }
 
     /// 410 for a resourceVersion older than the retained history.

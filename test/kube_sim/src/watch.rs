@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::SinkExt;
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -15,8 +14,8 @@ use crate::faults::WatchSignal;
 use crate::shared::Shared;
 use crate::status::ApiError;
 use crate::store::history::{Change, EventType};
-use crate::store::{Filter, WatchFeed};
-use crate::table::{self, IncludeObject};
+use crate::store::{Filter, Stored, WatchFeed};
+use crate::table::{self, IncludeObject, Printed};
 
 /// A well-formed JSON line that is not a valid event: clients fail to decode it,
 /// where a truncated line would only look like an unfinished chunk.
@@ -37,9 +36,9 @@ pub struct WatchOptions {
 }
 
 /// Streams `feed` to `out` until the client leaves, the timeout passes or a fault ends it.
-pub async fn run(
+pub async fn run<T: Stored + Printed>(
     shared: Arc<Shared>,
-    mut feed: WatchFeed,
+    mut feed: WatchFeed<T>,
     filter: Filter,
     options: WatchOptions,
     out: mpsc::Sender<Bytes>,
@@ -53,12 +52,12 @@ pub async fn run(
     };
     let mut last_rv = feed.rv;
 
-    for pod in std::mem::take(&mut feed.initial) {
-        if !stream.object("ADDED", &pod, None).await {
+    for object in std::mem::take(&mut feed.initial) {
+        if !stream.object("ADDED", &*object, None).await {
             return;
         }
     }
-    if options.initial_events_end && !stream.bookmark(last_rv, true).await {
+    if options.initial_events_end && !stream.bookmark::<T>(last_rv, true).await {
         return;
     }
     for change in std::mem::take(&mut feed.replay) {
@@ -75,7 +74,7 @@ pub async fn run(
     loop {
         let alive = tokio::select! {
             _ = &mut deadline => return,
-            _ = ticker.tick(), if options.bookmarks => stream.bookmark(last_rv, false).await,
+            _ = ticker.tick(), if options.bookmarks => stream.bookmark::<T>(last_rv, false).await,
             received = feed.live.recv() => match received {
                 Ok(change) if change.rv <= last_rv => true,
                 Ok(change) => {
@@ -115,28 +114,28 @@ impl Stream<'_> {
         self.out.send(chunk).await.is_ok()
     }
 
-    async fn change(&mut self, change: &Change, filter: &Filter) -> bool {
+    async fn change<T: Stored + Printed>(&mut self, change: &Change<T>, filter: &Filter) -> bool {
         match visible_as(change, filter) {
             None => true,
-            Some(kind) => self.object(kind.as_str(), &change.new, Some(change)).await,
+            Some(kind) => self.object(kind.as_str(), &*change.new, Some(change)).await,
         }
     }
 
-    async fn object(&mut self, kind: &str, pod: &Pod, change: Option<&Change>) -> bool {
+    async fn object<T: Stored + Printed>(&mut self, kind: &str, object: &T, change: Option<&Change<T>>) -> bool {
         let line = match (self.options.table, change) {
             (Some(include), _) => {
-                let rv = pod.metadata.resource_version.clone().unwrap_or_default();
-                event_line(kind, table::render([pod], &rv, None, include).to_string().as_bytes())
+                let rv = object.metadata().resource_version.clone().unwrap_or_default();
+                event_line(kind, table::render([object], &rv, None, include).to_string().as_bytes())
             }
             (None, Some(change)) => event_line(kind, change.object_json()),
-            (None, None) => event_line(kind, &serde_json::to_vec(pod).unwrap_or_default()),
+            (None, None) => event_line(kind, &serde_json::to_vec(object).unwrap_or_default()),
         };
         self.send(line).await
     }
 
-    async fn bookmark(&mut self, rv: u64, initial_events_end: bool) -> bool {
+    async fn bookmark<T: Stored>(&mut self, rv: u64, initial_events_end: bool) -> bool {
         let mut object =
-            json!({ "kind": "Pod", "apiVersion": "v1", "metadata": { "resourceVersion": rv.to_string() } });
+            json!({ "kind": T::KIND, "apiVersion": T::API_VERSION, "metadata": { "resourceVersion": rv.to_string() } });
         if initial_events_end {
             object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
@@ -146,9 +145,9 @@ impl Stream<'_> {
 
 /// How a change looks to a watch with `filter`: a pod that starts matching is `ADDED`
 /// and one that stops is `DELETED`, as the real server's filtered watches report.
-fn visible_as(change: &Change, filter: &Filter) -> Option<EventType> {
+fn visible_as<T: Stored>(change: &Change<T>, filter: &Filter) -> Option<EventType> {
     let before = change.old.as_deref().is_some_and(|p| filter.matches(p));
-    let after = filter.matches(&change.new);
+    let after = filter.matches(&*change.new);
     match change.kind {
         EventType::Added => after.then_some(EventType::Added),
         EventType::Deleted => (before || after).then_some(EventType::Deleted),

@@ -335,3 +335,77 @@ async fn kubectl_applies_the_example_manifests() {
     k.run(&["delete", "-k", dir]).await;
     assert!(names(&k.run(&["get", "deployments", "-o", "json"]).await).is_empty());
 }
+
+#[tokio::test]
+async fn apply_a_headless_service_and_get_its_endpointslices() {
+    let k = Kubectl::start().await;
+    let manifest = k.file(
+        "service.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: shop-dist\n  labels:\n    app: shop\nspec:\n  clusterIP: None\n  publishNotReadyAddresses: true\n  selector:\n    app: shop\n  ports:\n  - name: dist-shop\n    port: 4370\n    targetPort: dist-shop\n",
+    );
+    let applied = k.run(&["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert!(applied.contains("service/shop-dist created"), "{applied}");
+    let services = k.run(&["get", "services"]).await;
+    assert!(
+        services.contains("shop-dist") && services.contains("None"),
+        "{services}"
+    );
+
+    for (i, name) in ["shop-0", "shop-1"].iter().enumerate() {
+        let pod = fixtures::with_port(
+            fixtures::with_labels(fixtures::pod(name), &[("app", "shop")]),
+            "dist-shop",
+            4370,
+        );
+        k.sim.create_pod("default", pod).unwrap();
+        let ip = format!("10.2.0.{}", i + 1);
+        k.sim
+            .set_status("default", name, |s| fixtures::running(s, &[&ip], true))
+            .unwrap();
+    }
+    let table = loop {
+        let table = k.run(&["get", "endpointslices"]).await;
+        if table.contains("10.2.0.1,10.2.0.2") {
+            break table;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("shop-dist-"))
+        .expect("a slice row");
+    assert!(row.contains("IPv4") && row.contains("4370"), "{table}");
+
+    let json = k
+        .run(&[
+            "get",
+            "endpointslices.discovery.k8s.io",
+            "-l",
+            "kubernetes.io/service-name=shop-dist",
+            "-o",
+            "json",
+        ])
+        .await;
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let slice = &list["items"][0];
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslice-controller.k8s.io"
+    );
+    assert_eq!(slice["ports"][0]["name"], "dist-shop");
+    assert_eq!(slice["endpoints"][0]["targetRef"]["name"], "shop-0");
+    assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
+    let none = k
+        .run(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=other",
+            "-o",
+            "name",
+        ])
+        .await;
+    assert!(none.trim().is_empty(), "{none}");
+}

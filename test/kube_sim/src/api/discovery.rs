@@ -37,28 +37,92 @@ pub fn api_versions() -> Value {
     })
 }
 
-/// The `APIResourceList` of `group`/`version`: pods in core, and the other kinds.
+/// A kind kept in a store, with watches: how discovery describes it.
+struct Typed {
+    group: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    short_names: &'static [&'static str],
+    in_all: bool,
+}
+
+/// The kinds served with every verb and watches (all at version `v1`).
+const TYPED: &[Typed] = &[
+    Typed {
+        group: "",
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        short_names: &["po"],
+        in_all: true,
+    },
+    Typed {
+        group: "",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        short_names: &["svc"],
+        in_all: true,
+    },
+    Typed {
+        group: "discovery.k8s.io",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        short_names: &[],
+        in_all: false,
+    },
+];
+
+/// Whether `group`/`version` is served at all.
+pub fn served(group: &str, version: &str) -> bool {
+    (version == "v1" && TYPED.iter().any(|t| t.group == group)) || !objects::resources(group, version).is_empty()
+}
+
+/// `/apis`: the groups besides core.
+pub fn group_list() -> Value {
+    let mut list = objects::group_list();
+    for typed in TYPED.iter().filter(|t| !t.group.is_empty()) {
+        let groups = list["groups"].as_array_mut().expect("group_list has groups");
+        if groups.iter().any(|g| g["name"] == typed.group) {
+            continue;
+        }
+        let version = json!({ "groupVersion": format!("{}/v1", typed.group), "version": "v1" });
+        groups.push(json!({ "name": typed.group, "versions": [version], "preferredVersion": version }));
+    }
+    list
+}
+
+/// The `APIResourceList` of `group`/`version`: the stored kinds, pods' status, and the other kinds.
 pub fn resource_list(group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    if group.is_empty() {
-        let verbs = json!([
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch"
-        ]);
-        resources.push(
-            json!({ "name": "pods", "singularName": "pod", "namespaced": true, "kind": "Pod",
-            "verbs": verbs, "shortNames": ["po"], "categories": ["all"] }),
-        );
-        resources.push(
-            json!({ "name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod",
-            "verbs": ["get", "patch", "update"] }),
-        );
+    let verbs = json!([
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch"
+    ]);
+    for typed in TYPED.iter().filter(|t| t.group == group && version == "v1") {
+        let mut resource = json!({ "name": typed.plural, "singularName": typed.singular, "namespaced": true,
+            "kind": typed.kind, "verbs": verbs });
+        if !typed.short_names.is_empty() {
+            resource["shortNames"] = json!(typed.short_names);
+        }
+        if typed.in_all {
+            resource["categories"] = json!(["all"]);
+        }
+        resources.push(resource);
+        if typed.plural == "pods" {
+            resources.push(
+                json!({ "name": "pods/status", "singularName": "", "namespaced": true, "kind": "Pod",
+                "verbs": ["get", "patch", "update"] }),
+            );
+        }
     }
     resources.extend(objects::resources(group, version));
     let group_version = match group {
@@ -75,8 +139,17 @@ pub fn openapi_index() -> Value {
         "api/v1".into(),
         json!({ "serverRelativeURL": "/openapi/v3/api/v1?hash=kube-sim-1" }),
     );
-    for kind in objects::KINDS.iter().filter(|k| !k.group.is_empty()) {
-        let path = format!("apis/{}", kind.api_version());
+    let typed = TYPED
+        .iter()
+        .filter(|t| !t.group.is_empty())
+        .map(|t| format!("{}/v1", t.group));
+    for group_version in objects::KINDS
+        .iter()
+        .filter(|k| !k.group.is_empty())
+        .map(|k| k.api_version())
+        .chain(typed)
+    {
+        let path = format!("apis/{group_version}");
         let url = format!("/openapi/v3/{path}?hash=kube-sim-1");
         paths.insert(path, json!({ "serverRelativeURL": url }));
     }
@@ -97,17 +170,23 @@ pub fn openapi(group: &str, version: &str) -> Value {
         })
     };
     let mut paths = serde_json::Map::new();
-    if group.is_empty() {
-        let pod = |action| operation(action, "Pod");
+    for typed in TYPED.iter().filter(|t| t.group == group && version == "v1") {
+        let root = match group {
+            "" => "/api/v1".to_string(),
+            group => format!("/apis/{group}/v1"),
+        };
+        let collection = format!("{root}/namespaces/{{namespace}}/{}", typed.plural);
+        let of = |action| operation(action, typed.kind);
+        paths.insert(collection.clone(), json!({ "post": of("post") }));
         paths.insert(
-            "/api/v1/namespaces/{namespace}/pods".into(),
-            json!({ "post": pod("post") }),
+            format!("{collection}/{{name}}"),
+            json!({ "patch": of("patch"), "put": of("put") }),
         );
-        for path in [
-            "/api/v1/namespaces/{namespace}/pods/{name}",
-            "/api/v1/namespaces/{namespace}/pods/{name}/status",
-        ] {
-            paths.insert(path.into(), json!({ "patch": pod("patch"), "put": pod("put") }));
+        if typed.plural == "pods" {
+            paths.insert(
+                format!("{collection}/{{name}}/status"),
+                json!({ "patch": of("patch"), "put": of("put") }),
+            );
         }
     }
     for kind in objects::KINDS

@@ -2,13 +2,13 @@
 //! core/v1 Pod API and its status subresource, and the other kinds manifests hold (see
 //! [`crate::objects`]).
 //!
-//! Dependencies point down: this module routes to [`pods`], [`discovery`] and [`kinds`],
+//! Dependencies point down: this module routes to [`typed`], [`discovery`] and [`kinds`],
 //! which share the request and response helpers of [`call`] and never use the router.
 
 mod call;
 mod discovery;
 mod kinds;
-mod pods;
+mod typed;
 
 use std::sync::Arc;
 
@@ -16,17 +16,20 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::auth::Identity;
-use crate::objects::{self, Kind};
+use crate::objects::Kind;
 use crate::query;
-use crate::shared::Shared;
+use crate::shared::{Shared, StoreOf};
 use crate::status::ApiError;
 
 pub use call::{error, Body};
 pub use discovery::KUBERNETES_VERSION;
 
 use call::{text, Call};
+use typed::Served;
 
 /// Largest request body accepted, as kube-apiserver's 3 MiB limit.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -105,12 +108,12 @@ async fn route(shared: &Arc<Shared>, call: &Call) -> Result<Response<Body>, ApiE
     if let Some((kind, ns, name)) = object_route(&segments) {
         return kinds::handle(shared, call, kind, ns, name);
     }
-    let served = |group: &str, version: &str| !objects::resources(group, version).is_empty();
+    let served = discovery::served;
     match (segments.as_slice(), get) {
         (["version"], true) => discovery::answer(shared, "/version", discovery::version()),
         (["healthz"] | ["livez"] | ["readyz"], true) => Ok(text(shared, "ok")),
         (["api"], true) => discovery::answer(shared, "/api", discovery::api_versions()),
-        (["apis"], true) => discovery::answer(shared, "/apis", objects::group_list()),
+        (["apis"], true) => discovery::answer(shared, "/apis", discovery::group_list()),
         (["api", "v1"], true) => discovery::answer(shared, "/api/v1", discovery::resource_list("", "v1")),
         (["apis", group, version], true) if served(group, version) => discovery::answer(
             shared,
@@ -126,13 +129,76 @@ async fn route(shared: &Arc<Shared>, call: &Call) -> Result<Response<Body>, ApiE
             "/openapi/v3/apis/{group}/{version}",
             discovery::openapi(group, version),
         ),
-        (["api", "v1", "pods"], true) => pods::collection(shared, call, None).await,
-        (["api", "v1", "watch", "pods"], true) => pods::watch(shared, call, None, true),
-        (["api", "v1", "namespaces", ns, "pods"], _) => pods::collection(shared, call, Some(ns)).await,
-        (["api", "v1", "watch", "namespaces", ns, "pods"], true) => pods::watch(shared, call, Some(ns), true),
-        (["api", "v1", "namespaces", ns, "pods", name], _) => pods::object(shared, call, ns, name, false).await,
-        (["api", "v1", "namespaces", ns, "pods", name, "status"], _) => {
-            pods::object(shared, call, ns, name, true).await
+        _ => match typed_route(&segments) {
+            Some(route) if route.group.is_empty() && route.plural == "pods" => {
+                dispatch::<Pod>(shared, call, route).await
+            }
+            Some(route) if route.group.is_empty() && route.plural == "services" => {
+                dispatch::<Service>(shared, call, route).await
+            }
+            Some(route) if route.group == "discovery.k8s.io" && route.plural == "endpointslices" => {
+                dispatch::<EndpointSlice>(shared, call, route).await
+            }
+            _ => Err(ApiError::no_route()),
+        },
+    }
+}
+
+/// A path of a kind kept in a store.
+struct TypedRoute<'a> {
+    group: &'a str,
+    plural: &'a str,
+    /// The old `/watch/` prefix.
+    watch: bool,
+    namespace: Option<&'a str>,
+    name: Option<&'a str>,
+    subresource: Option<&'a str>,
+}
+
+/// `/api/v1/...` or `/apis/{group}/v1/...`, split (the kind is not checked here).
+fn typed_route<'a>(segments: &[&'a str]) -> Option<TypedRoute<'a>> {
+    let (group, rest) = match segments {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, "v1", rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let (watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        rest => (false, rest),
+    };
+    let (namespace, plural, name, subresource) = match rest {
+        [plural] => (None, *plural, None, None),
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
+        ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
+        _ => return None,
+    };
+    Some(TypedRoute {
+        group,
+        plural,
+        watch,
+        namespace,
+        name,
+        subresource,
+    })
+}
+
+async fn dispatch<T: Served>(
+    shared: &Arc<Shared>,
+    call: &Call,
+    route: TypedRoute<'_>,
+) -> Result<Response<Body>, ApiError>
+where
+    Shared: StoreOf<T>,
+{
+    let get = call.method == Method::GET;
+    match (route.watch, route.namespace, route.name, route.subresource) {
+        (true, ns, None, None) if get => typed::watch::<T>(shared, call, ns, true),
+        (false, ns, None, None) => typed::collection::<T>(shared, call, ns).await,
+        (false, Some(ns), Some(name), None) => typed::object::<T>(shared, call, ns, name, false).await,
+        // Only pods have their status subresource served.
+        (false, Some(ns), Some(name), Some("status")) if T::PLURAL == "pods" => {
+            typed::object::<T>(shared, call, ns, name, true).await
         }
         _ => Err(ApiError::no_route()),
     }

@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 
+use super::object::Stored;
+
 /// A pod's identity in the store: `(namespace, name)`.
 pub type Key = (String, String);
 
@@ -32,23 +34,23 @@ impl EventType {
     }
 }
 
-/// One committed change to one pod.
+/// One committed change to one object.
 #[derive(Debug)]
-pub struct Change {
+pub struct Change<T = Pod> {
     /// The resourceVersion this change created.
     pub rv: u64,
     /// What happened.
     pub kind: EventType,
     /// The object before the change (`None` for `Added`).
-    pub old: Option<Arc<Pod>>,
+    pub old: Option<Arc<T>>,
     /// The object after the change; for `Deleted`, its last state.
-    pub new: Arc<Pod>,
+    pub new: Arc<T>,
     json: OnceLock<Bytes>,
 }
 
-impl Change {
+impl<T: Stored> Change<T> {
     /// A change committed at `rv`.
-    pub fn new(rv: u64, kind: EventType, old: Option<Arc<Pod>>, new: Arc<Pod>) -> Self {
+    pub fn new(rv: u64, kind: EventType, old: Option<Arc<T>>, new: Arc<T>) -> Self {
         Change {
             rv,
             kind,
@@ -65,27 +67,28 @@ impl Change {
     }
 
     fn key(&self) -> Key {
-        key_of(&self.new)
+        key_of(&*self.new)
     }
 }
 
 /// An object's key.
-pub fn key_of(pod: &Pod) -> Key {
+pub fn key_of<T: Stored>(object: &T) -> Key {
+    let meta = object.metadata();
     (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.metadata.name.clone().unwrap_or_default(),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
     )
 }
 
 /// The last changes, at most `limit` of them.
 #[derive(Debug)]
-pub struct History {
-    changes: VecDeque<Arc<Change>>,
+pub struct History<T = Pod> {
+    changes: VecDeque<Arc<Change<T>>>,
     limit: usize,
     oldest_rv: u64,
 }
 
-impl History {
+impl<T: Stored> History<T> {
     /// An empty history starting at `rv`, keeping at most `limit` changes.
     pub fn new(limit: usize, rv: u64) -> Self {
         History {
@@ -101,7 +104,7 @@ impl History {
     }
 
     /// Records a change, forgetting the oldest beyond the limit.
-    pub fn record(&mut self, change: Arc<Change>) {
+    pub fn record(&mut self, change: Arc<Change<T>>) {
         self.changes.push_back(change);
         while self.changes.len() > self.limit {
             if let Some(dropped) = self.changes.pop_front() {
@@ -117,12 +120,12 @@ impl History {
     }
 
     /// The changes after `rv`, oldest first.
-    pub fn since(&self, rv: u64) -> Vec<Arc<Change>> {
+    pub fn since(&self, rv: u64) -> Vec<Arc<Change<T>>> {
         self.changes.iter().filter(|c| c.rv > rv).cloned().collect()
     }
 
     /// Rolls `view` (current objects) back to how they were at `rv`, for keys `in_scope`.
-    pub fn roll_back(&self, view: &mut BTreeMap<Key, Arc<Pod>>, rv: u64, in_scope: impl Fn(&Key) -> bool) {
+    pub fn roll_back(&self, view: &mut BTreeMap<Key, Arc<T>>, rv: u64, in_scope: impl Fn(&Key) -> bool) {
         // Newest first, so each key ends with its state just before the oldest later change.
         for change in self.changes.iter().rev().take_while(|c| c.rv > rv) {
             let key = change.key();

@@ -1,17 +1,19 @@
-//! The pod store: the objects, their resourceVersions, a bounded change history and
+//! A store of one kind: the objects, their resourceVersions, a bounded change history and
 //! the fan-out of every change to open watches.
 //!
 //! Every change bumps one global resourceVersion, as etcd's revision does. The history
 //! ([`history`]) lets a watch resume from an older version, and lets a paged list stay
 //! consistent at its first page's version by rolling later changes back; once a version
 //! falls out of the history, both answer `410 Expired` like the real server after
-//! compaction. Objects are checked by [`validation`]; continue tokens are [`paging`]'s.
+//! compaction. What differs between kinds (checks, defaults, fields) is [`object::Stored`]; continue
+//! tokens are [`paging`]'s. Stores of several kinds share one [`Clock`].
 
 pub mod history;
+pub mod object;
 mod paging;
-pub mod validation;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,9 +27,9 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use history::{key_of, Change, History};
 use paging::{decode_continue, encode_continue};
-use validation::{backfill_pod_ips, validate};
 
 pub use history::{EventType, Key};
+pub use object::Stored;
 
 /// Which pods a list or watch selects.
 #[derive(Debug, Clone, Default)]
@@ -41,13 +43,14 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether `pod` is selected.
-    pub fn matches(&self, pod: &Pod) -> bool {
+    /// Whether `object` is selected.
+    pub fn matches<T: Stored>(&self, object: &T) -> bool {
+        let meta = object.metadata();
         let in_namespace = match &self.namespace {
-            Some(ns) => pod.metadata.namespace.as_deref() == Some(ns.as_str()),
+            Some(ns) => meta.namespace.as_deref() == Some(ns.as_str()),
             None => true,
         };
-        in_namespace && self.labels.matches(pod.metadata.labels.as_ref()) && self.fields.matches(pod)
+        in_namespace && self.labels.matches(meta.labels.as_ref()) && self.fields.matches_with(|f| object.field(f))
     }
 
     fn selects_everything_in_scope(&self) -> bool {
@@ -68,9 +71,9 @@ pub enum ListVersion {
 
 /// One page of a list.
 #[derive(Debug)]
-pub struct ListPage {
+pub struct ListPage<T = Pod> {
     /// The selected pods, ordered by namespace then name.
-    pub items: Vec<Arc<Pod>>,
+    pub items: Vec<Arc<T>>,
     /// The resourceVersion the page is consistent with.
     pub rv: u64,
     /// Token for the next page, if any.
@@ -92,64 +95,96 @@ pub enum WatchStart {
 
 /// Everything a watch needs, taken atomically so no change falls between the parts.
 #[derive(Debug)]
-pub struct WatchFeed {
+pub struct WatchFeed<T = Pod> {
     /// The current objects, for `WatchStart::WithInitialState`.
-    pub initial: Vec<Arc<Pod>>,
+    pub initial: Vec<Arc<T>>,
     /// Historic changes to replay, for `WatchStart::After`.
-    pub replay: Vec<Arc<Change>>,
+    pub replay: Vec<Arc<Change<T>>>,
     /// The resourceVersion the feed starts after.
     pub rv: u64,
     /// Live changes.
-    pub live: broadcast::Receiver<Arc<Change>>,
+    pub live: broadcast::Receiver<Arc<Change<T>>>,
 }
 
 /// The outcome of a delete.
 #[derive(Debug)]
-pub enum Deletion {
+pub enum Deletion<T = Pod> {
     /// The pod is gone.
-    Removed(Arc<Pod>),
+    Removed(Arc<T>),
     /// The pod is terminating and goes after the grace period.
-    Terminating(Arc<Pod>, Duration),
+    Terminating(Arc<T>, Duration),
 }
 
-struct Inner {
-    pods: BTreeMap<Key, Arc<Pod>>,
-    rv: u64,
-    history: History,
+struct Inner<T> {
+    pods: BTreeMap<Key, Arc<T>>,
+    history: History<T>,
 }
 
-/// The simulator's pod storage.
-pub struct Store {
-    inner: Mutex<Inner>,
-    changes: broadcast::Sender<Arc<Change>>,
+/// The resourceVersion sequence: one per simulator, shared by its stores as etcd's
+/// revision is shared by every kind.
+#[derive(Debug)]
+pub struct Clock(AtomicU64);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(AtomicU64::new(FIRST_RV))
+    }
+}
+
+impl Clock {
+    /// The last resourceVersion given out.
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    fn next(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// The storage of one kind (pods by default).
+pub struct Store<T = Pod> {
+    inner: Mutex<Inner<T>>,
+    clock: Arc<Clock>,
+    changes: broadcast::Sender<Arc<Change<T>>>,
 }
 
 /// A fresh resourceVersion space starts high, as real clusters' do, so clients never
 /// mistake a version for a count.
 const FIRST_RV: u64 = 1000;
 
-impl Store {
+impl<T: Stored> Store<T> {
     /// A store keeping at most `history_limit` changes for resuming watches.
     pub fn new(history_limit: usize) -> Self {
+        Self::with_clock(history_limit, Arc::default())
+    }
+
+    /// A store whose resourceVersions come from `clock`.
+    pub fn with_clock(history_limit: usize, clock: Arc<Clock>) -> Self {
         let (changes, _) = broadcast::channel(history_limit.clamp(1024, 65536));
         Store {
             inner: Mutex::new(Inner {
                 pods: BTreeMap::new(),
-                rv: FIRST_RV,
-                history: History::new(history_limit, FIRST_RV),
+                history: History::new(history_limit, clock.current()),
             }),
+            clock,
             changes,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    /// Every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change<T>>> {
+        self.changes.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
         // A panicking request must not wedge the whole simulator.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
-        self.lock().rv
+        self.clock.current()
     }
 
     /// Number of pods stored.
@@ -165,23 +200,22 @@ impl Store {
     /// Forgets the change history, so older resourceVersions answer `410 Expired`.
     pub fn compact(&self) {
         let mut inner = self.lock();
-        let rv = inner.rv;
-        inner.history.compact(rv);
+        inner.history.compact(self.clock.current());
     }
 
-    /// One pod.
-    pub fn get(&self, namespace: &str, name: &str) -> Result<Arc<Pod>, ApiError> {
+    /// One object.
+    pub fn get(&self, namespace: &str, name: &str) -> Result<Arc<T>, ApiError> {
         let key = (namespace.to_string(), name.to_string());
         self.lock()
             .pods
             .get(&key)
             .cloned()
-            .ok_or_else(|| ApiError::not_found(name))
+            .ok_or_else(|| ApiError::not_found_of(T::PLURAL, T::GROUP, name))
     }
 
-    /// Creates a pod in `namespace`, filling in what the server owns.
-    pub fn create(&self, namespace: &str, mut pod: Pod) -> Result<Arc<Pod>, ApiError> {
-        let meta = &mut pod.metadata;
+    /// Creates an object in `namespace`, filling in what the server owns.
+    pub fn create(&self, namespace: &str, mut object: T) -> Result<Arc<T>, ApiError> {
+        let meta = object.metadata_mut();
         if let Some(ns) = &meta.namespace {
             if ns != namespace {
                 return Err(ApiError::bad_request(
@@ -193,111 +227,103 @@ impl Store {
             match &meta.generate_name {
                 Some(prefix) if !prefix.is_empty() => meta.name = Some(format!("{prefix}{}", random_suffix())),
                 _ => {
-                    return Err(ApiError::invalid(
+                    return Err(ApiError::invalid_of(
+                        T::KIND,
+                        T::GROUP,
                         "",
                         "metadata.name: Required value: name or generateName is required",
                     ))
                 }
             }
         }
-        validate(&pod)?;
-        backfill_pod_ips(&mut pod);
-        let meta = &mut pod.metadata;
+        object.validate()?;
+        object.default_fields(true);
+        let meta = object.metadata_mut();
         meta.namespace = Some(namespace.to_string());
         meta.uid = Some(new_uid());
         meta.creation_timestamp = Some(now());
         meta.generation = Some(1);
         meta.deletion_timestamp = None;
-        let status = pod.status.get_or_insert_with(Default::default);
-        status.phase.get_or_insert_with(|| "Pending".to_string());
 
         let mut inner = self.lock();
-        let key = key_of(&pod);
+        let key = key_of(&object);
         if inner.pods.contains_key(&key) {
-            return Err(ApiError::already_exists(&key.1));
+            return Err(ApiError::already_exists_of(T::PLURAL, T::GROUP, &key.1));
         }
-        Ok(self.commit(&mut inner, EventType::Added, None, pod))
+        Ok(self.commit(&mut inner, EventType::Added, None, object))
     }
 
-    /// Updates a pod through `change`, which sees the stored object and returns the new
+    /// Updates an object through `change`, which sees the stored object and returns the new
     /// one. A change that alters nothing commits nothing, as on the real server.
     pub fn update(
         &self,
         namespace: &str,
         name: &str,
-        change: impl FnOnce(&Pod) -> Result<Pod, ApiError>,
-    ) -> Result<Arc<Pod>, ApiError> {
+        change: impl FnOnce(&T) -> Result<T, ApiError>,
+    ) -> Result<Arc<T>, ApiError> {
         let mut inner = self.lock();
         let key = (namespace.to_string(), name.to_string());
-        let old = inner.pods.get(&key).cloned().ok_or_else(|| ApiError::not_found(name))?;
+        let old = inner
+            .pods
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found_of(T::PLURAL, T::GROUP, name))?;
         let mut new = change(&old)?;
-        if let Some(rv) = new.metadata.resource_version.as_deref().filter(|rv| !rv.is_empty()) {
-            if Some(rv) != old.metadata.resource_version.as_deref() {
-                return Err(ApiError::conflict(name));
+        let old_meta = old.metadata();
+        if let Some(rv) = new.metadata().resource_version.as_deref().filter(|rv| !rv.is_empty()) {
+            if Some(rv) != old_meta.resource_version.as_deref() {
+                return Err(ApiError::conflict_of(T::PLURAL, T::GROUP, name));
             }
         }
+        let spec_changed = new.spec_changed(&old);
         // Identity and server-owned fields cannot be changed by clients.
-        let meta = &mut new.metadata;
-        meta.name = old.metadata.name.clone();
-        meta.namespace = old.metadata.namespace.clone();
-        meta.uid = old.metadata.uid.clone();
-        meta.creation_timestamp = old.metadata.creation_timestamp.clone();
-        meta.deletion_timestamp = old.metadata.deletion_timestamp.clone();
-        meta.deletion_grace_period_seconds = old.metadata.deletion_grace_period_seconds;
-        meta.resource_version = old.metadata.resource_version.clone();
-        meta.generation = old.metadata.generation;
-        if new.spec != old.spec {
-            meta.generation = Some(old.metadata.generation.unwrap_or(0) + 1);
+        let meta = new.metadata_mut();
+        meta.name = old_meta.name.clone();
+        meta.namespace = old_meta.namespace.clone();
+        meta.uid = old_meta.uid.clone();
+        meta.creation_timestamp = old_meta.creation_timestamp.clone();
+        meta.deletion_timestamp = old_meta.deletion_timestamp.clone();
+        meta.deletion_grace_period_seconds = old_meta.deletion_grace_period_seconds;
+        meta.resource_version = old_meta.resource_version.clone();
+        meta.generation = old_meta.generation;
+        if spec_changed {
+            meta.generation = Some(old_meta.generation.unwrap_or(0) + 1);
         }
-        validate(&new)?;
-        backfill_pod_ips(&mut new);
+        new.validate()?;
+        new.default_fields(false);
         if new == *old {
             return Ok(old);
         }
         Ok(self.commit(&mut inner, EventType::Modified, Some(old), new))
     }
 
-    /// Deletes a pod. A pod bound to a node and not yet finished terminates gracefully,
-    /// like a kubelet-managed pod; an unscheduled or finished pod goes at once.
-    pub fn delete(&self, namespace: &str, name: &str, grace_seconds: Option<i64>) -> Result<Deletion, ApiError> {
+    /// Deletes an object: at once, or gracefully when its kind says so (see
+    /// [`Stored::grace_seconds`]); a graceful deletion only sets the deletion timestamp.
+    pub fn delete(&self, namespace: &str, name: &str, grace_seconds: Option<i64>) -> Result<Deletion<T>, ApiError> {
         let mut inner = self.lock();
         let key = (namespace.to_string(), name.to_string());
-        let old = inner.pods.get(&key).cloned().ok_or_else(|| ApiError::not_found(name))?;
-        let spec_grace = old
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
-        let scheduled = old
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .is_some_and(|n| !n.is_empty());
-        let finished = matches!(
-            old.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded") | Some("Failed")
-        );
-        let grace = if scheduled && !finished {
-            grace_seconds.unwrap_or(spec_grace).max(0)
-        } else {
-            0
-        };
-        if grace == 0 {
+        let old = inner
+            .pods
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found_of(T::PLURAL, T::GROUP, name))?;
+        let Some(grace) = old.grace_seconds(grace_seconds) else {
             let removed = self.remove(&mut inner, &key);
             return Ok(Deletion::Removed(removed));
-        }
-        if old.metadata.deletion_timestamp.is_some() {
+        };
+        let old_meta = old.metadata();
+        if old_meta.deletion_timestamp.is_some() {
             // Already terminating: a second delete may only shorten the wait.
-            let current = old.metadata.deletion_grace_period_seconds.unwrap_or(grace);
+            let current = old_meta.deletion_grace_period_seconds.unwrap_or(grace);
             if grace >= current {
                 return Ok(Deletion::Terminating(old, Duration::from_secs(current as u64)));
             }
         }
         let mut terminating = (*old).clone();
         let deadline = unix_now() + grace;
-        terminating.metadata.deletion_timestamp =
-            Time(Timestamp::from_second(deadline).unwrap_or(Timestamp::UNIX_EPOCH)).into();
-        terminating.metadata.deletion_grace_period_seconds = Some(grace);
+        let meta = terminating.metadata_mut();
+        meta.deletion_timestamp = Time(Timestamp::from_second(deadline).unwrap_or(Timestamp::UNIX_EPOCH)).into();
+        meta.deletion_grace_period_seconds = Some(grace);
         let updated = self.commit(&mut inner, EventType::Modified, Some(old), terminating);
         Ok(Deletion::Terminating(updated, Duration::from_secs(grace as u64)))
     }
@@ -310,44 +336,45 @@ impl Store {
         let same = inner
             .pods
             .get(&key)
-            .is_some_and(|p| p.metadata.uid.as_deref() == Some(uid));
+            .is_some_and(|p| p.metadata().uid.as_deref() == Some(uid));
         if same {
             self.remove(&mut inner, &key);
         }
     }
 
-    fn remove(&self, inner: &mut Inner, key: &Key) -> Arc<Pod> {
+    fn remove(&self, inner: &mut Inner<T>, key: &Key) -> Arc<T> {
         let old = inner.pods.get(key).cloned().expect("caller checked the key");
         let last = (*old).clone();
         self.commit(inner, EventType::Deleted, Some(old), last)
     }
 
-    fn commit(&self, inner: &mut Inner, kind: EventType, old: Option<Arc<Pod>>, mut pod: Pod) -> Arc<Pod> {
-        inner.rv += 1;
-        pod.metadata.resource_version = Some(inner.rv.to_string());
+    fn commit(&self, inner: &mut Inner<T>, kind: EventType, old: Option<Arc<T>>, mut pod: T) -> Arc<T> {
+        let rv = self.clock.next();
+        pod.metadata_mut().resource_version = Some(rv.to_string());
         let pod = Arc::new(pod);
-        let key = key_of(&pod);
+        let key = key_of(&*pod);
         if kind == EventType::Deleted {
             inner.pods.remove(&key);
         } else {
             inner.pods.insert(key, pod.clone());
         }
-        let change = Arc::new(Change::new(inner.rv, kind, old, pod.clone()));
+        let change = Arc::new(Change::new(rv, kind, old, pod.clone()));
         inner.history.record(change.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.changes.send(change);
         pod
     }
 
-    /// One page of the pods selected by `filter`.
+    /// One page of the objects selected by `filter`.
     pub fn list(
         &self,
         filter: &Filter,
         version: ListVersion,
         limit: Option<usize>,
         continue_token: Option<&str>,
-    ) -> Result<ListPage, ApiError> {
+    ) -> Result<ListPage<T>, ApiError> {
         let inner = self.lock();
+        let current = self.clock.current();
         let (rv, start) = match continue_token {
             Some(token) => {
                 let (rv, start) = decode_continue(token)?;
@@ -359,11 +386,11 @@ impl Store {
                 (rv, Some(start))
             }
             None => match version {
-                ListVersion::Latest => (inner.rv, None),
-                ListVersion::NotOlderThan(v) | ListVersion::Exact(v) if v > inner.rv => {
-                    return Err(ApiError::too_large_resource_version(v, inner.rv))
+                ListVersion::Latest => (current, None),
+                ListVersion::NotOlderThan(v) | ListVersion::Exact(v) if v > current => {
+                    return Err(ApiError::too_large_resource_version(v, current))
                 }
-                ListVersion::NotOlderThan(_) => (inner.rv, None),
+                ListVersion::NotOlderThan(_) => (current, None),
                 ListVersion::Exact(v) if v < inner.history.oldest_rv() => {
                     return Err(ApiError::expired(format!(
                         "too old resource version: {v} ({})",
@@ -375,9 +402,9 @@ impl Store {
         };
         let view = inner.state_at(rv, start.as_ref(), filter.namespace.as_deref());
         let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-        let mut selected = view.into_iter().filter(|(_, pod)| filter.matches(pod));
-        let items: Vec<Arc<Pod>> = selected.by_ref().take(limit).map(|(_, pod)| pod).collect();
-        let rest: Vec<(Key, Arc<Pod>)> = selected.collect();
+        let mut selected = view.into_iter().filter(|(_, pod)| filter.matches(&**pod));
+        let items: Vec<Arc<T>> = selected.by_ref().take(limit).map(|(_, pod)| pod).collect();
+        let rest: Vec<(Key, Arc<T>)> = selected.collect();
         let continue_token = rest.first().map(|(key, _)| encode_continue(rv, key));
         let remaining = (continue_token.is_some() && filter.selects_everything_in_scope()).then_some(rest.len() as i64);
         Ok(ListPage {
@@ -389,21 +416,22 @@ impl Store {
     }
 
     /// Opens a change feed for a watch.
-    pub fn watch(&self, start: WatchStart, filter: &Filter) -> Result<WatchFeed, ApiError> {
+    pub fn watch(&self, start: WatchStart, filter: &Filter) -> Result<WatchFeed<T>, ApiError> {
         let inner = self.lock();
         let live = self.changes.subscribe();
+        let current = self.clock.current();
         let mut feed = WatchFeed {
             initial: Vec::new(),
             replay: Vec::new(),
-            rv: inner.rv,
+            rv: current,
             live,
         };
         match start {
             WatchStart::Now => {}
             WatchStart::WithInitialState => {
-                feed.initial = inner.pods.values().filter(|p| filter.matches(p)).cloned().collect();
+                feed.initial = inner.pods.values().filter(|p| filter.matches(&***p)).cloned().collect();
             }
-            WatchStart::After(v) if v > inner.rv => return Err(ApiError::too_large_resource_version(v, inner.rv)),
+            WatchStart::After(v) if v > current => return Err(ApiError::too_large_resource_version(v, current)),
             WatchStart::After(v) if v < inner.history.oldest_rv() => {
                 return Err(ApiError::expired(format!(
                     "too old resource version: {v} ({})",
@@ -419,12 +447,12 @@ impl Store {
     }
 }
 
-impl Inner {
+impl<T: Stored> Inner<T> {
     /// The pods of `namespace` (or all) as they were at `rv`, from key `start` on,
     /// rolling back every later change in the history.
-    fn state_at(&self, rv: u64, start: Option<&Key>, namespace: Option<&str>) -> BTreeMap<Key, Arc<Pod>> {
+    fn state_at(&self, rv: u64, start: Option<&Key>, namespace: Option<&str>) -> BTreeMap<Key, Arc<T>> {
         let in_scope = |key: &Key| namespace.is_none_or(|ns| key.0 == ns) && start.is_none_or(|s| key >= s);
-        let mut view: BTreeMap<Key, Arc<Pod>> = match (start, namespace) {
+        let mut view: BTreeMap<Key, Arc<T>> = match (start, namespace) {
             (Some(s), _) => self
                 .pods
                 .range(s.clone()..)
@@ -461,7 +489,7 @@ mod tests {
         use crate::fixtures::running;
         let store = Store::new(100);
         let status = |name: &str, change: &dyn Fn(&mut k8s_openapi::api::core::v1::PodStatus)| {
-            store.update("ns", name, |old| {
+            store.update("ns", name, |old: &Pod| {
                 let mut new = (*old).clone();
                 change(new.status.get_or_insert_with(Default::default));
                 Ok(new)

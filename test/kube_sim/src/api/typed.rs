@@ -1,54 +1,99 @@
-//! The core/v1 Pod API: list, watch, create, get, update, patch, delete, and the status
-//! subresource.
+//! The API of every kind kept in a store (pods, Services, EndpointSlices): list, watch,
+//! create, get, update, patch, delete, and the pods' status subresource. One set of
+//! handlers, generic over the kind: they differ only in what [`Stored`] says.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::{Method, Response};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde_json::{json, Value};
 
 use super::call::{bytes_response, json_response, parse_body, stream_response, Body, Call};
 use crate::patch::{self, PatchKind};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::shared::Shared;
+use crate::shared::{Shared, StoreOf};
 use crate::status::ApiError;
-use crate::store::{Filter, ListVersion, WatchStart};
-use crate::table::{self, IncludeObject};
+use crate::store::{Filter, ListVersion, Stored, WatchStart};
+use crate::table::{self, IncludeObject, Printed};
 use crate::watch::{self, WatchOptions};
 
-pub async fn collection(shared: &Arc<Shared>, call: &Call, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
+/// What a kind's handlers need: a store on [`Shared`], a table printer.
+pub trait Served: Stored + Printed + Default {}
+
+impl<T: Stored + Printed + Default> Served for T {}
+
+/// The collection `/.../namespaces/{ns}/<plural>` (or all namespaces): list, watch, create.
+pub async fn collection<T: Served>(
+    shared: &Arc<Shared>,
+    call: &Call,
+    ns: Option<&str>,
+) -> Result<Response<Body>, ApiError>
+where
+    Shared: StoreOf<T>,
+{
     match call.method {
-        Method::GET if call.flag("watch") => watch(shared, call, ns, false),
-        Method::GET => list(shared, call, ns),
+        Method::GET if call.flag("watch") => watch::<T>(shared, call, ns, false),
+        Method::GET => list::<T>(shared, call, ns),
         Method::POST => {
             let ns = ns.ok_or_else(ApiError::method_not_allowed)?;
-            shared.stats.request("CREATE", "/api/v1/namespaces/{namespace}/pods");
-            shared.auth.authorize(&call.identity, "create", Some(ns), None)?;
-            let pod: Pod = parse_body(&call.body)?;
-            let created = shared.store.create(ns, pod)?;
+            shared.stats.request("CREATE", &template::<T>(Some(ns), false));
+            authorize::<T>(shared, call, "create", Some(ns), None)?;
+            let object: T = parse_body(&call.body)?;
+            check_kind::<T>(&call.body)?;
+            let created = StoreOf::<T>::store_of(&**shared).create(ns, object)?;
             Ok(json_response(shared, 201, &json!(*created)))
         }
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
-fn template(ns: Option<&str>) -> &'static str {
-    if ns.is_some() {
-        "/api/v1/namespaces/{namespace}/pods"
-    } else {
-        "/api/v1/pods"
-    }
+/// `/api/v1/namespaces/{namespace}/pods`, `/apis/discovery.k8s.io/v1/endpointslices`...:
+/// the path template requests are counted under.
+pub fn template<T: Stored>(ns: Option<&str>, named: bool) -> String {
+    let root = match T::GROUP {
+        "" => "/api/v1".to_string(),
+        group => format!("/apis/{group}/{}", T::VERSION),
+    };
+    let scope = if ns.is_some() { "/namespaces/{namespace}" } else { "" };
+    let name = if named { "/{name}" } else { "" };
+    format!("{root}{scope}/{}{name}", T::PLURAL)
 }
 
-fn filter(call: &Call, ns: Option<&str>) -> Result<Filter, ApiError> {
+fn authorize<T: Stored>(
+    shared: &Shared,
+    call: &Call,
+    verb: &str,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> Result<(), ApiError> {
+    shared
+        .auth
+        .authorize_on(&call.identity, verb, (T::PLURAL, T::GROUP), ns, name)
+}
+
+/// A body naming another kind is refused, as the real server's decoder does.
+fn check_kind<T: Stored>(body: &[u8]) -> Result<(), ApiError> {
+    let head: Value = parse_body(body)?;
+    let mismatch = |field: &str, expected: &str| head[field].as_str().is_some_and(|v| v != expected);
+    if mismatch("kind", T::KIND) || mismatch("apiVersion", T::API_VERSION) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({})",
+            head["apiVersion"],
+            T::API_VERSION
+        )));
+    }
+    Ok(())
+}
+
+fn filter<T: Served>(call: &Call, ns: Option<&str>) -> Result<Filter, ApiError> {
     let bad = |e: String| ApiError::bad_request(e);
+    let supported = |field: &str| T::default().field(field).is_some();
     Ok(Filter {
         namespace: ns.map(String::from),
         labels: LabelSelector::parse(call.param("labelSelector").unwrap_or("")).map_err(bad)?,
-        fields: FieldSelector::parse(call.param("fieldSelector").unwrap_or("")).map_err(bad)?,
+        fields: FieldSelector::parse_for(call.param("fieldSelector").unwrap_or(""), supported).map_err(bad)?,
     })
 }
 
@@ -62,10 +107,13 @@ fn resource_version(call: &Call) -> Result<Option<u64>, ApiError> {
     }
 }
 
-fn list(shared: &Shared, call: &Call, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
-    shared.stats.request("LIST", template(ns));
-    shared.auth.authorize(&call.identity, "list", ns, None)?;
-    let filter = filter(call, ns)?;
+fn list<T: Served>(shared: &Shared, call: &Call, ns: Option<&str>) -> Result<Response<Body>, ApiError>
+where
+    Shared: StoreOf<T>,
+{
+    shared.stats.request("LIST", &template::<T>(ns, false));
+    authorize::<T>(shared, call, "list", ns, None)?;
+    let filter = filter::<T>(call, ns)?;
     let rv = resource_version(call)?;
     if call.param("continue").is_some() && rv.is_some_and(|v| v != 0) {
         return Err(ApiError::bad_request(
@@ -88,7 +136,7 @@ fn list(shared: &Shared, call: &Call, ns: Option<&str>) -> Result<Response<Body>
         }
     };
     let limit = call.param("limit").and_then(|l| l.parse().ok());
-    let page = shared.store.list(&filter, version, limit, call.param("continue"))?;
+    let page = StoreOf::<T>::store_of(shared).list(&filter, version, limit, call.param("continue"))?;
     let rv = page.rv.to_string();
     if table::wants_table(call.accept.as_deref()) {
         let include = IncludeObject::parse(call.param("includeObject"));
@@ -108,8 +156,12 @@ fn list(shared: &Shared, call: &Call, ns: Option<&str>) -> Result<Response<Body>
         metadata["remainingItemCount"] = json!(remaining);
     }
     // Written by hand so 10,000 pods are serialised once, straight into the body.
-    let mut body =
-        format!("{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{metadata},\"items\":[").into_bytes();
+    let mut body = format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
+        T::KIND,
+        T::API_VERSION
+    )
+    .into_bytes();
     for (i, pod) in page.items.iter().enumerate() {
         if i > 0 {
             body.push(b',');
@@ -120,24 +172,27 @@ fn list(shared: &Shared, call: &Call, ns: Option<&str>) -> Result<Response<Body>
     Ok(bytes_response(shared, 200, "application/json", Bytes::from(body)))
 }
 
-pub fn watch(
+/// A watch on the collection; `legacy_path` for the `/watch/` paths of old clients.
+pub fn watch<T: Served>(
     shared: &Arc<Shared>,
     call: &Call,
     ns: Option<&str>,
     legacy_path: bool,
-) -> Result<Response<Body>, ApiError> {
-    let template = if legacy_path {
-        if ns.is_some() {
-            "/api/v1/watch/namespaces/{namespace}/pods"
-        } else {
-            "/api/v1/watch/pods"
-        }
-    } else {
-        template(ns)
-    };
-    shared.stats.request("WATCH", template);
-    shared.auth.authorize(&call.identity, "watch", ns, None)?;
-    let filter = filter(call, ns)?;
+) -> Result<Response<Body>, ApiError>
+where
+    Shared: StoreOf<T>,
+{
+    let mut template = template::<T>(ns, false);
+    if legacy_path {
+        let root = match T::GROUP {
+            "" => "/api/v1".to_string(),
+            group => format!("/apis/{group}/{}", T::VERSION),
+        };
+        template = template.replacen(&root, &format!("{root}/watch"), 1);
+    }
+    shared.stats.request("WATCH", &template);
+    authorize::<T>(shared, call, "watch", ns, None)?;
+    let filter = filter::<T>(call, ns)?;
     let rv = resource_version(call)?;
     let send_initial = call.bool_param("sendInitialEvents");
     let bookmarks = call.flag("allowWatchBookmarks");
@@ -153,7 +208,7 @@ pub fn watch(
         (None, None | Some(0)) => WatchStart::WithInitialState,
         (_, Some(v)) => WatchStart::After(v),
     };
-    let feed = match shared.store.watch(start, &filter) {
+    let feed = match StoreOf::<T>::store_of(&**shared).watch(start, &filter) {
         Ok(feed) => feed,
         // Like the watch cache: a too-old version opens the stream, then fails it.
         Err(expired) if expired.code == 410 => return Ok(stream_response(watch::expired_stream(shared, expired))),
@@ -174,18 +229,21 @@ pub fn watch(
     Ok(stream_response(rx))
 }
 
-pub async fn object(
+/// One object, or (`status`) its status subresource: get, update, patch, delete.
+pub async fn object<T: Served>(
     shared: &Arc<Shared>,
     call: &Call,
     ns: &str,
     name: &str,
     status: bool,
-) -> Result<Response<Body>, ApiError> {
-    let path = if status {
-        "/api/v1/namespaces/{namespace}/pods/{name}/status"
-    } else {
-        "/api/v1/namespaces/{namespace}/pods/{name}"
-    };
+) -> Result<Response<Body>, ApiError>
+where
+    Shared: StoreOf<T>,
+{
+    let mut path = template::<T>(Some(ns), true);
+    if status {
+        path.push_str("/status");
+    }
     let verb = match call.method {
         Method::GET => "get",
         Method::PUT => "update",
@@ -193,32 +251,34 @@ pub async fn object(
         Method::DELETE if !status => "delete",
         _ => return Err(ApiError::method_not_allowed()),
     };
-    shared.stats.request(&verb.to_uppercase(), path);
-    shared.auth.authorize(&call.identity, verb, Some(ns), Some(name))?;
+    shared.stats.request(&verb.to_uppercase(), &path);
+    authorize::<T>(shared, call, verb, Some(ns), Some(name))?;
+    let store = StoreOf::<T>::store_of(&**shared);
     let pod = match verb {
-        "get" => shared.store.get(ns, name)?,
-        "delete" => shared.delete_pod(ns, name, grace_period(call)?)?,
+        "get" => store.get(ns, name)?,
+        "delete" => shared.delete::<T>(ns, name, grace_period(call)?)?,
         "update" => {
-            let new: Pod = parse_body(&call.body)?;
-            if new.metadata.name.as_deref().is_some_and(|n| n != name) {
+            let new: T = parse_body(&call.body)?;
+            check_kind::<T>(&call.body)?;
+            if new.metadata().name.as_deref().is_some_and(|n| n != name) {
                 return Err(ApiError::bad_request(
                     "the name of the object does not match the name on the URL",
                 ));
             }
-            shared.store.update(ns, name, |old| Ok(scoped(old, new, status)))?
+            store.update(ns, name, |old| Ok(T::scoped(old, new, status)))?
         }
         _ => {
             let content_type = call.content_type.as_deref().unwrap_or("");
             let kind = PatchKind::from_content_type(content_type)
                 .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
             let patch_doc: Value = parse_body(&call.body)?;
-            shared.store.update(ns, name, |old| {
+            store.update(ns, name, |old| {
                 let mut doc = serde_json::to_value(old).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 patch::apply(kind, &mut doc, &patch_doc)?;
-                let new: Pod = serde_json::from_value(doc).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let new: T = serde_json::from_value(doc).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 // The patched object still carries the stored resourceVersion unless the
                 // patch set one: then it is a precondition, and a stale one conflicts.
-                Ok(scoped(old, new, status))
+                Ok(T::scoped(old, new, status))
             })?
         }
     };
@@ -238,21 +298,4 @@ fn grace_period(call: &Call) -> Result<Option<i64>, ApiError> {
                 .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))
         })
         .transpose()
-}
-
-/// What an update may change: the status subresource changes only status, the main
-/// resource everything but status, as the pod strategies of kube-apiserver do.
-fn scoped(old: &Pod, new: Pod, status: bool) -> Pod {
-    if status {
-        let mut kept = old.clone();
-        kept.status = new.status;
-        // Keep the client's resourceVersion so a stale status update still conflicts.
-        kept.metadata.resource_version = new.metadata.resource_version;
-        kept
-    } else {
-        Pod {
-            status: old.status.clone(),
-            ..new
-        }
-    }
 }

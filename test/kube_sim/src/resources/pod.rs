@@ -1,27 +1,83 @@
-//! The checks and defaults of kube-apiserver's pod strategy that our tests can meet.
+//! Pods: the checks and defaults of kube-apiserver's pod strategy that our tests can meet.
 
 use k8s_openapi::api::core::v1::Pod;
 
+use super::names;
+use crate::selector::pod_field;
 use crate::status::ApiError;
+use crate::store::Stored;
+
+impl Stored for Pod {
+    const PLURAL: &'static str = "pods";
+
+    fn validate(&self) -> Result<(), ApiError> {
+        validate(self)
+    }
+
+    fn default_fields(&mut self, created: bool) {
+        backfill_pod_ips(self);
+        if created {
+            let status = self.status.get_or_insert_with(Default::default);
+            status.phase.get_or_insert_with(|| "Pending".to_string());
+        }
+    }
+
+    fn spec_changed(&self, old: &Self) -> bool {
+        self.spec != old.spec
+    }
+
+    fn field(&self, field: &str) -> Option<String> {
+        pod_field(self, field)
+    }
+
+    /// As kube-apiserver's pod strategies: the status subresource changes only status,
+    /// the main resource everything but status.
+    fn scoped(old: &Self, new: Self, status_only: bool) -> Self {
+        if status_only {
+            let mut kept = old.clone();
+            kept.status = new.status;
+            // Keep the client's resourceVersion so a stale status update still conflicts.
+            kept.metadata.resource_version = new.metadata.resource_version;
+            kept
+        } else {
+            Pod {
+                status: old.status.clone(),
+                ..new
+            }
+        }
+    }
+
+    /// A pod bound to a node and not finished terminates gracefully, like a
+    /// kubelet-managed pod; an unscheduled or finished pod goes at once.
+    fn grace_seconds(&self, requested: Option<i64>) -> Option<i64> {
+        let spec_grace = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let scheduled = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            self.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        );
+        let grace = if scheduled && !finished {
+            requested.unwrap_or(spec_grace).max(0)
+        } else {
+            0
+        };
+        (grace > 0).then_some(grace)
+    }
+}
 
 /// The validation a real server would reject with 422 and that our tests could trip on.
-pub fn validate(pod: &Pod) -> Result<(), ApiError> {
+fn validate(pod: &Pod) -> Result<(), ApiError> {
     let name = pod.metadata.name.as_deref().unwrap_or("");
-    let valid_name = name.len() <= 253
-        && !name.is_empty()
-        && name.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        });
-    if !valid_name {
-        return Err(ApiError::invalid(
-            name,
-            format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
-        ));
+    if !names::is_subdomain(name) {
+        return Err(names::subdomain_error("Pod", "", name));
     }
     validate_pod_ips(name, pod)?;
     let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or(&[]);
@@ -89,7 +145,7 @@ fn validate_pod_ips(name: &str, pod: &Pod) -> Result<(), ApiError> {
 }
 
 /// Fills `podIP` from `podIPs[0]` and `podIPs` from `podIP`, as a v1 round trip does.
-pub fn backfill_pod_ips(pod: &mut Pod) {
+fn backfill_pod_ips(pod: &mut Pod) {
     let Some(status) = pod.status.as_mut() else {
         return;
     };
