@@ -160,21 +160,23 @@ defmodule KubeDist.EpmdTest do
     assert fix =~ "kube_dist_nif.so is missing: run `mix compile`"
   end
 
-  test "while the API answers 403: IPs never wait, pod names wait once per boot, then resolve once it is back",
+  test "while the API answers 403: IPs never wait, pod names wait once per boot, then resolve once the Role is granted",
        %{sim: sim} do
     fault!(sim, "rbac", namespaces: "elsewhere")
     create_pod(sim, "default", "pod-w", ip: "127.0.6.1", ports: [{"dist", 4370}])
     create_pod(sim, "default", "pod-y", ip: "127.0.6.2", ports: [{"dist", 4370}])
-    # KUBE_DIST_SYNC_TIMEOUT_MS at its 5 s default.
-    env = [{"KUBE_DIST_LISTEN_PORT", "4370"}]
+    # A wait for the pod list lasts 15 s here: what does not wait takes well under half
+    # of that, even on a loaded machine, and what waits cannot pass for it.
+    wait = 15_000
+    env = [{"KUBE_DIST_SYNC_TIMEOUT_MS", "#{wait}"}, {"KUBE_DIST_LISTEN_PORT", "4370"}]
     [node] = start_nodes(sim, [{"app", "pod-w", ip: "127.0.6.1", env: env}])
 
-    # Within the 5 s after boot, and again: an IP literal never waits for the pod list.
+    # At once after boot, and again: an IP literal never waits for the pod list.
     for _ <- 1..2 do
       assert {:ok, {micros, :pang}} =
-               Node.eval(node, ~s|:timer.tc(:net_adm, :ping, [:"nobody@127.0.0.1"])|)
+               Node.eval(node, ~s|:timer.tc(:net_adm, :ping, [:"nobody@127.0.0.1"])|, 2 * wait)
 
-      assert micros < 1_000_000, "ping took #{div(micros, 1000)} ms"
+      assert micros < wait * 1_000 / 2, "ping took #{div(micros, 1000)} ms"
     end
 
     # A pod name may wait, until the one deadline of this boot, however many ask at once;
@@ -184,44 +186,67 @@ defmodule KubeDist.EpmdTest do
     assert {:ok, first} =
              Node.eval(
                node,
-               "1..3 |> Enum.map(fn _ -> Task.async(fn -> #{lookup} end) end) |> Task.await_many(10_000)"
+               "1..3 |> Enum.map(fn _ -> Task.async(fn -> #{lookup} end) end) |> Task.await_many(#{2 * wait})",
+               3 * wait
              )
 
-    assert Enum.all?(first, fn {micros, answer} ->
-             micros < 5_500_000 and match?({:error, _}, answer)
-           end),
-           inspect(first)
+    assert Enum.all?(first, &match?({_, {:error, _}}, &1)), inspect(first)
 
-    assert {:ok, {micros, {:error, _}}} = Node.eval(node, lookup)
-    assert micros < 1_000_000, "a second lookup took #{div(micros, 1000)} ms"
+    assert {:ok, {micros, {:error, _}}} = Node.eval(node, lookup, 2 * wait)
+    assert micros < wait * 1_000 / 2, "a second lookup took #{div(micros, 1000)} ms"
 
-    # The API comes back: the name resolves as soon as the watch has the list (the watch's
-    # own retry backoff decides when that is), within a second of it.
+    # The Role is granted: the watch lists at its next retry (bench/outage.exs --forbidden
+    # measures when), and from then on the name resolves, with no wait of its own.
     fault!(sim, "rbac", namespaces: "*")
-    back = System.monotonic_time(:millisecond)
 
-    {:ok, {synced_at, resolved_at}} =
-      Node.eval(
-        node,
-        """
-        watch = KubeDist.Epmd.watch()
-        now = fn -> System.monotonic_time(:millisecond) end
-        poll = fn poll, synced_at ->
-          synced_at = synced_at || (KubeDist.Watch.health(watch).synced && now.())
-          case KubeDist.Epmd.address_please(~c"app", ~c"pod-y", :inet) do
-            {:ok, {127, 0, 6, 2}, 4370, 6} -> {synced_at || now.(), now.()}
-            _ -> Process.sleep(10) && poll.(poll, synced_at)
-          end
-        end
-        poll.(poll, nil)
-        """,
-        60_000
-      )
+    eventually(fn ->
+      match?({:ok, true}, Node.eval(node, "KubeDist.Watch.health(KubeDist.Epmd.watch()).synced"))
+    end)
 
-    assert resolved_at - synced_at < 1_000
+    assert {:ok, {micros, {:ok, {127, 0, 6, 2}, 4370, 6}}} = Node.eval(node, lookup, 2 * wait)
+    assert micros < wait * 1_000 / 2, "the lookup took #{div(micros, 1000)} ms"
+  end
 
-    IO.puts(
-      "pod name resolved #{System.monotonic_time(:millisecond) - back} ms after the API came back"
-    )
+  test "a watch that dies is restarted, says so in its health and the doctor, and follows the server again",
+       %{sim: sim} do
+    create_pod(sim, "default", "pod-r", ip: "127.0.7.1", ports: [{"dist", 4370}])
+    env = [{"KUBE_DIST_LISTEN_PORT", "4370"}]
+    [node] = start_nodes(sim, [{"app", "pod-r", ip: "127.0.7.1", env: env}])
+    on_node = fn code -> Node.eval(node, "watch = KubeDist.Epmd.watch()\n" <> code, 30_000) end
+    health = fn -> elem(on_node.("KubeDist.Watch.health(watch)"), 1) end
+    resolve = fn host -> elem(on_node.("KubeDist.Watch.resolve(watch, #{inspect(host)})"), 1) end
+
+    # Listed, and its watch request open: the next pod event reaches it.
+    eventually(fn -> health.().synced and sim_stats(sim)["open_watches"] == 1 end)
+
+    # The watch task panics at its next event (a test-only NIF), the event of a pod's
+    # creation. The Role is revoked first (the open watch still streams): the restarted
+    # watch's list gets a 403, so what the watch reports between its death and its
+    # recovery stays there to be seen.
+    assert {:ok, :ok} = on_node.("KubeDist.Native.panic_watch_for_test(watch.resource)")
+    fault!(sim, "rbac", namespaces: "elsewhere")
+    create_pod(sim, "default", "at-the-panic", ip: "127.0.7.2")
+    eventually(fn -> match?(%{restarts: 1, last_error_kind: 403}, health.()) end)
+
+    dead = health.()
+    assert dead.last_restart =~ "the watch panicked: injected by a test; restarting it in "
+    # Not synced: a pod-like name nobody has is not known yet, rather than not found.
+    refute dead.synced
+    assert resolve.("nobody-yet") == {:error, :not_synced}
+
+    assert {:ok, report} = on_node.("KubeDist.Doctor.format(KubeDist.Doctor.run())")
+    assert report =~ "the native watch died and was restarted once; last: the watch panicked"
+
+    # The Role is back: the restarted watch lists (the pod whose event met the panic is
+    # in), is synced, and follows what changes from then on.
+    fault!(sim, "rbac", namespaces: "*")
+    create_pod(sim, "default", "after", ip: "127.0.7.3")
+
+    eventually(fn ->
+      resolve.("at-the-panic") == {:ok, {127, 0, 7, 2}} and
+        resolve.("after") == {:ok, {127, 0, 7, 3}}
+    end)
+
+    assert %{synced: true, restarts: 1, last_error: nil} = health.()
   end
 end
