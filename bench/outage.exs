@@ -34,9 +34,9 @@ defmodule OutageBench do
     match?({:ok, _}, result)
   end
 
-  # One trial: {requests per node per minute during the outage, ms from the API's
-  # return (and the pod's creation) to each node resolving the pod, the requests by
-  # kind}.
+  # One trial: requests per node per minute during the outage (all of it, and from a
+  # quarter of the way in, once the first quick retries are past), ms from the API's
+  # return (and the pod's creation) to each node resolving the pod, the requests by kind.
   def trial(cluster, nodes, seconds, n) do
     sim = cluster.sim
     eventually(fn -> sim_stats(sim)["open_watches"] == length(nodes) end, 30_000)
@@ -44,21 +44,33 @@ defmodule OutageBench do
     started = System.monotonic_time(:millisecond)
     # Ended by hand, so that its end is known to the millisecond.
     fault!(sim, "faults/unavailable", seconds: seconds * 10)
-    Process.sleep(seconds * 1_000)
+    Process.sleep(div(seconds * 1_000, 4))
+    settled = {System.monotonic_time(:millisecond), requests(sim)}
+    Process.sleep(started + seconds * 1_000 - System.monotonic_time(:millisecond))
     by_kind = sim_stats(sim)["requests"]
     requests = by_kind |> Map.values() |> Enum.sum()
     fault!(sim, "faults/recover", [])
     back = System.monotonic_time(:millisecond)
     outage = back - started
+    {settled_at, settled_requests} = settled
+    steady = (requests - settled_requests) / length(nodes) / ((back - settled_at) / 60_000)
     host = "late-#{n}"
     create_pod(sim, "default", host, ip: "198.51.100.#{200 + n}")
     times = until_resolved(nodes, host, back, %{})
-    {requests / length(nodes) / (outage / 60_000), times, by_kind}
+
+    %{
+      rate: requests / length(nodes) / (outage / 60_000),
+      steady: steady,
+      times: times,
+      by_kind: by_kind
+    }
   end
 
-  # One trial of --forbidden: {requests per node per minute during the 403s, ms from the
+  defp requests(sim), do: sim_stats(sim)["requests"] |> Map.values() |> Enum.sum()
+
+  # One trial of --forbidden: requests per node per minute during the 403s, ms from the
   # Role's grant (and the pod's creation) to each node resolving the pod, the requests
-  # by kind}. The nodes boot while the API refuses them, and are stopped afterwards.
+  # by kind. The nodes boot while the API refuses them, and are stopped afterwards.
   def forbidden_trial(cluster, count, seconds, n) do
     sim = cluster.sim
     fault!(sim, "rbac", namespaces: "elsewhere")
@@ -81,7 +93,13 @@ defmodule OutageBench do
     create_pod(sim, "default", host, ip: "198.51.100.#{200 + n}")
     times = until_resolved(nodes, host, back, %{})
     Enum.each(nodes, &Node.stop/1)
-    {requests / length(nodes) / (window / 60_000), times, by_kind}
+
+    %{
+      rate: requests / length(nodes) / (window / 60_000),
+      steady: nil,
+      times: times,
+      by_kind: by_kind
+    }
   end
 
   # When each node first resolves `host`, in ms since `since` (polled every 50 ms).
@@ -125,21 +143,28 @@ try do
       else: "outage: #{seconds} s of 503s, #{count} nodes, #{trials} trials"
   )
 
-  for {{rate, times, by_kind}, n} <- Enum.with_index(results, 1) do
+  for {trial, n} <- Enum.with_index(results, 1) do
+    steady = if trial.steady, do: ", #{Float.round(trial.steady, 1)} from a quarter in", else: ""
+
     IO.puts(
-      "  trial #{n}: #{Float.round(rate, 1)} requests/min per node during the outage " <>
-        "(#{inspect(by_kind)}); API back (Role granted) + pod added -> resolvable, per node: " <>
-        "#{Enum.map_join(Enum.sort(times), ", ", &"#{&1} ms")}"
+      "  trial #{n}: #{Float.round(trial.rate, 1)} requests/min per node during the outage#{steady} " <>
+        "(#{inspect(trial.by_kind)}); API back (Role granted) + pod added -> resolvable, per node: " <>
+        "#{Enum.map_join(Enum.sort(trial.times), ", ", &"#{&1} ms")}"
     )
   end
 
-  rates = Enum.map(results, &elem(&1, 0))
-  times = results |> Enum.flat_map(&elem(&1, 1)) |> Enum.sort()
+  range = fn values ->
+    "#{Float.round(Enum.min(values), 1)} to #{Float.round(Enum.max(values), 1)}"
+  end
+
+  times = results |> Enum.flat_map(& &1.times) |> Enum.sort()
   median = Enum.at(times, div(length(times), 2))
+  steady = for %{steady: s} <- results, s, do: s
 
   IO.puts(
-    "  requests/min per node: #{Float.round(Enum.min(rates), 1)} to #{Float.round(Enum.max(rates), 1)}; " <>
-      "back -> resolvable in a node: median #{median} ms, max #{List.last(times)} ms " <>
+    "  requests/min per node: #{range.(Enum.map(results, & &1.rate))}" <>
+      if(steady == [], do: "", else: " (from a quarter in: #{range.(steady)})") <>
+      "; back -> resolvable in a node: median #{median} ms, max #{List.last(times)} ms " <>
       "(#{length(times)} node-trials)"
   )
 after
