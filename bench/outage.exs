@@ -46,7 +46,7 @@ defmodule OutageBench do
     fault!(sim, "faults/unavailable", seconds: seconds * 10)
     Process.sleep(div(seconds * 1_000, 4))
     settled = {System.monotonic_time(:millisecond), requests(sim)}
-    Process.sleep(started + seconds * 1_000 - System.monotonic_time(:millisecond))
+    Process.sleep(max(started + seconds * 1_000 - System.monotonic_time(:millisecond), 0))
     by_kind = sim_stats(sim)["requests"]
     requests = by_kind |> Map.values() |> Enum.sum()
     fault!(sim, "faults/recover", [])
