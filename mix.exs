@@ -6,6 +6,11 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
   `cargo build --release --locked -p kube_dist_nif` in the project root, so an
   application that lists `:kube_dist` as a dependency gets the same build.
   Set `KUBE_DIST_CARGO` to use another cargo binary.
+
+  In `MIX_ENV=test` (kube_dist's own test builds: a dependency is compiled in its own
+  environment, `:prod` unless the parent says otherwise) it adds `--features test-hooks`,
+  the NIFs only tests call; `KubeDist.Native` defines their stubs under the same
+  condition. `scripts/test-otp27` runs the same cargo command: keep them in step.
   """
   use Mix.Task.Compiler
 
@@ -23,13 +28,16 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
       )
     end
 
-    args = ["build", "--release", "--locked", "-p", "kube_dist_nif"]
+    args = ["build", "--release", "--locked", "-p", "kube_dist_nif"] ++ features(Mix.env())
 
     case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
       {_, 0} -> install(root)
       {_, status} -> Mix.raise("cargo #{Enum.join(args, " ")} failed with exit status #{status}")
     end
   end
+
+  defp features(:test), do: ["--features", "test-hooks"]
+  defp features(_), do: []
 
   defp install(root) do
     built = Path.join([cargo_target_dir(root), "release", @library])

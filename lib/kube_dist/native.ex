@@ -24,7 +24,14 @@ defmodule KubeDist.Native do
   def check_options(options), do: load_and_call(:check_options, [options])
 
   def health(handle), do: load_and_call(:health, [handle])
-  def panic_for_test, do: load_and_call(:panic_for_test, [])
+
+  # Test hooks: the NIF has them only when built with cargo's `test-hooks` feature, which
+  # the NIF compiler in mix.exs enables in MIX_ENV=test, the condition used here.
+  if Mix.env() == :test do
+    def panic_for_test, do: load_and_call(:panic_for_test, [])
+    def panic_watch_for_test(handle), do: load_and_call(:panic_watch_for_test, [handle])
+  end
+
   def subscribe(handle, pid, tag), do: load_and_call(:subscribe, [handle, pid, tag])
 
   # Only reached while the NIF is not loaded: loading replaces every function above.

@@ -241,4 +241,47 @@ defmodule KubeDist.EpmdTest do
       assert {:ok, [{:error, _}, {:error, _}, {:error, _}]} = Node.eval(node, lookups)
     end
   end
+
+  test "a watch that dies is restarted, says so in its health and the doctor, and follows the server again",
+       %{sim: sim} do
+    create_pod(sim, "default", "pod-r", ip: "127.0.7.1", ports: [{"dist", 4370}])
+    env = [{"KUBE_DIST_LISTEN_PORT", "4370"}]
+    [node] = start_nodes(sim, [{"app", "pod-r", ip: "127.0.7.1", env: env}])
+    on_node = fn code -> Node.eval(node, "watch = KubeDist.Epmd.watch()\n" <> code, 30_000) end
+    health = fn -> elem(on_node.("KubeDist.Watch.health(watch)"), 1) end
+    resolve = fn host -> elem(on_node.("KubeDist.Watch.resolve(watch, #{inspect(host)})"), 1) end
+
+    # Listed, and its watch request open: the next pod event reaches it.
+    eventually(fn -> health.().synced and sim_stats(sim)["open_watches"] == 1 end)
+
+    # The watch task panics at its next event (a test-only NIF), the event of a pod's
+    # creation. The Role is revoked first (the open watch still streams): the restarted
+    # watch's list gets a 403, so what the watch reports between its death and its
+    # recovery stays there to be seen.
+    assert {:ok, :ok} = on_node.("KubeDist.Native.panic_watch_for_test(watch.resource)")
+    fault!(sim, "rbac", namespaces: "elsewhere")
+    create_pod(sim, "default", "at-the-panic", ip: "127.0.7.2")
+    eventually(fn -> match?(%{restarts: 1, error: :forbidden}, health.()) end)
+
+    dead = health.()
+    assert dead.last_restart =~ "the watch panicked: injected by a test; restarting it in "
+    # Not synced: a pod-like name nobody has is not known yet, rather than not found.
+    refute dead.synced
+    assert resolve.("nobody-yet") == {:error, :not_synced}
+
+    assert {:ok, report} = on_node.("KubeDist.Doctor.format(KubeDist.Doctor.run())")
+    assert report =~ "the native watch died and was restarted once; last: the watch panicked"
+
+    # The Role is back: the restarted watch lists (the pod whose event met the panic is
+    # in), is synced, and follows what changes from then on.
+    fault!(sim, "rbac", namespaces: "*")
+    create_pod(sim, "default", "after", ip: "127.0.7.3")
+
+    eventually(fn ->
+      resolve.("at-the-panic") == {:ok, {127, 0, 7, 2}} and
+        resolve.("after") == {:ok, {127, 0, 7, 3}}
+    end)
+
+    assert %{synced: true, restarts: 1, last_error: nil} = health.()
+  end
 end

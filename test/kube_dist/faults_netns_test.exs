@@ -40,7 +40,7 @@ defmodule KubeDist.FaultsNetnsTest do
     assert Cluster.connected(d) == []
     assert Enum.map(nodes, &nodedowns/1) == [[], [], []]
 
-    # Afterwards (each watch retries at least every 4.6 s) every index matches the server:
+    # Afterwards (each watch retries at least every 4.95 s) every index matches the server:
     # pod-c's node is let go, by the others and by itself, and pod-d's joins the mesh.
     assert server_names(cluster) == ["pod-a", "pod-b", "pod-d"]
     everyone = [a, b, c, d]
@@ -50,7 +50,7 @@ defmodule KubeDist.FaultsNetnsTest do
   end
 
   @tag timeout: 150_000
-  test "after an API outage, a pod added as the API comes back resolves in every node within 5 s; nodes asked gently meanwhile" do
+  test "after an API outage, a pod added as the API comes back resolves in every node at its next retry; nodes asked gently meanwhile" do
     cluster = Cluster.start!(mode: :epmd)
     pods = ["pod-a", "pod-b", "pod-c"]
     for pod <- pods, do: Cluster.add_pod!(cluster, pod)
@@ -62,8 +62,8 @@ defmodule KubeDist.FaultsNetnsTest do
     # 503 for everything, until recovered by hand below (so the moment is known exactly).
     fault!(cluster.sim, "faults/unavailable", seconds: 600)
     # The retries' first seconds are quick (a blip heals at once); the budget is the
-    # steady rate after them: about 12 a minute, so never more often than every 4.1 s
-    # (14.6 a minute; a window's edge may hold one more).
+    # steady rate after them: about 12 a minute, so never more often than every 4.45 s
+    # (13.5 a minute; a window's edge may hold one more).
     Process.sleep(6_000)
     fault!(cluster.sim, "stats/reset", [])
     window_started = System.monotonic_time(:millisecond)
@@ -77,19 +77,22 @@ defmodule KubeDist.FaultsNetnsTest do
     per_node = Enum.sum(Map.values(requests)) / length(nodes)
     assert per_node > 0, "the watches did retry"
 
-    assert per_node <= window / 4_100 + 1,
+    assert per_node <= window / 4_450 + 1,
            "#{per_node} requests per node in #{window} ms: #{Float.round(per_node * 60_000 / window, 1)} a minute"
 
     assert Enum.all?(nodes, &(epmd_resolve(&1, "late") == :error))
 
-    # The API is back, and at once a pod is added: every node resolves it within 5 s.
+    # The API is back, and at once a pod is added: every node resolves it at its next
+    # retry, at most 4.95 s later. The bound is loose (a loaded machine adds to it);
+    # it still fails with a backoff that grows past the schedule's cap (the 16 to 23 s
+    # measured before). bench/outage.exs measures the 5 s goal.
     fault!(cluster.sim, "faults/recover", [])
     back = System.monotonic_time(:millisecond)
     create_pod(cluster.sim, "default", "late", ip: "198.51.100.200")
-    times = resolved_at(nodes, "late", back + 10_000, %{})
+    times = resolved_at(nodes, "late", back + 20_000, %{})
     slowest = times |> Map.values() |> Enum.max()
 
-    assert slowest - back <= 5_000,
+    assert slowest - back <= 8_000,
            "resolved after #{inspect(Map.new(times, fn {n, t} -> {n, t - back} end))} ms"
   end
 

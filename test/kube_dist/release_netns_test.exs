@@ -11,10 +11,12 @@ defmodule KubeDist.ReleaseNetnsTest do
   @moduletag timeout: 300_000
   @example "examples/shop"
 
-  # A new application that depends on :kube_dist, built the way a clean Docker stage
-  # builds it: kube_dist's sources without priv/ (as a fresh clone or a git dependency
-  # has them), an empty _build, and one `MIX_ENV=prod mix release`. Its cargo build shares
-  # this checkout's target dir, so dependencies are not compiled again.
+  # A new application that depends on :kube_dist by `git:`, built the way a clean Docker
+  # stage builds it: a git repository of kube_dist's sources (no priv/, as a clone has
+  # them), an empty _build and deps/, `mix deps.get` (Mix clones it into deps/) and one
+  # `MIX_ENV=prod mix release`. (A `path:` dependency takes the same way through the NIF
+  # compiler.) Its cargo build shares this checkout's target dir, so dependencies are not
+  # compiled again.
   setup_all do
     tmp = Path.join(System.tmp_dir!(), "kube_dist_release-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf!(tmp) end)
@@ -22,11 +24,17 @@ defmodule KubeDist.ReleaseNetnsTest do
     app = Path.join(tmp, "shop")
     Enum.each([source, app], &File.mkdir_p!/1)
 
-    # What the package ships (mix.exs's :files): cargo's workspace needs the simulator's crate.
-    for entry <- ~w(mix.exs Cargo.toml Cargo.lock lib native bench test/kube_sim) do
+    # What git tracks, less the tests, examples and docs the dependency does not build
+    # (cargo's workspace names the simulator's crate, so that one comes along).
+    for entry <- ~w(mix.exs Cargo.toml Cargo.lock .gitignore lib native bench test/kube_sim) do
       File.mkdir_p!(Path.dirname(Path.join(source, entry)))
       File.cp_r!(entry, Path.join(source, entry))
     end
+
+    git = fn args -> {_, 0} = System.cmd("git", args, cd: source, stderr_to_stdout: true) end
+    git.(["init", "--quiet"])
+    git.(["add", "."])
+    git.(~w(-c user.name=test -c user.email=test@example.com commit --quiet -m sources))
 
     for entry <- ~w(mix.exs lib config rel),
         do: File.cp_r!(Path.join(@example, entry), Path.join(app, entry))
@@ -35,25 +43,38 @@ defmodule KubeDist.ReleaseNetnsTest do
 
     File.write!(
       mix_exs,
-      String.replace(File.read!(mix_exs), ~s(path: "../.."), "path: #{inspect(source)}")
+      String.replace(
+        File.read!(mix_exs),
+        ~s(path: "../.."),
+        "git: #{inspect("file://" <> source)}"
+      )
     )
 
-    refute File.exists?(Path.join(source, "priv"))
-
-    {out, status} =
-      System.cmd("mix", ["release"],
+    mix = fn args ->
+      System.cmd("mix", args,
         cd: app,
         env: [
           {"MIX_ENV", "prod"},
           {"MIX_BUILD_ROOT", nil},
+          {"MIX_DEPS_PATH", nil},
           {"CARGO_TARGET_DIR", System.get_env("CARGO_TARGET_DIR", Path.expand("target"))}
         ],
         stderr_to_stdout: true
       )
+    end
 
+    {out, status} = mix.(["deps.get"])
+    assert status == 0, out
+    dep = Path.join(app, "deps/kube_dist")
+    assert File.exists?(Path.join(dep, "mix.exs")), out
+    refute File.exists?(Path.join(dep, "priv"))
+
+    {out, status} = mix.(["release"])
     assert status == 0, out
     release = Path.join(app, "_build/prod/rel/shop")
-    assert [_] = Path.wildcard(Path.join(release, "lib/kube_dist-*/priv/kube_dist_nif.so")), out
+    assert [nif] = Path.wildcard(Path.join(release, "lib/kube_dist-*/priv/kube_dist_nif.so")), out
+    # The test-only NIFs do not ship (see the NIF compiler in kube_dist's mix.exs).
+    refute File.read!(nif) =~ "panic_watch_for_test"
     {:ok, release: release}
   end
 
@@ -92,6 +113,9 @@ defmodule KubeDist.ReleaseNetnsTest do
       end
 
       assert {:ok, ^mode} = call.("shop@pod-a", "KubeDist.Epmd, :mode, []")
+
+      assert {:ok, exports} = call.("shop@pod-a", "KubeDist.Native, :module_info, [:exports]")
+      refute Keyword.has_key?(exports, :panic_for_test)
       eventually(fn -> call.("shop@pod-a", "Node, :list, []") == {:ok, [:"shop@pod-b"]} end)
       assert {:ok, [:"shop@pod-a"]} = call.("shop@pod-b", "Node, :list, []")
 

@@ -125,7 +125,7 @@ struct State {
     publishing: Mutex<()>,
     next_subscriber: std::sync::atomic::AtomicU64,
     /// Tests set it to make the watch panic at its next event.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-hooks"))]
     panic_at_next_event: std::sync::atomic::AtomicBool,
     /// Tests set it to look at the index while a re-list's index is being built.
     #[cfg(test)]
@@ -262,6 +262,14 @@ impl Watch {
         &self.state.cluster_domain
     }
 
+    /// Test hook: the watch task panics when the next event arrives, as a bug in
+    /// decoding, indexing or a subscriber would make it, so that tests can watch the
+    /// supervisor restart it. Only in builds with the `test-hooks` feature.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn panic_at_next_event(&self) {
+        self.state.panic_at_next_event.store(true, Ordering::Relaxed);
+    }
+
     /// The watch's health now.
     pub fn health(&self) -> Health {
         let mut health = self.state.health.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -352,7 +360,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
     let mut relists: HashMap<Option<String>, Vec<PodRecord>> = HashMap::new();
     let mut listed: HashSet<Option<String>> = HashSet::new();
     while let Some((ns, event)) = events.next().await {
-        #[cfg(test)]
+        #[cfg(any(test, feature = "test-hooks"))]
         if state
             .panic_at_next_event
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -435,7 +443,7 @@ impl State {
             subscribers: Mutex::new(Arc::new(Vec::new())),
             publishing: Mutex::new(()),
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-hooks"))]
             panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             while_indexing: Mutex::new(None),
@@ -674,8 +682,6 @@ fn root_cause(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
-
     use kube_sim::{fixtures, Config, Simulator};
 
     use super::*;
@@ -853,7 +859,7 @@ mod tests {
         // watch would retry at the first delay (0.5 to 1 s) for as long as the API is down.
         tokio::time::sleep(Duration::from_secs(12)).await;
         let asked = sim.shared().stats.snapshot().count("UNAVAILABLE");
-        // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
+        // At the shortest delays: at 0, 0.5, 2, 6.45 and 10.9 s.
         assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
         assert!(!watch.is_synced());
 
@@ -876,7 +882,7 @@ mod tests {
         // Each 401 makes a new client (reading the token file again) and a new list.
         tokio::time::sleep(Duration::from_secs(12)).await;
         let asked = sim.shared().stats.snapshot().count("UNAUTHORIZED");
-        // At the shortest delays: at 0, 0.5, 2, 6.1 and 10.2 s.
+        // At the shortest delays: at 0, 0.5, 2, 6.45 and 10.9 s.
         assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
         assert_eq!(watch.health().last_error_kind, Some(ErrorKind::Unauthorized));
 
@@ -898,7 +904,7 @@ mod tests {
         watch.subscribe(Box::new(move |event| events.send(event.clone()).is_ok()));
 
         // The event of this pod's creation meets the panic.
-        watch.state.panic_at_next_event.store(true, Ordering::Relaxed);
+        watch.panic_at_next_event();
         sim.create_pod("default", fixtures::ready_pod("at-the-panic", "198.51.100.2"))
             .unwrap();
         eventually("a restart", || watch.health().restarts == 1).await;

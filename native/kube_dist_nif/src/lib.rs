@@ -269,9 +269,21 @@ fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, 
 
 /// `panic_for_test()`: panics inside the guard, so tests can prove a bug in a NIF
 /// becomes `{:error, {:panic, message}}` and the VM lives on.
+#[cfg(feature = "test-hooks")]
 #[rustler::nif]
 fn panic_for_test(env: Env<'_>) -> Term<'_> {
     guarded(env, || panic!("deliberate panic to test the NIF guard"))
+}
+
+/// `panic_watch_for_test(handle)`: the watch task panics at its next event, so tests can
+/// prove it is restarted and followed again (see `Watch::panic_at_next_event`).
+#[cfg(feature = "test-hooks")]
+#[rustler::nif]
+fn panic_watch_for_test(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
+    guarded(env, || {
+        handle.0.panic_at_next_event();
+        Ok(atoms::ok().encode(env))
+    })
 }
 
 rustler::init!("Elixir.KubeDist.Native");
