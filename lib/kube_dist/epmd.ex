@@ -226,8 +226,12 @@ defmodule KubeDist.Epmd do
   # Our own listen port (epmd-less): see KubeDist.Epmd.ListenPort.
   defp own_port(name, host) do
     name = to_charlist(name)
+    env_port = listen_port_from_env()
+    # Asking for our own pod may wait for the first list (until the boot deadline): a
+    # container that sets its listen port needs no API at boot, so it does not ask.
+    own = if env_port, do: :not_asked, else: own_pod(host)
 
-    case ListenPort.choose(name, listen_port_from_env(), own_pod(host), default_port()) do
+    case ListenPort.choose(name, env_port, own, default_port()) do
       {:exact, port} ->
         {:ok, port}
 
