@@ -9,14 +9,8 @@
 
 alias KubeDist.Test.{Cluster, Node}
 
-{opts, _, _} =
-  OptionParser.parse(Enum.reject(System.argv(), &(&1 == "--")),
-    strict: [nodes: :integer, trials: :integer, poll_trials: :integer]
-  )
-
-existing = Keyword.get(opts, :nodes, 3)
-trials = Keyword.get(opts, :trials, 50)
-poll_trials = Keyword.get(opts, :poll_trials, 10)
+%{nodes: existing, trials: trials, poll_trials: poll_trials} =
+  KubeDist.Test.Bench.options(nodes: 3, trials: 50, poll_trials: 10)
 
 defmodule JoinBench do
   @recorder """

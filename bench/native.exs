@@ -8,35 +8,18 @@
 # Results go to BENCHMARKS.md by hand; see scripts/test for the smoke size CI runs.
 
 alias KubeDist.{Simulator, Watch}
+alias KubeDist.Test.Bench, as: Stats
 
-{opts, _, _} =
-  OptionParser.parse(Enum.reject(System.argv(), &(&1 == "--")),
-    strict: [
-      pods: :integer,
-      trials: :integer,
-      resolves: :integer,
-      churn_rate: :integer,
-      churn_seconds: :integer
-    ]
-  )
-
-pods = Keyword.get(opts, :pods, 10_000)
-trials = Keyword.get(opts, :trials, 200)
-resolves = Keyword.get(opts, :resolves, 100_000)
-churn_rate = Keyword.get(opts, :churn_rate, 100)
-churn_seconds = Keyword.get(opts, :churn_seconds, 60)
+%{
+  pods: pods,
+  trials: trials,
+  resolves: resolves,
+  churn_rate: churn_rate,
+  churn_seconds: churn_seconds
+} =
+  Stats.options(pods: 10_000, trials: 200, resolves: 100_000, churn_rate: 100, churn_seconds: 60)
 
 defmodule Bench do
-  def percentiles(samples) do
-    sorted = Enum.sort(samples)
-    n = length(sorted)
-    at = fn p -> Enum.at(sorted, min(n - 1, round(p / 100 * (n - 1)))) end
-    %{p50: at.(50), p99: at.(99), max: List.last(sorted)}
-  end
-
-  def fmt_ns(ns) when ns < 10_000, do: "#{Float.round(ns / 1000, 2)} us"
-  def fmt_ns(ns), do: "#{Float.round(ns / 1_000_000, 2)} ms"
-
   def rss do
     [_, resident | _] = File.read!("/proc/self/statm") |> String.split()
     String.to_integer(resident) * 4096
@@ -130,7 +113,7 @@ resolve_results =
         :ok = elem(fun.(elem(names, rem(i * 7919, pods))), 0)
       end)
 
-    {label, Bench.percentiles(samples)}
+    {label, Stats.percentiles(samples)}
   end
 
 getaddr_samples =
@@ -188,18 +171,18 @@ long_schedules =
 
 ours = Enum.filter(long_schedules, fn {_, info} -> inspect(info) =~ "KubeDist.Native" end)
 
-g = Bench.percentiles(getaddr_samples)
-e = Bench.percentiles(event_samples)
-c = Bench.percentiles(lag_samples)
+g = Stats.percentiles(getaddr_samples)
+e = Stats.percentiles(event_samples)
+c = Stats.percentiles(lag_samples)
 
 IO.puts("""
 native: #{pods} pods
-  initial sync (list + index): #{Bench.fmt_ns(sync_ns)}
+  initial sync (list + index): #{Stats.fmt_ns(sync_ns)}
   resolve, #{resolves} calls each:
-#{for {label, r} <- resolve_results, do: "    #{label}: p50 #{Bench.fmt_ns(r.p50)} p99 #{Bench.fmt_ns(r.p99)} max #{Bench.fmt_ns(r.max)}\n"}  :inet.getaddr("localhost") for reference: p50 #{Bench.fmt_ns(g.p50)} p99 #{Bench.fmt_ns(g.p99)}
+#{for {label, r} <- resolve_results, do: "    #{label}: p50 #{Stats.fmt_ns(r.p50)} p99 #{Stats.fmt_ns(r.p99)} max #{Stats.fmt_ns(r.max)}\n"}  :inet.getaddr("localhost") for reference: p50 #{Stats.fmt_ns(g.p50)} p99 #{Stats.fmt_ns(g.p99)}
   index: #{health.index_bytes} bytes = #{div(health.index_bytes, max(pods, 1))} bytes/pod; VM RSS growth #{div(rss_growth, max(pods, 1))} bytes/pod (beyond the fixed cost of a first watch)
-  API change -> Elixir message (#{trials} trials): p50 #{Bench.fmt_ns(e.p50)} p99 #{Bench.fmt_ns(e.p99)} max #{Bench.fmt_ns(e.max)}
-  churn, #{churn_rate} changes/s for #{churn_seconds} s: #{changes} events; index lag p50 #{Bench.fmt_ns(c.p50)} p99 #{Bench.fmt_ns(c.p99)} max #{Bench.fmt_ns(c.max)}
+  API change -> Elixir message (#{trials} trials): p50 #{Stats.fmt_ns(e.p50)} p99 #{Stats.fmt_ns(e.p99)} max #{Stats.fmt_ns(e.max)}
+  churn, #{churn_rate} changes/s for #{churn_seconds} s: #{changes} events; index lag p50 #{Stats.fmt_ns(c.p50)} p99 #{Stats.fmt_ns(c.p99)} max #{Stats.fmt_ns(c.max)}
     CPU, % of one core: #{Float.round(cpu_ours, 1)} in the NIF's runtime threads, #{Float.round(cpu_vm, 1)} in the whole VM
   long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in KubeDist.Native
 """)

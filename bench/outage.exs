@@ -14,15 +14,8 @@
 
 alias KubeDist.Test.{Cluster, Node}
 
-{opts, _, _} =
-  OptionParser.parse(Enum.reject(System.argv(), &(&1 == "--")),
-    strict: [nodes: :integer, seconds: :integer, trials: :integer, forbidden: :boolean]
-  )
-
-count = Keyword.get(opts, :nodes, 3)
-seconds = Keyword.get(opts, :seconds, 60)
-trials = Keyword.get(opts, :trials, 3)
-forbidden = Keyword.get(opts, :forbidden, false)
+%{nodes: count, seconds: seconds, trials: trials, forbidden: forbidden} =
+  KubeDist.Test.Bench.options(nodes: 3, seconds: 60, trials: 3, forbidden: false)
 
 defmodule OutageBench do
   import KubeDist.SimCase, only: [fault!: 3, sim_stats: 1, create_pod: 4, eventually: 2]

@@ -9,35 +9,24 @@
 # Results go to BENCHMARKS.md by hand; see scripts/test for the smoke size CI runs.
 
 alias KubeDist.{Simulator, Watch}
+alias KubeDist.Test.Bench, as: Stats
 
-{opts, _, _} =
-  OptionParser.parse(Enum.reject(System.argv(), &(&1 == "--")),
-    strict: [
-      pods: :integer,
-      resolves: :integer,
-      seconds: :integer,
-      churn_rate: :integer,
-      relist_every_ms: :integer
-    ]
+%{
+  pods: pods,
+  resolves: resolves,
+  seconds: seconds,
+  churn_rate: churn_rate,
+  relist_every_ms: relist_every_ms
+} =
+  Stats.options(
+    pods: 10_000,
+    resolves: 100_000,
+    seconds: 20,
+    churn_rate: 100,
+    relist_every_ms: 2_000
   )
 
-pods = Keyword.get(opts, :pods, 10_000)
-resolves = Keyword.get(opts, :resolves, 100_000)
-seconds = Keyword.get(opts, :seconds, 20)
-churn_rate = Keyword.get(opts, :churn_rate, 100)
-relist_every_ms = Keyword.get(opts, :relist_every_ms, 2_000)
-
 defmodule Relist do
-  def percentiles(samples) do
-    sorted = Enum.sort(samples)
-    n = length(sorted)
-    at = fn p -> Enum.at(sorted, min(n - 1, round(p / 100 * (n - 1)))) end
-    %{p50: at.(50), p99: at.(99), p999: at.(99.9), max: List.last(sorted)}
-  end
-
-  def fmt_ns(ns) when ns < 10_000, do: "#{Float.round(ns / 1000, 2)} us"
-  def fmt_ns(ns), do: "#{Float.round(ns / 1_000_000, 2)} ms"
-
   # Forces a re-list every `every_ms` until told to stop: the simulator forgets its
   # history, then cuts every watch with a 410, so each watcher must list again.
   def forcer(sim, every_ms, count \\ 0) do
@@ -138,12 +127,12 @@ ours =
 send(listener, {:report, self()})
 {events, relists} = receive(do: ({:heard, events, synced} -> {events, synced}))
 
-r = Relist.percentiles(samples)
+r = Stats.percentiles(samples, [50, 99, 99.9])
 over_1ms = Enum.count(samples, &(&1 > 1_000_000))
 
 IO.puts("""
 relist: #{pods} pods, #{resolves} resolves over #{wall_ms} ms; #{forced} re-lists forced (one each #{relist_every_ms} ms), #{relists} completed; churn #{churn_rate}/s; #{events} events heard
-  `KubeDist.Watch.resolve/2`: p50 #{Relist.fmt_ns(r.p50)} p99 #{Relist.fmt_ns(r.p99)} p99.9 #{Relist.fmt_ns(r.p999)} max #{Relist.fmt_ns(r.max)}; #{over_1ms} calls over 1 ms
+  `KubeDist.Watch.resolve/2`: p50 #{Stats.fmt_ns(r.p50)} p99 #{Stats.fmt_ns(r.p99)} p99.9 #{Stats.fmt_ns(r.p999)} max #{Stats.fmt_ns(r.max)}; #{over_1ms} calls over 1 ms
   long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in the resolving process or KubeDist.Native
 #{for {pid, info} <- Enum.take(ours, 5), do: "    #{inspect(pid)} #{inspect(info)}\n"}\
 """)

@@ -7,7 +7,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
-use crate::wire::slim_metadata;
+use crate::wire::{slim_metadata, wire_resource};
 
 /// The label the EndpointSlice controller puts on every slice of a Service: its name.
 /// A watch of one Service's slices selects on it.
@@ -127,26 +127,7 @@ pub struct WireSlicePort {
     pub protocol: Option<String>,
 }
 
-impl k8s_openapi::Resource for WireEndpointSlice {
-    const API_VERSION: &'static str = "discovery.k8s.io/v1";
-    const GROUP: &'static str = "discovery.k8s.io";
-    const KIND: &'static str = "EndpointSlice";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "endpointslices";
-    type Scope = k8s_openapi::NamespaceResourceScope;
-}
-
-impl k8s_openapi::Metadata for WireEndpointSlice {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+wire_resource!(WireEndpointSlice, group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", path: "endpointslices");
 
 #[cfg(test)]
 pub(crate) mod tests {

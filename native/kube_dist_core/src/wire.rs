@@ -124,26 +124,39 @@ pub(crate) fn slim_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Resul
     })
 }
 
-impl k8s_openapi::Resource for WirePod {
-    const API_VERSION: &'static str = "v1";
-    const GROUP: &'static str = "";
-    const KIND: &'static str = "Pod";
-    const VERSION: &'static str = "v1";
-    const URL_PATH_SEGMENT: &'static str = "pods";
-    type Scope = k8s_openapi::NamespaceResourceScope;
+/// Makes a slim wire type a Kubernetes resource kube's `Api` and watcher accept: its API
+/// group, version, kind and path, and its (slim) metadata.
+macro_rules! wire_resource {
+    ($type:ty, group: $group:literal, version: $version:literal, kind: $kind:literal, path: $path:literal) => {
+        impl k8s_openapi::Resource for $type {
+            const API_VERSION: &'static str = if $group.is_empty() {
+                $version
+            } else {
+                concat!($group, "/", $version)
+            };
+            const GROUP: &'static str = $group;
+            const KIND: &'static str = $kind;
+            const VERSION: &'static str = $version;
+            const URL_PATH_SEGMENT: &'static str = $path;
+            type Scope = k8s_openapi::NamespaceResourceScope;
+        }
+
+        impl k8s_openapi::Metadata for $type {
+            type Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+            fn metadata(&self) -> &Self::Ty {
+                &self.metadata
+            }
+
+            fn metadata_mut(&mut self) -> &mut Self::Ty {
+                &mut self.metadata
+            }
+        }
+    };
 }
+pub(crate) use wire_resource;
 
-impl k8s_openapi::Metadata for WirePod {
-    type Ty = ObjectMeta;
-
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn metadata_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+wire_resource!(WirePod, group: "", version: "v1", kind: "Pod", path: "pods");
 
 #[cfg(test)]
 mod tests {
