@@ -16,6 +16,9 @@ use kube_sim::{fixtures, Config, Simulator};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+/// An endpoint's address and its `ready`, `serving`, `terminating` conditions.
+type Conditions = (String, Option<bool>, Option<bool>, Option<bool>);
+
 fn client(sim: &Simulator, token: String) -> Client {
     let mut config = kube::Config::new(sim.url().parse().unwrap());
     let ca = CertificateDer::from_pem_slice(sim.ca_pem().as_bytes()).unwrap();
@@ -202,7 +205,7 @@ fn endpoints_carry_conditions_hostname_node_and_per_family_addresses() {
     assert_eq!(v6.endpoints[0].addresses, ["fd00::1"]);
 
     let v4 = by_family["IPv4"];
-    let conditions: Vec<(String, Option<bool>, Option<bool>, Option<bool>)> = v4
+    let conditions: Vec<Conditions> = v4
         .endpoints
         .iter()
         .map(|e| {

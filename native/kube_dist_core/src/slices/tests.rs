@@ -171,7 +171,7 @@ fn a_controller_slice_makes_the_records_of_its_pods() {
             ports: ports.clone(),
         }
     );
-    assert_eq!(web0.dist_port("any"), Some(4370));
+    assert_eq!(web0.dist_port("any").map(|(_, port)| port), Some(4370));
     let web1 = upserted(&outcome, "web-1");
     // No namespace in the targetRef: the slice's. No conditions at all: ready.
     assert_eq!((&*web1.namespace, &*web1.uid), ("shop", "u-1"));
@@ -537,7 +537,13 @@ fn ports_are_the_pod_s_slice_s() {
     let a = merge.apply(&slice_with_ports("a", &[ep("p", "10.0.0.1")], ports), t);
     let b = merge.apply(&slice_with_ports("b", &[ep("q", "10.0.0.2")], dist_port(5370)), t);
     let p = upserted(&a, "p");
-    assert_eq!((p.dist_port("worker"), p.dist_port("api")), (Some(4371), Some(4370)));
+    assert_eq!(
+        (
+            p.dist_port("worker").map(|(_, port)| port),
+            p.dist_port("api").map(|(_, port)| port)
+        ),
+        (Some(4371), Some(4370))
+    );
     assert_eq!(
         p.ports
             .iter()
@@ -549,7 +555,7 @@ fn ports_are_the_pod_s_slice_s() {
             (Some("dist-worker"), 4371, SERVICE)
         ]
     );
-    assert_eq!(upserted(&b, "q").dist_port("worker"), Some(5370));
+    assert_eq!(upserted(&b, "q").dist_port("worker").map(|(_, port)| port), Some(5370));
     // Moved to the other port set: the pod's port changes, nothing else.
     merge.apply(
         &slice_with_ports("b", &[ep("q", "10.0.0.2"), ep("p", "10.0.0.1")], dist_port(5370)),
