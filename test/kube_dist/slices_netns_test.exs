@@ -1,0 +1,102 @@
+defmodule KubeDist.SlicesNetnsTest do
+  # The slice source in real nodes, one per pod namespace: a cluster whose Role grants
+  # nothing on pods (only get/list/watch on endpointslices) forms and follows its mesh
+  # from the EndpointSlices of one headless Service. Needs root.
+  use ExUnit.Case, async: false
+
+  import KubeDist.SimCase, only: [eventually: 1, set_running: 5, fault!: 3, fault!: 2, api: 4]
+
+  alias KubeDist.Test.{Cluster, Node}
+
+  @moduletag :netns
+
+  @env [{"KUBE_DIST_SERVICE", "shop-dist"}]
+
+  defp mesh?(nodes) do
+    names = Enum.map(nodes, & &1.name)
+    Enum.all?(nodes, fn n -> Cluster.connected(n) == Enum.sort(names -- [n.name]) end)
+  end
+
+  # The headless Service the nodes read, and a Role that grants only its slices.
+  defp slices_only!(cluster, ports) do
+    fault!(cluster.sim, "rbac", namespaces: "*", resources: "endpointslices.discovery.k8s.io")
+
+    service = %{
+      metadata: %{name: "shop-dist"},
+      spec: %{
+        clusterIP: "None",
+        publishNotReadyAddresses: true,
+        selector: %{app: "shop"},
+        ports: for({name, port} <- ports, do: %{name: name, port: port, targetPort: name})
+      }
+    }
+
+    {:ok, 201, _} = api(cluster.sim, :post, "/api/v1/namespaces/default/services", service)
+  end
+
+  defp last_error(node) do
+    case Node.eval(node, "KubeDist.Watch.health(:sys.get_state(:kube_dist_strategy).watch)") do
+      {:ok, %{last_error: error}} -> error
+      _ -> nil
+    end
+  end
+
+  test "a mesh forms and follows readiness, termination, outage and a 403 from slices alone" do
+    cluster = Cluster.start!(mode: :epmd)
+    slices_only!(cluster, [{"epmd", 4369}])
+
+    for pod <- ["pod-a", "pod-b", "pod-c"],
+        do: Cluster.add_pod!(cluster, pod, labels: [app: "shop"])
+
+    # Not selected by the Service: never joined.
+    Cluster.add_pod!(cluster, "stranger")
+
+    nodes =
+      for pod <- ["pod-a", "pod-b", "pod-c"],
+          do: Cluster.start_node!(cluster, "app", pod, env: @env)
+
+    stranger = Cluster.start_node!(cluster, "app", "stranger", env: @env)
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node, service: "shop-dist")
+    eventually(fn -> mesh?(nodes) end)
+    [a | _] = nodes
+    # Reading slices needs no access to pods: the watch is in no error.
+    assert last_error(a) == nil
+    refute Enum.any?(nodes, &(stranger.name in Cluster.connected(&1)))
+
+    # A pod known while not Ready is left alone until it turns Ready.
+    Cluster.add_pod!(cluster, "pod-d", labels: [app: "shop"], ready: false)
+    late = Cluster.start_node!(cluster, "app", "pod-d", env: @env)
+    Cluster.start_strategy!(cluster, late, service: "shop-dist")
+    Process.sleep(1_500)
+    assert Cluster.connected(late) == []
+    set_running(cluster.sim, "default", "pod-d", Cluster.pod_ip(cluster, "pod-d"), true)
+    nodes = nodes ++ [late]
+    eventually(fn -> mesh?(nodes) end)
+
+    # Deleted: its node is let go everywhere (once the slices' grace has passed).
+    [_, gone | rest] = nodes
+    Cluster.delete_pod!(cluster, "pod-b")
+    eventually(fn -> Enum.all?(rest, &(gone.name not in Cluster.connected(&1))) end)
+    Process.sleep(1_200)
+    assert Enum.all?(rest, &(gone.name not in Cluster.connected(&1)))
+
+    # An API outage leaves the mesh as it was.
+    fault!(cluster.sim, "faults/unavailable", seconds: 3)
+    Process.sleep(1_000)
+    assert mesh?([a | rest])
+    Process.sleep(3_000)
+
+    # A 403 on the slices leaves the mesh intact and says what to grant.
+    fault!(cluster.sim, "rbac", namespaces: "*", resources: "pods")
+    fault!(cluster.sim, "faults/cut-watches")
+    # (After the outage's 503s, once the watch has retried.)
+    error = eventually(fn -> (error = last_error(a)) && error =~ "403" && error end)
+
+    assert error =~
+             ~s(endpointslices of service "shop-dist" in namespace "default": 403 Forbidden)
+
+    assert error =~ "grant get, list and watch on endpointslices (API group discovery.k8s.io)"
+    Process.sleep(1_500)
+    assert mesh?([a | rest])
+  end
+end
