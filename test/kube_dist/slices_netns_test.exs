@@ -99,4 +99,25 @@ defmodule KubeDist.SlicesNetnsTest do
     Process.sleep(1_500)
     assert mesh?([a | rest])
   end
+
+  test "epmd-less: a pod with two nodes takes their ports from the Service's port names" do
+    cluster = Cluster.start!(mode: :epmdless)
+    slices_only!(cluster, [{"dist", 4370}, {"dist-api", 4371}, {"dist-worker", 4372}])
+    Cluster.add_pod!(cluster, "pod-a", labels: [app: "shop"], ports: [{"dist", 4370}])
+
+    Cluster.add_pod!(cluster, "pod-b",
+      labels: [app: "shop"],
+      ports: [{"dist-api", 4371}, {"dist-worker", 4372}]
+    )
+
+    nodes = [
+      Cluster.start_node!(cluster, "app", "pod-a", env: @env),
+      Cluster.start_node!(cluster, "api", "pod-b", env: @env),
+      Cluster.start_node!(cluster, "worker", "pod-b", env: @env)
+    ]
+
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node, service: "shop-dist")
+    eventually(fn -> mesh?(nodes) end)
+    assert Enum.all?(nodes, &(last_error(&1) == nil))
+  end
 end
