@@ -123,3 +123,51 @@ defmodule KubeDist.SlicesEnvTest do
     end
   end
 end
+
+defmodule KubeDist.SlicesDoctorTest do
+  # The doctor with the slice source: the Service's slices, and their RBAC.
+  use KubeDist.SimCase, async: true
+
+  alias KubeDist.{Doctor, Simulator}
+
+  defp config(sim),
+    do: Simulator.watch_options(sim) ++ [node_basename: "app", service: "shop-dist"]
+
+  defp find(checks, name), do: Enum.find(checks, &(&1.name == name)) || flunk("no #{name} check")
+
+  test "without access to endpointslices: the Role to apply grants them", %{sim: sim} do
+    checks = Doctor.run(config(sim))
+
+    assert %{status: :fail, fix: "grant access to endpointslices" <> _} =
+             find(checks, "API server")
+
+    rbac = find(checks, ~s(RBAC in "default"))
+    assert rbac.status == :fail
+    assert rbac.detail =~ ~s(endpointslices of service "shop-dist")
+    assert rbac.fix =~ ~s(apiGroups: ["discovery.k8s.io"]\n    resources: ["endpointslices"])
+  end
+
+  test "no slice names a pod (no Service, no selector): says what to check", %{sim: sim} do
+    {:ok, 200, _} =
+      Simulator.fault(sim, "rbac", namespaces: "*", resources: "endpointslices.discovery.k8s.io")
+
+    checks = Doctor.run(config(sim))
+
+    assert find(checks, ~s(RBAC in "default")).detail ==
+             "get, list and watch on endpointslices allowed"
+
+    service = find(checks, "service shop-dist")
+    assert service.status == :fail
+    assert service.fix =~ "has a selector"
+
+    # A Service with a selector and a pod: the check passes.
+    {:ok, 201, _} =
+      api(sim, :post, "/api/v1/namespaces/default/services", %{
+        metadata: %{name: "shop-dist"},
+        spec: %{clusterIP: "None", publishNotReadyAddresses: true, selector: %{app: "shop"}}
+      })
+
+    create_pod(sim, "default", "shop-0", labels: [app: "shop"], ip: "198.51.100.1")
+    eventually(fn -> find(Doctor.run(config(sim)), "service shop-dist").status == :ok end)
+  end
+end
