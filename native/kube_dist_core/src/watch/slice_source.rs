@@ -118,7 +118,7 @@ mod tests {
 
     use kube_sim::{fixtures, Config, Simulator};
 
-    use super::super::{Health, Watch, WatchSpec};
+    use super::super::{Health, Watch, WatchEvent, WatchSpec};
     use crate::connect::{self, ConnectOptions};
     use crate::index::{Family, Resolution};
     use crate::pod::PodRecord;
@@ -264,5 +264,58 @@ mod tests {
         assert!(watch.synced(Duration::from_secs(15)).await);
         eventually("the pod once granted", || pod(&watch, "shop-0").is_some()).await;
         assert_eq!(watch.health().last_error, None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_slice_replaced_when_the_service_s_ports_change_makes_no_pod_flap() {
+        use crate::index::PodChange;
+        use k8s_openapi::api::core::v1::ServicePort;
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+        let sim = Simulator::start(Config::default()).await.unwrap();
+        only_slices(&sim);
+        create_service(&sim);
+        create_pod(&sim, "shop-0", "10.1.0.1", true);
+        create_pod(&sim, "shop-1", "10.1.0.2", true);
+        let (watch, _token) = start_watch(&sim).await;
+        assert!(watch.synced(Duration::from_secs(10)).await);
+        eventually("both pods", || {
+            pod(&watch, "shop-0").is_some() && pod(&watch, "shop-1").is_some()
+        })
+        .await;
+        let (events, heard) = std::sync::mpsc::channel();
+        watch.subscribe(Box::new(move |event| events.send(event.clone()).is_ok()));
+
+        // A new port set: the controller deletes the slice and writes another, two writes
+        // the watch may see in either order.
+        sim.shared()
+            .services
+            .update("default", "shop-dist", |old| {
+                let mut new = old.clone();
+                new.spec.as_mut().unwrap().ports.as_mut().unwrap().push(ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::Int(8080)),
+                    ..Default::default()
+                });
+                Ok(new)
+            })
+            .unwrap();
+        eventually("the new port on both pods", || {
+            ["shop-0", "shop-1"].iter().all(|name| {
+                pod(&watch, name).is_some_and(|p| p.ports.iter().any(|port| port.name.as_deref() == Some("http")))
+            })
+        })
+        .await;
+        // Past the grace: a pod dropped by the old slice's deletion would be gone by now.
+        tokio::time::sleep(crate::slices::DEFAULT_GRACE + Duration::from_millis(500)).await;
+        let heard: Vec<WatchEvent> = heard.try_iter().collect();
+        assert!(
+            !heard
+                .iter()
+                .any(|e| matches!(e, WatchEvent::Pod(PodChange::Deleted(_)))),
+            "{heard:?}"
+        );
+        assert!(pod(&watch, "shop-0").is_some() && pod(&watch, "shop-1").is_some());
     }
 }
