@@ -4,13 +4,46 @@ defmodule KubeDist.SlicesNetnsTest do
   # from the EndpointSlices of one headless Service. Needs root.
   use ExUnit.Case, async: false
 
-  import KubeDist.SimCase, only: [eventually: 1, set_running: 5, fault!: 3, fault!: 2, api: 4]
+  import KubeDist.SimCase,
+    only: [eventually: 1, set_running: 5, fault!: 3, fault!: 2, api: 4, api: 5]
 
   alias KubeDist.Test.{Cluster, Node}
 
   @moduletag :netns
 
   @env [{"KUBE_DIST_SERVICE", "shop-dist"}]
+
+  # Run in a node: counts the nodes that go down from now on (ask with {:get, pid}).
+  @count_nodedowns """
+  pid =
+    spawn(fn ->
+      :net_kernel.monitor_nodes(true)
+      loop = fn loop, downs ->
+        receive do
+          {:nodedown, node} -> loop.(loop, [node | downs])
+          {:get, from} -> send(from, downs); loop.(loop, downs)
+          _ -> loop.(loop, downs)
+        end
+      end
+      loop.(loop, [])
+    end)
+
+  Process.register(pid, :nodedowns)
+  :ok
+  """
+
+  defp slice_ports(cluster) do
+    {:ok, 200, body} =
+      api(cluster.sim, :get, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", nil)
+
+    ports =
+      for slice <- KubeDist.Test.JSON.decode!(body)["items"],
+          port <- slice["ports"] || [],
+          uniq: true,
+          do: port["name"]
+
+    Enum.sort(ports)
+  end
 
   defp mesh?(nodes) do
     names = Enum.map(nodes, & &1.name)
@@ -41,7 +74,7 @@ defmodule KubeDist.SlicesNetnsTest do
     end
   end
 
-  test "a mesh forms and follows readiness, termination, outage and a 403 from slices alone" do
+  test "a mesh forms and follows readiness, a slice replaced, deletion, outage and a 403 from slices alone" do
     cluster = Cluster.start!(mode: :epmd)
     slices_only!(cluster, [{"epmd", 4369}])
 
@@ -72,6 +105,36 @@ defmodule KubeDist.SlicesNetnsTest do
     set_running(cluster.sim, "default", "pod-d", Cluster.pod_ip(cluster, "pod-d"), true)
     nodes = nodes ++ [late]
     eventually(fn -> mesh?(nodes) end)
+
+    # The Service's ports change: the controller replaces the slice (delete and create,
+    # seen in either order). No pod flaps: no node goes down anywhere.
+    for node <- nodes, do: {:ok, :ok} = Node.eval(node, @count_nodedowns)
+
+    {:ok, 200, _} =
+      api(
+        cluster.sim,
+        :patch,
+        "/api/v1/namespaces/default/services/shop-dist",
+        %{
+          spec: %{
+            ports: [%{name: "epmd", port: 4369}, %{name: "http", port: 80, targetPort: 8080}]
+          }
+        },
+        "application/merge-patch+json"
+      )
+
+    eventually(fn -> slice_ports(cluster) == ["epmd", "http"] end)
+    # Past the 2 s grace: a pod dropped with the old slice would be let go by now.
+    Process.sleep(3_500)
+
+    for node <- nodes,
+        do:
+          assert(
+            Node.eval(node, "send(:nodedowns, {:get, self()}); receive do n -> n end") ==
+              {:ok, []}
+          )
+
+    assert mesh?(nodes)
 
     # Deleted: its node is let go everywhere (once the slices' grace has passed).
     [_, gone | rest] = nodes
