@@ -149,9 +149,16 @@ async fn drive(sim: Arc<Simulator>, churn: Churn, rate: u64, running: Arc<Atomic
         tick.tick().await;
         let pods = sim.shared().store.len().max(1);
         let name = format!("pod-{}", n % pods);
-        let ready = (n / pods) % 2 == 1;
         let _ = sim.set_status(NS, &name, |s| match churn {
-            Churn::Readiness => fixtures::set_ready(s, ready),
+            // Flips it, whatever an earlier window left.
+            Churn::Readiness => {
+                let ready = s
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                fixtures::set_ready(s, !ready)
+            }
             _ => {
                 let statuses = s.container_statuses.get_or_insert_with(Vec::new);
                 if statuses.is_empty() {
