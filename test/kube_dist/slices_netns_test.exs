@@ -143,10 +143,18 @@ defmodule KubeDist.SlicesNetnsTest do
     Process.sleep(1_200)
     assert Enum.all?(rest, &(gone.name not in Cluster.connected(&1)))
 
+    # Terminating (a graceful deletion, 30 s): let go at once, from its slice's
+    # terminating condition, long before the pod is gone.
+    [_terminating, late] = rest
+    KubeDist.SimCase.delete_pod(cluster.sim, "default", "pod-c", 30)
+    eventually(fn -> mesh?([a, late]) end)
+    Process.sleep(1_200)
+    assert mesh?([a, late])
+
     # An API outage leaves the mesh as it was.
     fault!(cluster.sim, "faults/unavailable", seconds: 3)
     Process.sleep(1_000)
-    assert mesh?([a | rest])
+    assert mesh?([a, late])
     Process.sleep(3_000)
 
     # A 403 on the slices leaves the mesh intact and says what to grant.
@@ -160,7 +168,7 @@ defmodule KubeDist.SlicesNetnsTest do
 
     assert error =~ "grant get, list and watch on endpointslices (API group discovery.k8s.io)"
     Process.sleep(1_500)
-    assert mesh?([a | rest])
+    assert mesh?([a, late])
   end
 
   test "epmd-less: a pod with two nodes takes their ports from the Service's port names" do
