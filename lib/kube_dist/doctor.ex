@@ -60,6 +60,7 @@ defmodule KubeDist.Doctor do
         [api(health, synced)] ++
         restarts(health) ++
         rbac(health, config) ++
+        service(config[:service], health, synced, pods) ++
         [pods_seen(pods, config, own), own_pod_check(own, config)] ++
         candidates(pods, config, own)
     else
@@ -159,7 +160,7 @@ defmodule KubeDist.Doctor do
           "the token was rejected: check the mounted service-account token (or kubeconfig)"
 
         :forbidden ->
-          "grant access to pods: see the RBAC lines below"
+          "grant access to #{source_resource(health)}: see the RBAC lines below"
 
         _ ->
           "see the error above"
@@ -202,12 +203,56 @@ defmodule KubeDist.Doctor do
       with {:ok, watch} <- Watch.start(options),
            false <- Watch.await_synced(watch, @sync_timeout) do
         error = Watch.health(watch)
-        fix = if error.error == :forbidden, do: role_yaml(namespace, error.service_account)
+
+        fix =
+          if error.error == :forbidden,
+            do: role_yaml(namespace, error.service_account, config[:service])
+
         check("RBAC in #{scope}", :fail, error.last_error || "no answer", fix)
       else
-        true -> check("RBAC in #{scope}", :ok, "get, list and watch on pods allowed")
-        {:error, reason} -> check("RBAC in #{scope}", :fail, inspect(reason))
+        true ->
+          check("RBAC in #{scope}", :ok, "get, list and watch on #{resource(config)} allowed")
+
+        {:error, reason} ->
+          check("RBAC in #{scope}", :fail, inspect(reason))
       end
+    end
+  end
+
+  defp source_resource(%{source: {:service, _}}), do: "endpointslices"
+  defp source_resource(_health), do: "pods"
+
+  defp resource(config), do: if(config[:service], do: "endpointslices", else: "pods")
+
+  # The slice source: the Service's slices must name pods. The nodes' Role reads slices
+  # only, not Services: no slice at all says the Service is missing, has no selector
+  # (the controller writes slices only for a Service with one) or selects nothing.
+  defp service(nil, _health, _synced, _pods), do: []
+  defp service(_service, _health, false, _pods), do: []
+
+  defp service(service, health, true, pods) do
+    namespace = List.first(List.wrap(health.namespaces))
+
+    if pods == [] do
+      [
+        check(
+          "service #{service}",
+          :fail,
+          "its EndpointSlices in namespace #{inspect(namespace)} name no pod",
+          "check that the headless Service #{service} exists in #{namespace}, has a selector " <>
+            "(without one no slice is written) that matches the pods' labels, and sets " <>
+            "publishNotReadyAddresses: true: kubectl -n #{namespace} get service #{service} -o yaml; " <>
+            "kubectl -n #{namespace} get endpointslices -l kubernetes.io/service-name=#{service}"
+        )
+      ]
+    else
+      [
+        check(
+          "service #{service}",
+          :ok,
+          "#{length(pods)} pods from its EndpointSlices in namespace #{inspect(namespace)}"
+        )
+      ]
     end
   end
 
@@ -219,7 +264,13 @@ defmodule KubeDist.Doctor do
         Enum.map_join(others, "", &"\n  #{&1.name}: #{why_not(&1, config, own)}")
 
     status = if pods == [], do: :warn, else: :ok
-    check("pods", status, detail, "check namespaces and label_selector against the pods' labels")
+
+    fix =
+      if config[:service],
+        do: "check the Service's selector against the pods' labels",
+        else: "check namespaces and label_selector against the pods' labels"
+
+    check("pods", status, detail, fix)
   end
 
   defp own_pod_check(nil, config) do
@@ -413,8 +464,10 @@ defmodule KubeDist.Doctor do
   end
 
   # `service_account`: the one the API named when it denied access, if it did.
-  defp role_yaml(namespace, service_account) do
+  defp role_yaml(namespace, service_account, service) do
     {account_ns, account} = service_account || {namespace || "default", "default"}
+
+    {group, resource} = if service, do: {"discovery.k8s.io", "endpointslices"}, else: {"", "pods"}
 
     {kind, binding, meta} =
       if namespace,
@@ -428,8 +481,8 @@ defmodule KubeDist.Doctor do
     metadata:
       name: kube-dist#{meta}
     rules:
-      - apiGroups: [""]
-        resources: ["pods"]
+      - apiGroups: ["#{group}"]
+        resources: ["#{resource}"]
         verbs: ["get", "list", "watch"]
     ---
     apiVersion: rbac.authorization.k8s.io/v1

@@ -18,6 +18,7 @@ defmodule KubeDist.Epmd do
   | `KUBE_DIST_MODE` | `epmd` | `epmd`: use each pod's epmd; `epmdless`: no epmd, ports come from the pod spec |
   | `KUBE_DIST_NAMESPACES` | the service account's namespace | comma-separated namespaces to resolve pods in, or `*` |
   | `KUBE_DIST_LABEL_SELECTOR` | none | only pods matching it resolve |
+  | `KUBE_DIST_SERVICE` | none | read the EndpointSlices of this headless Service instead of pods (one namespace; no access to pods needed; no `KUBE_DIST_LABEL_SELECTOR`) |
   | `KUBE_DIST_CLUSTER_DOMAIN` | from `/etc/resolv.conf`, else `cluster.local` | for qualified names |
   | `KUBE_DIST_DIST_PORT` | `4370` | epmd-less: the port of a node its pod does not declare |
   | `KUBE_DIST_LISTEN_PORT` | none | epmd-less: this container's listen port, its `dist-<basename>` containerPort (set it: then the node needs no API at boot) |
@@ -438,6 +439,7 @@ defmodule KubeDist.Epmd do
     [
       namespaces: namespaces,
       label_selector: env.("KUBE_DIST_LABEL_SELECTOR"),
+      service: env.("KUBE_DIST_SERVICE"),
       cluster_domain: env.("KUBE_DIST_CLUSTER_DOMAIN"),
       api_url: env.("KUBE_DIST_API_URL"),
       ca_file: env.("KUBE_DIST_CA_FILE"),

@@ -18,6 +18,13 @@ defmodule KubeDist.Watch do
     * `:namespaces` - list of namespaces, or `:all`. Default: the service account's
       namespace (or the kubeconfig context's), else `"default"`.
     * `:label_selector`, `:field_selector` - Kubernetes selector strings.
+    * `:service` - the source: the EndpointSlices of this headless Service (in the first
+      of `:namespaces`, else the service account's namespace) instead of pods. The
+      credentials then need `get`, `list`, `watch` on `endpointslices`
+      (`discovery.k8s.io`) and nothing on pods. Records carry no labels or annotations;
+      `:label_selector` and `:field_selector` are refused with it (the Service's selector
+      picks the pods). Use `publishNotReadyAddresses: true` so pods are known before they
+      are ready.
     * `:api_url` - API server URL; with it, `:ca_file` and `:token_file` (or `:token`).
     * `:service_account_dir` - where the service account is mounted
       (default `/var/run/secrets/kubernetes.io/serviceaccount`).

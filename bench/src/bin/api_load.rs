@@ -51,6 +51,7 @@ async fn main() {
 
     // KubeDist: one watch per pod, as KubeDist.Epmd or KubeDist.Strategy runs in each.
     let spec = WatchSpec {
+        service: None,
         namespaces: vec![Some(NS.into())],
         label_selector: None,
         field_selector: None,

@@ -47,7 +47,7 @@ defmodule KubeDist.Strategy.Config do
   defp validate_strategy(config) do
     config
     |> Keyword.take(@strategy_keys)
-    |> Enum.find_value({:ok, with_default_nodes(config)}, fn {key, value} ->
+    |> Enum.find_value(check_source(config), fn {key, value} ->
       case check(key, value) do
         :ok ->
           nil
@@ -57,6 +57,29 @@ defmodule KubeDist.Strategy.Config do
       end
     end)
   end
+
+  # Slices carry no pod labels or annotations: what reads them needs the pods source.
+  defp check_source(config) do
+    needs_pods =
+      config[:service] &&
+        Enum.find([:nodes, :version_label], &reads_pod_metadata?(&1, config[&1]))
+
+    case needs_pods do
+      falsy when falsy in [nil, false] ->
+        {:ok, with_default_nodes(config)}
+
+      key ->
+        {:error,
+         "KubeDist.Strategy config #{inspect(key)}: #{inspect(config[key])} reads pod " <>
+           "labels or annotations, which only the pods source has; with :service " <>
+           "(the EndpointSlice source) use nodes: :epmd, :declared or {:basename, name}, " <>
+           "and no :version_label; or watch pods (no :service)"}
+    end
+  end
+
+  defp reads_pod_metadata?(:nodes, {kind, _}) when kind in [:label, :annotation], do: true
+  defp reads_pod_metadata?(:version_label, value), do: is_binary(value)
+  defp reads_pod_metadata?(_, _), do: false
 
   @doc "The options of the underlying `KubeDist.Watch`."
   @spec watch_options(keyword()) :: keyword()

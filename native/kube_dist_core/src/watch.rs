@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::time::Instant;
@@ -26,11 +27,19 @@ use crate::pod::PodRecord;
 use crate::retry::{jitter, Backoff, Paced};
 use crate::wire::WirePod;
 
-/// What to watch: the namespaces (`None`: all) and optional selectors.
+mod slice_source;
+
+/// What to watch: the namespaces (`None`: all) and optional selectors, or the
+/// EndpointSlices of one Service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WatchSpec {
-    /// Namespaces to watch; `None` means every namespace.
+    /// Namespaces to watch; `None` means every namespace. With a [`WatchSpec::service`],
+    /// only the first counts, and it must be named.
     pub namespaces: Vec<Option<String>>,
+    /// The source: `None` watches pods; `Some(name)` watches the EndpointSlices of the
+    /// Service `name` in the first namespace (see [`slice_source`]), so the credentials
+    /// need no access to pods. The selectors are for pods and then unused.
+    pub service: Option<String>,
     /// `labelSelector`
     pub label_selector: Option<String>,
     /// `fieldSelector`
@@ -88,6 +97,8 @@ pub struct Health {
     pub origin: Option<(String, &'static str)>,
     /// The namespaces watched; `None` stands for all of them.
     pub namespaces: Vec<Option<String>>,
+    /// The Service whose EndpointSlices are the source; `None`: pods are.
+    pub service: Option<String>,
 }
 
 /// What kind of failure the watch is in, for diagnostics to act on without reading
@@ -100,7 +111,7 @@ pub enum ErrorKind {
     Certificate,
     /// `401`: the credentials were rejected.
     Unauthorized,
-    /// `403`: the credentials may not list or watch pods.
+    /// `403`: the credentials may not list or watch pods (or the Service's slices).
     Forbidden,
     /// Another HTTP status.
     Status(u16),
@@ -158,14 +169,27 @@ impl Watch {
     pub fn start(make_client: impl MakeClient, spec: &WatchSpec, runtime: &tokio::runtime::Handle) -> Watch {
         let state = Arc::new(State::new(spec));
         let mut config = watcher::Config::default();
-        if let Some(labels) = &spec.label_selector {
-            config = config.labels(labels);
-        }
-        if let Some(fields) = &spec.field_selector {
-            config = config.fields(fields);
-        }
+        let source = match &spec.service {
+            Some(service) => {
+                config = config.labels(&format!("{}={service}", crate::slice_wire::SERVICE_NAME_LABEL));
+                Source::Slices {
+                    namespace: spec.namespaces.first().cloned().flatten().unwrap_or_default(),
+                    service: service.clone(),
+                }
+            }
+            None => {
+                if let Some(labels) = &spec.label_selector {
+                    config = config.labels(labels);
+                }
+                if let Some(fields) = &spec.field_selector {
+                    config = config.fields(fields);
+                }
+                Source::Pods
+            }
+        };
         let target = Target {
             namespaces: spec.namespaces.clone(),
+            source,
             config,
         };
         let task = runtime.spawn(supervise(make_client, target, state.clone()));
@@ -293,7 +317,16 @@ impl<F: Fn() -> Result<Client, String> + Send + Sync + 'static> MakeClient for F
 /// What one watch follows.
 struct Target {
     namespaces: Vec<Option<String>>,
+    source: Source,
     config: watcher::Config,
+}
+
+/// Where the index's records come from.
+enum Source {
+    /// The pods of [`Target::namespaces`].
+    Pods,
+    /// The EndpointSlices of one Service.
+    Slices { namespace: String, service: String },
 }
 
 /// Runs the watch, and runs it again whenever it dies: a panic anywhere in it (a bug in
@@ -329,9 +362,17 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// rejected (a rotated token file is read again), pacing those restarts like retries.
 async fn run(make_client: &impl MakeClient, target: &Target, state: &State) {
     let mut reconnects = Backoff::default();
+    // The slices known, kept across clients: a relist after a 401 keeps the grace of
+    // endpoints on the move.
+    let mut merge = crate::slices::SliceMerge::default();
     loop {
         match make_client() {
-            Ok(client) => follow(client, target, state).await,
+            Ok(client) => match &target.source {
+                Source::Pods => follow(client, target, state).await,
+                Source::Slices { namespace, service } => {
+                    slice_source::follow(client, namespace, service, &target.config, &mut merge, state).await
+                }
+            },
             Err(message) => state.failed(ErrorKind::Client, message, None),
         }
         // A watch that worked for a while starts the schedule over: a rotated token is
@@ -373,7 +414,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
                 continue;
             }
             Ok(Event::InitApply(pod)) => {
-                state.saw(&pod);
+                state.saw(&pod.metadata);
                 relists.entry(ns).or_default().extend(PodRecord::from_pod(&pod));
                 continue;
             }
@@ -381,27 +422,15 @@ async fn follow(client: Client, target: &Target, state: &State) {
                 let records = relists.remove(&ns).unwrap_or_default();
                 let changes = state.replace(ns.as_deref(), records);
                 listed.insert(ns);
-                let mut health = state.health();
-                health.last_sync = Some(SystemTime::now());
-                health.last_error = None;
-                drop(health);
-                state.publish(changes.into_iter().map(WatchEvent::Pod));
-                release_list_memory();
-                if listed.len() == namespaces {
-                    // Tell subscribers before waking `synced` waiters: whoever subscribes
-                    // after waiting must not receive a stale `Synced`.
-                    state.publish([WatchEvent::Synced]);
-                    state.health().synced = true;
-                    state.synced.send_replace(true);
-                }
+                state.listed(changes, listed.len() == namespaces);
                 continue;
             }
             Ok(Event::Apply(pod)) => {
-                state.saw(&pod);
+                state.saw(&pod.metadata);
                 PodRecord::from_pod(&pod).and_then(|r| state.write_index().upsert(r))
             }
             Ok(Event::Delete(pod)) => {
-                state.saw(&pod);
+                state.saw(&pod.metadata);
                 let (namespace, name) = (
                     pod.metadata.namespace.unwrap_or_default(),
                     pod.metadata.name.unwrap_or_default(),
@@ -411,11 +440,10 @@ async fn follow(client: Client, target: &Target, state: &State) {
             // A 410 only means "re-list", which the watcher is doing: not worth an alarm.
             Err(error) if is_expired(&error) => continue,
             Err(error) => {
-                let (kind, message) = describe(&error, ns.as_deref());
-                let account = (kind == ErrorKind::Forbidden)
-                    .then(|| service_account(&message))
-                    .flatten();
-                state.failed(kind, message, account);
+                let scope = ns
+                    .as_deref()
+                    .map_or("all namespaces".to_string(), |ns| format!("namespace {ns:?}"));
+                let kind = state.failed_with(&error, &Subject::pods(&scope));
                 if kind == ErrorKind::Unauthorized {
                     // A fresh client re-reads the token file: a rotated token works at once.
                     return;
@@ -437,6 +465,7 @@ impl State {
             synced: tokio::sync::watch::channel(false).0,
             health: Mutex::new(Health {
                 namespaces: spec.namespaces.clone(),
+                service: spec.service.clone(),
                 cluster_domain: spec.cluster_domain.clone(),
                 ..Health::default()
             }),
@@ -544,10 +573,38 @@ impl State {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.publish([WatchEvent::ApiError(reason)])));
     }
 
-    fn saw(&self, pod: &WirePod) {
-        if let Some(rv) = &pod.metadata.resource_version {
+    fn saw(&self, metadata: &ObjectMeta) {
+        if let Some(rv) = &metadata.resource_version {
             self.health().resource_version = Some(rv.clone());
         }
+    }
+
+    /// A (re-)list is in and `changes` were made to the index; `complete`: every
+    /// namespace has been listed, the index matches the server.
+    fn listed(&self, changes: Vec<PodChange>, complete: bool) {
+        let mut health = self.health();
+        health.last_sync = Some(SystemTime::now());
+        health.last_error = None;
+        drop(health);
+        self.publish(changes.into_iter().map(WatchEvent::Pod));
+        release_list_memory();
+        if complete {
+            // Tell subscribers before waking `synced` waiters: whoever subscribes after
+            // waiting must not receive a stale `Synced`.
+            self.publish([WatchEvent::Synced]);
+            self.health().synced = true;
+            self.synced.send_replace(true);
+        }
+    }
+
+    /// Records a watcher's failure, described for `subject`; its kind.
+    fn failed_with(&self, error: &watcher::Error, subject: &Subject) -> ErrorKind {
+        let (kind, message) = describe(error, subject);
+        let account = (kind == ErrorKind::Forbidden)
+            .then(|| service_account(&message))
+            .flatten();
+        self.failed(kind, message, account);
+        kind
     }
 
     fn subscribers(&self) -> std::sync::MutexGuard<'_, Arc<Vec<Arc<Slot>>>> {
@@ -631,9 +688,31 @@ fn service_account(message: &str) -> Option<(String, String)> {
         .then(|| (namespace.to_string(), name.to_string()))
 }
 
+/// What a watch reads, for its error messages: what it is, and what to grant on a 403.
+struct Subject {
+    what: String,
+    grant: String,
+}
+
+impl Subject {
+    fn pods(scope: &str) -> Subject {
+        Subject {
+            what: format!("pods in {scope}"),
+            grant: "grant get, list and watch on pods to this service account (a Role and RoleBinding in each watched namespace)".into(),
+        }
+    }
+
+    fn slices(namespace: &str, service: &str) -> Subject {
+        Subject {
+            what: format!("endpointslices of service {service:?} in namespace {namespace:?}"),
+            grant: format!("grant get, list and watch on endpointslices (API group discovery.k8s.io) to this service account (a Role and RoleBinding in namespace {namespace:?}); no access to pods is needed"),
+        }
+    }
+}
+
 /// A readable account of a watch failure that says what to fix, and its kind.
-fn describe(error: &watcher::Error, namespace: Option<&str>) -> (ErrorKind, String) {
-    let scope = namespace.map_or("all namespaces".to_string(), |ns| format!("namespace {ns:?}"));
+fn describe(error: &watcher::Error, subject: &Subject) -> (ErrorKind, String) {
+    let scope = &subject.what;
     let api_error = match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
         | watcher::Error::WatchStartFailed(kube::Error::Api(status))
@@ -649,13 +728,13 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> (ErrorKind, Stri
     };
     let message = match api_error {
         Some(status) if status.code == 401 => format!(
-            "pods in {scope}: 401 Unauthorized: the API rejected the token (expired or rotated service-account token, or wrong credentials)"
+            "{scope}: 401 Unauthorized: the API rejected the token (expired or rotated service-account token, or wrong credentials)"
         ),
         Some(status) if status.code == 403 => format!(
-            "pods in {scope}: 403 Forbidden: {}. Fix: grant get, list and watch on pods to this service account (a Role and RoleBinding in each watched namespace)",
-            status.message
+            "{scope}: 403 Forbidden: {}. Fix: {}",
+            status.message, subject.grant
         ),
-        Some(status) => format!("pods in {scope}: {} {}", status.code, status.message),
+        Some(status) => format!("{scope}: {} {}", status.code, status.message),
         None => {
             let cause = root_cause(error);
             let hint = if cause.to_lowercase().contains("certificate") {
@@ -664,7 +743,7 @@ fn describe(error: &watcher::Error, namespace: Option<&str>) -> (ErrorKind, Stri
             } else {
                 "; retrying with backoff"
             };
-            format!("pods in {scope}: cannot reach the API server: {cause}{hint}")
+            format!("{scope}: cannot reach the API server: {cause}{hint}")
         }
     };
     (kind, message)
@@ -725,6 +804,7 @@ mod tests {
             home: Some("default".into()),
             label_selector: None,
             field_selector: None,
+            service: None,
             cluster_domain: "cluster.local".into(),
         };
         let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
@@ -740,6 +820,7 @@ mod tests {
             home: Some("default".into()),
             label_selector: None,
             field_selector: None,
+            service: None,
             cluster_domain: "cluster.local".into(),
         }
     }

@@ -17,7 +17,7 @@ mod keys {
         api_url, credentials, namespaces, all, restarts, last_restart,
         added, changed, deleted, api_error, hosts, pod_name, dashed_ip, hostname_fqdn, dist_ports,
         error, service_account, cluster_domain, unreachable, certificate, unauthorized, forbidden,
-        status, client, crashed, any,
+        status, client, crashed, any, source, service,
         pending, running, succeeded, failed, unknown
     }
 }
@@ -185,6 +185,13 @@ pub fn health<'a>(env: Env<'a>, health: &Health) -> Term<'a> {
             optional(env, health.origin.as_ref().map(|(_, source)| *source)),
         ),
         (keys::namespaces().encode(env), namespaces(env, &health.namespaces)),
+        (
+            keys::source().encode(env),
+            health.service.as_deref().map_or_else(
+                || keys::pods().encode(env),
+                |service| (keys::service(), service).encode(env),
+            ),
+        ),
         (keys::restarts().encode(env), health.restarts.encode(env)),
         (
             keys::last_restart().encode(env),

@@ -24,11 +24,14 @@ pub struct Options {
     pub field_selector: Option<String>,
     /// The cluster DNS domain, if given.
     pub cluster_domain: Option<String>,
+    /// The headless Service whose EndpointSlices are the source; `None`: pods.
+    pub service: Option<String>,
 }
 
 /// Every key a watch takes, in the order the docs list them.
-pub const KEYS: [&str; 10] = [
+pub const KEYS: [&str; 11] = [
     "namespaces",
+    "service",
     "label_selector",
     "field_selector",
     "api_url",
@@ -58,6 +61,22 @@ pub fn decode(list: Term<'_>) -> Result<Options, String> {
             .ok_or("options must be a keyword list")?;
         set(&mut options, &key, value)?;
     }
+    if options.service.is_some() {
+        // Slices carry no pod labels or fields: the Service's selector picks the pods.
+        for (key, set) in [
+            ("label_selector", options.label_selector.is_some()),
+            ("field_selector", options.field_selector.is_some()),
+        ] {
+            if set {
+                return Err(format!(
+                    "option :{key} selects pods and needs the pods source; with :service, the Service's selector picks the pods"
+                ));
+            }
+        }
+        if options.namespaces.len() > 1 {
+            return Err("option :service watches one namespace; give at most one in :namespaces".into());
+        }
+    }
     Ok(options)
 }
 
@@ -85,6 +104,7 @@ fn set(options: &mut Options, key: &str, value: Term<'_>) -> Result<(), String> 
         "label_selector" => options.label_selector = nonempty(text),
         "field_selector" => options.field_selector = nonempty(text),
         "cluster_domain" => options.cluster_domain = nonempty(text),
+        "service" => options.service = nonempty(text),
         "api_url" => options.connect.api_url = text,
         "token" => options.connect.token = text,
         "ca_file" => options.connect.ca_file = path(text),

@@ -16,10 +16,15 @@ static WATCHES: Lazy<Mutex<HashMap<String, Weak<Watch>>>> = Lazy::new(Default::d
 /// The watch for `options`, started if no live one matches.
 pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     let resolved = runtime().block_on(connect::config(&options.connect))?;
-    let namespaces = if options.namespaces.is_empty() {
-        vec![Some(resolved.default_namespace.clone())]
-    } else {
-        options.namespaces.clone()
+    let namespaces = match options.namespaces.first() {
+        None => vec![Some(resolved.default_namespace.clone())],
+        // The slice source reads one namespace: the first named, else the credentials'.
+        Some(first) if options.service.is_some() => {
+            vec![Some(
+                first.clone().unwrap_or_else(|| resolved.default_namespace.clone()),
+            )]
+        }
+        Some(_) => options.namespaces.clone(),
     };
     let cluster_domain = options
         .cluster_domain
@@ -36,6 +41,7 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
         namespaces,
         label_selector: options.label_selector,
         field_selector: options.field_selector,
+        service: options.service,
         cluster_domain,
         home,
     };

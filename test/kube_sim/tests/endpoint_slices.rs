@@ -16,6 +16,9 @@ use kube_sim::{fixtures, Config, Simulator};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+/// An endpoint's address and its `ready`, `serving`, `terminating` conditions.
+type Conditions = (String, Option<bool>, Option<bool>, Option<bool>);
+
 fn client(sim: &Simulator, token: String) -> Client {
     let mut config = kube::Config::new(sim.url().parse().unwrap());
     let ca = CertificateDer::from_pem_slice(sim.ca_pem().as_bytes()).unwrap();
@@ -202,21 +205,20 @@ fn endpoints_carry_conditions_hostname_node_and_per_family_addresses() {
     assert_eq!(v6.endpoints[0].addresses, ["fd00::1"]);
 
     let v4 = by_family["IPv4"];
-    type Conditions = (Option<bool>, Option<bool>, Option<bool>);
-    let conditions: Vec<(String, Conditions)> = v4
+    let conditions: Vec<Conditions> = v4
         .endpoints
         .iter()
         .map(|e| {
             let c = e.conditions.clone().unwrap();
-            (e.addresses[0].clone(), (c.ready, c.serving, c.terminating))
+            (e.addresses[0].clone(), c.ready, c.serving, c.terminating)
         })
         .collect();
     assert_eq!(
         conditions,
         [
-            ("10.0.0.1".into(), (Some(true), Some(true), Some(false))),
-            ("10.0.0.2".into(), (Some(false), Some(false), Some(false))),
-            ("10.0.0.3".into(), (Some(false), Some(true), Some(true))),
+            ("10.0.0.1".into(), Some(true), Some(true), Some(false)),
+            ("10.0.0.2".into(), Some(false), Some(false), Some(false)),
+            ("10.0.0.3".into(), Some(false), Some(true), Some(true)),
         ]
     );
     let first = &v4.endpoints[0];
