@@ -240,7 +240,13 @@ defmodule KubeDist.Test.Cluster do
       Enum.each(state.epmds, fn {_, pid} -> kill(pid) end)
       Enum.each(state.sims, &Simulator.stop/1)
 
-      for {name, _} <- state.pods, do: ip(["netns", "del", netns(cluster, name)])
+      for {name, _} <- state.pods do
+        # What a spawned command left behind: a release's start script may run the VM as
+        # its child (Elixir 1.18's does), which outlives the script's kill.
+        kill_all_in(netns(cluster, name))
+        ip(["netns", "del", netns(cluster, name)])
+      end
+
       ip(["netns", "del", hub(cluster)])
       Agent.stop(cluster.agent)
     end
@@ -298,6 +304,14 @@ defmodule KubeDist.Test.Cluster do
   defp ip_path, do: System.find_executable("ip")
 
   defp kill(pid), do: System.cmd("kill", [to_string(pid)], stderr_to_stdout: true)
+
+  defp kill_all_in(netns) do
+    case ip(["netns", "pids", netns]) do
+      {"", _} -> :ok
+      {pids, 0} -> System.cmd("kill", ["-9" | String.split(pids)], stderr_to_stdout: true)
+      _ -> :ok
+    end
+  end
 
   defp ip!(args) do
     case ip(args) do
