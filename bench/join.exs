@@ -5,12 +5,15 @@
 #
 #     MIX_ENV=test mix run bench/join.exs -- --nodes 3 --trials 50 --poll-trials 10
 #
+# `--source slices`: the strategies read the EndpointSlices of a headless Service (and
+# may read nothing else), so a join also waits for the endpoint-slice controller's write.
+#
 # (MIX_ENV=test: it uses the multi-pod harness in test/support.)
 
 alias KubeDist.Test.{Cluster, Node}
 
-%{nodes: existing, trials: trials, poll_trials: poll_trials} =
-  KubeDist.Test.Bench.options(nodes: 3, trials: 50, poll_trials: 10)
+%{nodes: existing, trials: trials, poll_trials: poll_trials, source: source} =
+  KubeDist.Test.Bench.options(nodes: 3, trials: 50, poll_trials: 10, source: "pods")
 
 defmodule JoinBench do
   @recorder """
@@ -78,7 +81,10 @@ defmodule JoinBench do
   end
 
   # One trial: flip the subject Ready, wait until every node saw it come up.
-  def trial(cluster, nodes, subject, ip, timeout_ms, jitter_ms \\ 0) do
+  # `gone_ms`: how long the deleted subject takes to be gone for the strategies (the
+  # slice source holds a vanished endpoint for its 2 s grace: a node dropped meanwhile is
+  # reconnected, and the next trial would see no nodeup).
+  def trial(cluster, nodes, subject, ip, timeout_ms, jitter_ms, gone_ms) do
     Enum.each(nodes, &reset/1)
     # Against a poller, start at a random point of its cycle, or every trial would
     # start right after a poll and measure the worst case.
@@ -90,8 +96,15 @@ defmodule JoinBench do
 
     # Back to "not there": the Pod object goes (strategies disconnect it), then returns unready.
     Cluster.delete_pod!(cluster, "subject")
+    Process.sleep(gone_ms)
     for node <- nodes, do: Node.eval(node, "Node.disconnect(#{inspect(subject)})")
-    KubeDist.SimCase.create_pod(cluster.sim, "default", "subject", ip: ip, ready: false)
+
+    KubeDist.SimCase.create_pod(cluster.sim, "default", "subject",
+      ip: ip,
+      ready: false,
+      labels: [app: "join"]
+    )
+
     Process.sleep(200)
     latency
   end
@@ -121,22 +134,59 @@ end
 
 cluster = Cluster.start!(mode: :epmd, cleanup: :manual)
 
+# The slice source: a headless Service selecting the pods, and a Role that grants only
+# its EndpointSlices (the poller below lists pods, so it gets pods back for its turn).
+source_config =
+  case source do
+    "pods" ->
+      []
+
+    "slices" ->
+      KubeDist.SimCase.fault!(cluster.sim, "rbac",
+        namespaces: "*",
+        resources: "endpointslices.discovery.k8s.io"
+      )
+
+      service = %{
+        metadata: %{name: "join-dist"},
+        spec: %{
+          clusterIP: "None",
+          publishNotReadyAddresses: true,
+          selector: %{app: "join"},
+          ports: [%{name: "epmd", port: 4369}]
+        }
+      }
+
+      {:ok, 201, _} =
+        KubeDist.SimCase.api(cluster.sim, :post, "/api/v1/namespaces/default/services", service)
+
+      [service: "join-dist"]
+  end
+
+# The nodes' KubeDist.Epmd reads the same source as their strategies.
+node_env = if source == "slices", do: [{"KUBE_DIST_SERVICE", "join-dist"}], else: []
+gone_ms = if source == "slices", do: 2_500, else: 0
+
 try do
   nodes =
     for i <- 1..existing do
-      Cluster.add_pod!(cluster, "pod-#{i}")
-      Cluster.start_node!(cluster, "app", "pod-#{i}")
+      Cluster.add_pod!(cluster, "pod-#{i}", labels: [app: "join"])
+      Cluster.start_node!(cluster, "app", "pod-#{i}", env: node_env)
     end
 
-  ip = Cluster.add_pod!(cluster, "subject", ready: false)
-  subject = Cluster.start_node!(cluster, "app", "subject")
+  ip = Cluster.add_pod!(cluster, "subject", ready: false, labels: [app: "join"])
+  subject = Cluster.start_node!(cluster, "app", "subject", env: node_env)
   Enum.each(nodes, &JoinBench.install_recorder/1)
 
-  for node <- nodes, do: Cluster.start_strategy!(cluster, node, reconcile_interval: 30_000)
-  Process.sleep(1_000)
-  watch = for _ <- 1..trials, do: JoinBench.trial(cluster, nodes, subject.name, ip, 10_000)
+  for node <- nodes,
+      do: Cluster.start_strategy!(cluster, node, [reconcile_interval: 30_000] ++ source_config)
 
-  IO.puts("join: pod Ready -> all #{existing} existing nodes connected")
+  Process.sleep(1_000)
+
+  watch =
+    for _ <- 1..trials, do: JoinBench.trial(cluster, nodes, subject.name, ip, 10_000, 0, gone_ms)
+
+  IO.puts("join (#{source} source): pod Ready -> all #{existing} existing nodes connected")
   p99_watch = JoinBench.summary("KubeDist.Strategy (watch)", watch)
   long = Enum.flat_map(nodes, &JoinBench.long_schedules/1)
   # The NIFs are what must never hold a scheduler; with more BEAMs than cores, the OS
@@ -151,12 +201,15 @@ try do
 
   # --poll-trials 0 skips the poller, whose code never changes and whose trials are slow.
   if poll_trials > 0 do
+    if source == "slices",
+      do: KubeDist.SimCase.fault!(cluster.sim, "rbac", namespaces: "*", resources: "pods")
+
     for node <- nodes, do: Node.eval(node, "GenServer.stop(:kube_dist_strategy)")
     for node <- nodes, do: JoinBench.start_poller(cluster, node)
 
     poll =
       for _ <- 1..poll_trials,
-          do: JoinBench.trial(cluster, nodes, subject.name, ip, 12_000, 5_000)
+          do: JoinBench.trial(cluster, nodes, subject.name, ip, 12_000, 5_000, gone_ms)
 
     p99_poll = JoinBench.summary("5 s LIST poller (libcluster's default)", poll)
     IO.puts("  ratio of p99s: #{Float.round(p99_poll / max(p99_watch, 1), 1)}x")

@@ -8,6 +8,11 @@ defmodule Mix.Tasks.KubeDist.Demo do
   node names, scales up, deletes a pod, and prints the measured join and leave times.
 
       mix kube_dist.demo
+      mix kube_dist.demo --source slices
+
+  `--source slices` applies `examples/kubernetes-slices` instead: the nodes read the
+  EndpointSlices of a headless Service and their Role grants nothing on pods (needs
+  `kubectl`, which builds that kustomize overlay).
 
   As root, every pod is a network namespace with its own IP; otherwise pods get
   loopback addresses. Everything it starts is gone when it ends, also when it is
@@ -19,14 +24,24 @@ defmodule Mix.Tasks.KubeDist.Demo do
   alias KubeDist.SimCase
   alias KubeDist.Test.{Cluster, Node}
 
-  @manifests "examples/kubernetes"
+  @manifests %{"pods" => "examples/kubernetes", "slices" => "examples/kubernetes-slices"}
   @ns "default"
 
   @impl true
-  def run(_args) do
+  def run(args) do
+    source =
+      case OptionParser.parse(args, strict: [source: :string]) do
+        {[], [], []} -> "pods"
+        {[source: source], [], []} when source in ["pods", "slices"] -> source
+        _ -> Mix.raise("usage: mix kube_dist.demo [--source pods|slices]")
+      end
+
+    if source == "slices" and System.find_executable("kubectl") == nil,
+      do: Mix.raise("--source slices needs kubectl (it builds the kustomize overlay)")
+
     Mix.Task.run("compile")
     Application.ensure_all_started(:inets)
-    world = start_world()
+    world = Map.merge(start_world(), %{source: source, manifests: @manifests[source]})
     watchdog(world)
 
     try do
@@ -40,17 +55,19 @@ defmodule Mix.Tasks.KubeDist.Demo do
   ## The story
 
   defp demo(world) do
-    %{"objects" => objects, "pods" => [shop, api]} = manifests()
+    %{"objects" => objects, "pods" => [shop, api]} = manifests(world.manifests)
 
-    case kubectl(world, ["apply", "-k", @manifests]) do
+    case kubectl(world, ["apply", "-k", world.manifests]) do
       {:ok, output} ->
-        say("kubectl apply -k #{@manifests} (the simulator checks every field)")
+        say("kubectl apply -k #{world.manifests} (the simulator checks every field)")
         for line <- String.split(output, "\n", trim: true), do: IO.puts("  #{line}")
 
       :no_kubectl ->
-        say("Loading #{@manifests} (strict schema check; kubectl is not installed)")
+        say("Loading #{world.manifests} (strict schema check; kubectl is not installed)")
         for object <- objects, do: IO.puts("  #{object}")
     end
+
+    grant_as_the_role_says(world)
 
     say("Creating the Deployments' pods (not Ready yet) and starting their nodes")
     pods = for template <- [shop, api], do: start_pod(world, template)
@@ -116,11 +133,25 @@ defmodule Mix.Tasks.KubeDist.Demo do
       ca_file: Path.join(world.sim.dir, "ca.crt"),
       token_file: Path.join(world.sim.dir, "serviceaccount/token"),
       namespaces: [@ns],
-      label_selector: :proplists.get_value("KUBE_DIST_LABEL_SELECTOR", env, nil)
+      label_selector: :proplists.get_value("KUBE_DIST_LABEL_SELECTOR", env, nil),
+      service: :proplists.get_value("KUBE_DIST_SERVICE", env, nil)
     ]
 
     "{:ok, pid} = KubeDist.Strategy.start_link(#{inspect(config)}); Process.unlink(pid); :ok"
   end
+
+  # The simulator's RBAC is set through its control API, not from the Role objects it
+  # stores: grant what the applied overlay's Role grants (slices, nothing on pods).
+  defp grant_as_the_role_says(%{source: "slices"} = world) do
+    say("The nodes' Role grants get/list/watch on endpointslices only, nothing on pods")
+
+    SimCase.fault!(world.sim, "rbac",
+      namespaces: "*",
+      resources: "endpointslices.discovery.k8s.io"
+    )
+  end
+
+  defp grant_as_the_role_says(_world), do: :ok
 
   # The kubelet's part: the readiness probe passes.
   defp ready(world, pod), do: SimCase.set_running(world.sim, @ns, pod.name, pod.ip, true)
@@ -156,11 +187,11 @@ defmodule Mix.Tasks.KubeDist.Demo do
     end
   end
 
-  defp manifests do
+  defp manifests(dir) do
     yaml =
       case System.find_executable("kubectl") do
-        nil -> Enum.map_join(Path.wildcard("#{@manifests}/[!k]*.yaml"), "\n---\n", &File.read!/1)
-        kubectl -> elem(System.cmd(kubectl, ["kustomize", @manifests]), 0)
+        nil -> Enum.map_join(Path.wildcard("#{dir}/[!k]*.yaml"), "\n---\n", &File.read!/1)
+        kubectl -> elem(System.cmd(kubectl, ["kustomize", dir]), 0)
       end
 
     path = Path.join(System.tmp_dir!(), "kube_dist_demo_#{System.unique_integer([:positive])}")

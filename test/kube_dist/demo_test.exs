@@ -5,7 +5,8 @@ defmodule KubeDist.DemoTest do
 
   @moduletag timeout: 180_000
 
-  defp demo(env), do: System.cmd("mix", ["kube_dist.demo"], env: env, stderr_to_stdout: true)
+  defp demo(env, args \\ []),
+    do: System.cmd("mix", ["kube_dist.demo" | args], env: env, stderr_to_stdout: true)
 
   defp assert_story(out) do
     # kubectl applies the manifests to the simulator (checked offline without kubectl).
@@ -40,6 +41,15 @@ defmodule KubeDist.DemoTest do
     assert out =~ ~r/shop-\w+-\w+ +198\.51\.100\.1 +api@shop-\w+-\w+ worker@shop-\w+-\w+/
     [_, id] = Regex.run(~r/network namespace (kd[0-9a-z]+)-hub/, out)
     assert leftovers("#{id}-") == {[], []}
+  end
+
+  @tag :netns
+  test "--source slices: the same story from a headless Service's EndpointSlices alone" do
+    {out, 0} = demo([{"KUBE_DIST_DEMO_LOOPBACK", nil}], ["--source", "slices"])
+    assert out =~ "kubectl apply -k examples/kubernetes-slices"
+    assert out =~ "service/shop-dist created"
+    assert out =~ "grants get/list/watch on endpointslices only, nothing on pods"
+    assert_story(out)
   end
 
   test "not root: pods on loopback addresses, epmd-less" do
