@@ -760,7 +760,7 @@ fn root_cause(error: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use kube_sim::{fixtures, Config, Simulator};
 
     use super::*;
@@ -774,7 +774,8 @@ mod tests {
         assert_eq!(service_account("system:serviceaccount:prod"), None);
     }
 
-    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    /// Waits up to 15 s for `check` to hold (the slice source's tests use it too).
+    pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         for _ in 0..300 {
             if check() {
                 return;
@@ -791,6 +792,11 @@ mod tests {
     /// A watch of the simulator's `default` namespace, on the test's runtime, and the
     /// folder holding its service-account token (it is read again: keep it).
     async fn start_watch(sim: &Simulator) -> (Watch, tempfile::TempDir) {
+        start_watch_of(sim, None).await
+    }
+
+    /// Like `start_watch`, fed by the slices of Service `service` when there is one.
+    pub(crate) async fn start_watch_of(sim: &Simulator, service: Option<&str>) -> (Watch, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         sim.write_service_account(dir.path()).unwrap();
         let options = ConnectOptions {
@@ -804,7 +810,7 @@ mod tests {
             home: Some("default".into()),
             label_selector: None,
             field_selector: None,
-            service: None,
+            service: service.map(Into::into),
             cluster_domain: "cluster.local".into(),
         };
         let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());

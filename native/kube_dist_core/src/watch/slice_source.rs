@@ -118,44 +118,14 @@ mod tests {
 
     use kube_sim::{fixtures, Config, Simulator};
 
-    use super::super::{Health, Watch, WatchEvent, WatchSpec};
-    use crate::connect::{self, ConnectOptions};
+    use super::super::tests::{eventually, start_watch_of};
+    use super::super::{Health, Watch, WatchEvent};
     use crate::index::{Family, Resolution};
     use crate::pod::PodRecord;
 
-    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-        for _ in 0..300 {
-            if check() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("not within 15 s: {what}");
-    }
-
     /// A watch of the slices of Service `shop-dist` in `default`, as the service account.
     async fn start_watch(sim: &Simulator) -> (Watch, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        sim.write_service_account(dir.path()).unwrap();
-        let options = ConnectOptions {
-            api_url: Some(sim.url()),
-            service_account_dir: Some(dir.path().into()),
-            ..Default::default()
-        };
-        let config = connect::config(&options).await.unwrap().config;
-        let spec = WatchSpec {
-            namespaces: vec![Some("default".into())],
-            home: Some("default".into()),
-            label_selector: None,
-            field_selector: None,
-            service: Some("shop-dist".into()),
-            cluster_domain: "cluster.local".into(),
-        };
-        let make_client = move || kube::Client::try_from(config.clone()).map_err(|e| e.to_string());
-        (
-            Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
-            dir,
-        )
+        start_watch_of(sim, Some("shop-dist")).await
     }
 
     fn create_service(sim: &Simulator) {
