@@ -1,4 +1,5 @@
-//! Helpers shared by the benchmark binaries: argument parsing, percentiles, CPU time.
+//! Helpers shared by the benchmark binaries: argument parsing, percentiles, CPU time,
+//! a client config for the simulator.
 
 use std::time::Duration;
 
@@ -64,4 +65,14 @@ pub fn fmt(d: Duration) -> String {
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     }
+}
+
+/// A kube client config for the simulator as cluster admin: its URL, CA and token.
+pub fn kube_config(sim: &kube_sim::Simulator) -> kube::Config {
+    use rustls::pki_types::pem::PemObject;
+    let mut config = kube::Config::new(sim.url().parse().unwrap());
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(sim.ca_pem().as_bytes()).unwrap();
+    config.root_cert = Some(vec![ca.to_vec()]);
+    config.auth_info.token = Some(sim.token().into());
+    config
 }

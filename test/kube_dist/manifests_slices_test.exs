@@ -59,13 +59,7 @@ defmodule KubeDist.ManifestsSlicesTest do
 
     {json, 0} = check(kustomize!())
 
-    for {pod, i} <- Enum.with_index(KubeDist.Test.JSON.decode!(json)["pods"], 1) do
-      create_pod(sim, "default", pod["metadata"]["name"],
-        spec: pod["spec"],
-        labels: Map.to_list(pod["metadata"]["labels"]),
-        ip: "198.51.100.#{i}"
-      )
-    end
+    create_manifest_pods(sim, KubeDist.Test.JSON.decode!(json)["pods"])
 
     env =
       for pod <- KubeDist.Test.JSON.decode!(json)["pods"],

@@ -71,13 +71,7 @@ defmodule KubeDist.ManifestsTest do
       assert env["KUBE_DIST_LISTEN_PORT"] == "#{port}", container["name"]
     end
 
-    for {pod, i} <- Enum.with_index(KubeDist.Test.JSON.decode!(json)["pods"], 1) do
-      create_pod(sim, "default", pod["metadata"]["name"],
-        spec: pod["spec"],
-        labels: Map.to_list(pod["metadata"]["labels"]),
-        ip: "198.51.100.#{i}"
-      )
-    end
+    create_manifest_pods(sim, KubeDist.Test.JSON.decode!(json)["pods"])
 
     {:ok, watch} =
       KubeDist.Watch.start(KubeDist.Simulator.watch_options(sim) ++ [label_selector: "app=shop"])

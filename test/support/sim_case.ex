@@ -22,6 +22,20 @@ defmodule KubeDist.SimCase do
   end
 
   @doc """
+  Creates, in `default`, the pods `kube_sim manifest` derived from a manifest (its
+  `"pods"`: one per Deployment, from its template), Running and Ready at 198.51.100.1, .2, ...
+  """
+  def create_manifest_pods(sim, pods) do
+    for {pod, i} <- Enum.with_index(pods, 1) do
+      create_pod(sim, "default", pod["metadata"]["name"],
+        spec: pod["spec"],
+        labels: Map.to_list(pod["metadata"]["labels"]),
+        ip: "198.51.100.#{i}"
+      )
+    end
+  end
+
+  @doc """
   Creates a pod (one container, bound to node-1). Options: `:labels`, `:ip` (then it is
   Running, and Ready unless `ready: false`; a list: dual stack), `:hostname`, `:subdomain`,
   `:host_network` (the pod uses its node's network, so its IP is the node's), `:grace`,

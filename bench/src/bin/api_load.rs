@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube_dist_bench::Args;
+use kube_dist_bench::{kube_config, Args};
 use kube_dist_core::connect;
 use kube_dist_core::watch::{Watch, WatchSpec};
 use kube_sim::faults::StatsSnapshot;
 use kube_sim::{fixtures, Config, Simulator};
-use rustls::pki_types::pem::PemObject;
 
 const NS: &str = "default";
 
@@ -139,12 +138,4 @@ fn report(client: &str, state: &str, stats: &StatsSnapshot, window: Duration, sc
         stats.count("LIST") as f64 * per_minute,
         stats.bytes_sent as f64 * per_minute / 1e6
     );
-}
-
-fn kube_config(sim: &Simulator) -> kube::Config {
-    let mut config = kube::Config::new(sim.url().parse().unwrap());
-    let ca = rustls::pki_types::CertificateDer::from_pem_slice(sim.ca_pem().as_bytes()).unwrap();
-    config.root_cert = Some(vec![ca.to_vec()]);
-    config.auth_info.token = Some(sim.token().into());
-    config
 }

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ContainerStatus;
-use kube_dist_bench::Args;
+use kube_dist_bench::{kube_config, Args};
 use kube_dist_core::connect;
 use kube_dist_core::watch::{Watch, WatchEvent, WatchSpec};
 use kube_sim::{fixtures, Config, Simulator};
-use rustls::pki_types::pem::PemObject;
 
 const NS: &str = "default";
 const SERVICE: &str = "bench-dist";
@@ -173,12 +172,4 @@ async fn drive(sim: Arc<Simulator>, churn: Churn, rate: u64, running: Arc<Atomic
         });
         n += 1;
     }
-}
-
-fn kube_config(sim: &Simulator) -> kube::Config {
-    let mut config = kube::Config::new(sim.url().parse().unwrap());
-    let ca = rustls::pki_types::CertificateDer::from_pem_slice(sim.ca_pem().as_bytes()).unwrap();
-    config.root_cert = Some(vec![ca.to_vec()]);
-    config.auth_info.token = Some(sim.token().into());
-    config
 }
