@@ -183,7 +183,10 @@ defmodule KubeDist.Strategy do
         # `global` connects nodes transitively: a node we let go can come back through a
         # third node, so every nodeup is checked against the pods (hidden ones too, for
         # topologies that list hidden nodes).
-        if Node.alive?(), do: :net_kernel.monitor_nodes(true, node_type: :all)
+        # Why a node went down tells a node that hung up on us from one cut off here.
+        if Node.alive?(),
+          do: :net_kernel.monitor_nodes(true, [{:node_type, :all}, :nodedown_reason])
+
         %{state | watch: watch, tag: tag}
 
       {:error, reason} ->
@@ -257,8 +260,8 @@ defmodule KubeDist.Strategy do
     {:noreply, run(state, {:nodeup, node, pod})}
   end
 
-  def handle_info({:nodedown, node, _info}, state), do: {:noreply, run(state, {:nodedown, node})}
-  def handle_info({:nodedown, node}, state), do: {:noreply, run(state, {:nodedown, node})}
+  def handle_info({:nodedown, node, info}, state),
+    do: {:noreply, run(state, {:nodedown, node, info[:nodedown_reason]})}
 
   def handle_info({:core, event}, state), do: {:noreply, run(state, event)}
 

@@ -133,7 +133,7 @@ defmodule KubeDist.Strategy.CoreTest do
       assert for({:name, _, _} <- effects, do: 1) == []
       assert effects == [{:connect, [:app@peer]}]
 
-      {core, effects} = feed(core, {:nodedown, :app@peer})
+      {core, effects} = feed(core, {:nodedown, :app@peer, :net_tick_timeout})
 
       assert [{:name, %{uid: "uid-peer"}, [:app@peer]}, {:timer, _, {:reconnect, :app@peer}}] =
                effects
@@ -188,6 +188,44 @@ defmodule KubeDist.Strategy.CoreTest do
       assert Nodes.names(pod("p"), config) == [:app@p, :remote@p]
       assert Core.short_lived?("rem-1a2b-app")
       refute Core.short_lived?("remote")
+    end
+  end
+
+  describe "nodes that drop" do
+    test "one cut off here (or by a blip) is called back soon; one that hung up, seconds later" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+
+      for reason <- [:disconnect, :net_tick_timeout] do
+        assert {_, [{:timer, ms, {:reconnect, :app@peer}}]} =
+                 feed(core, {:nodedown, :app@peer, reason})
+
+        assert ms < 1_000
+      end
+
+      # It closed the connection itself: it may be leaving, its pod terminating before
+      # our watch says so. No connect now, only a later recall.
+      {core, effects} = feed(core, {:nodedown, :app@peer, :connection_closed})
+      assert [{:timer, ms, {:recall, :app@peer} = recall}] = effects
+      assert ms >= 3_000
+      # Still eligible by then: connected again.
+      assert {_, [{:connect, [:app@peer]}]} = feed(core, recall)
+      # Its pod was seen terminating meanwhile: nobody is called.
+      {core, _} = feed(core, {:changed, peer, %{peer | terminating: true}})
+      assert {_, []} = feed(core, recall)
+    end
+
+    test "with :epmd, a node that hung up is named again only at its recall" do
+      peer = pod("peer")
+
+      {core, _} =
+        feed(core(nodes: :epmd), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+
+      assert {core, [{:timer, _, recall}]} =
+               feed(core, {:nodedown, :app@peer, :connection_closed})
+
+      assert {_, [{:name, %{uid: "uid-peer"}, [:app@peer]}, {:connect, [:app@peer]}]} =
+               feed(core, recall)
     end
   end
 

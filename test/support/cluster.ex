@@ -53,7 +53,9 @@ defmodule KubeDist.Test.Cluster do
     ip!(["-n", hub, "addr", "add", "#{@api_ip}/24", "dev", "br0"])
     ip!(["-n", hub, "link", "set", "br0", "up"])
 
-    {:ok, sim} = Simulator.start(netns: hub, listen: "#{@api_ip}:6443", san: @api_ip)
+    {:ok, sim} =
+      Simulator.start(netns: hub, listen: "#{@api_ip}:6443", san: [@api_ip, "127.0.0.1"])
+
     Agent.update(agent, &Map.update!(&1, :sims, fn sims -> [sim | sims] end))
     %{cluster | sim: sim}
   end
@@ -166,6 +168,12 @@ defmodule KubeDist.Test.Cluster do
 
     {:ok, :ok} = Node.eval(node, code)
     :ok
+  end
+
+  @doc "Where pods reach the simulator: `{ip, port}`."
+  def api_endpoint do
+    {:ok, ip} = :inet.parse_address(String.to_charlist(@api_ip))
+    {ip, 6443}
   end
 
   @doc "A pod's IP."

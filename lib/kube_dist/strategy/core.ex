@@ -31,6 +31,14 @@ defmodule KubeDist.Strategy.Core do
   names a pod ever stood for, kept here, bound its atoms to 16 however namings
   interleave (`KubeDist.Strategy.Nodes.names/3` gets them as `known`).
 
+  ## Nodes that drop
+
+  A node cut off here (by us or our `global`) or lost to a network blip is connected
+  again within 300 ms. A node that hung up on us is called back only 3 s later, if its
+  pod is still eligible then: it may be leaving, its pod terminating, which its own
+  watch saw before ours (watches of one API server lag each other under load), and a
+  node called back at once would be cut again, over and over.
+
   ## Departed pods
 
   The nodes of a pod that left are let go after a second (they leave `global` by
@@ -47,6 +55,9 @@ defmodule KubeDist.Strategy.Core do
   @leave_grace 1_000
   # The names a pod may stand for, in all (they become atoms).
   @max_nodes_per_pod 16
+  # How long a node that hung up on us waits to be called back (see `{:nodedown, ...}`):
+  # long enough for our watch to catch up with a termination its own watch saw first.
+  @recall_hung_up 3_000
 
   @typedoc "Our own node's life cycle (see the module docs)."
   @type life :: :waiting | :member | :leaving | :gone
@@ -91,9 +102,10 @@ defmodule KubeDist.Strategy.Core do
           | {:deleted, KubeDist.Watch.pod()}
           | {:api_error, String.t()}
           | {:nodeup, node(), KubeDist.Watch.pod() | nil}
-          | {:nodedown, node()}
+          | {:nodedown, node(), reason :: atom()}
           | {:named, uid :: String.t(), [node()]}
           | {:reconnect, node()}
+          | {:recall, node()}
           | {:let_go, uid :: String.t(), generation :: non_neg_integer()}
           | {:forget, uid :: String.t(), generation :: non_neg_integer()}
 
@@ -233,19 +245,33 @@ defmodule KubeDist.Strategy.Core do
     end
   end
 
-  # A node of an eligible pod dropped (a network blip, or `global` cutting a node off to
-  # prevent overlapping partitions when another node left): connect it again soon
-  # rather than at the next snapshot, and ask the pod's epmd what runs there now.
-  def handle(core, {:nodedown, node}) do
-    case known_uid(core, node) do
-      nil ->
+  # A node of an eligible pod dropped, `reason` being net_kernel's `nodedown_reason`.
+  #
+  # It hung up on us (`:connection_closed`: it disconnected, or its VM stopped): it may
+  # be leaving, its pod terminating, which its own watch saw before ours did. Called
+  # back at once it would cut us again, over and over until our watch catches up, and
+  # every nodeup makes `global` sync with it. So it is called back a few seconds later
+  # (if its pod is still eligible then), or by its pod's next change or snapshot.
+  #
+  # Otherwise (`:disconnect` when we or our `global` cut it, to prevent overlapping
+  # partitions when another node left; `:net_tick_timeout` after a network blip) it
+  # is connected again soon, rather than at the next snapshot, and with `nodes: :epmd`
+  # the pod's epmd is asked what runs there now.
+  def handle(core, {:nodedown, node, reason}) do
+    cond do
+      known_uid(core, node) == nil ->
         {core, []}
 
-      uid ->
-        {core, named} = if core.config[:nodes] == :epmd, do: name(core, uid), else: {core, []}
-        reconnect = if core.life == :member, do: [{:timer, jitter(node), {:reconnect, node}}]
-        {core, named ++ List.wrap(reconnect)}
+      reason == :connection_closed ->
+        {core, [{:timer, @recall_hung_up + jitter(node), {:recall, node}}]}
+
+      true ->
+        recall(core, node, jitter(node))
     end
+  end
+
+  def handle(core, {:recall, node}) do
+    if known_uid(core, node), do: recall(core, node, 0), else: {core, []}
   end
 
   def handle(core, {:reconnect, node}) do
@@ -290,6 +316,22 @@ defmodule KubeDist.Strategy.Core do
       %{^uid => {_nodes, ^generation}} -> {%{core | departed: Map.delete(core.departed, uid)}, []}
       _ -> {core, []}
     end
+  end
+
+  # Ask the pod of a node that dropped what runs there now (with `nodes: :epmd`), and
+  # connect the node again after `delay`.
+  defp recall(core, node, delay) do
+    uid = known_uid(core, node)
+    {core, named} = if core.config[:nodes] == :epmd, do: name(core, uid), else: {core, []}
+
+    reconnect =
+      cond do
+        core.life != :member -> []
+        delay == 0 -> [{:connect, [node]}]
+        true -> [{:timer, delay, {:reconnect, node}}]
+      end
+
+    {core, named ++ reconnect}
   end
 
   ## Pods
