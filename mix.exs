@@ -3,9 +3,12 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
   Builds the KubeDist NIF with cargo and copies it into `priv/`.
 
   hex.pm's `rustler` and `elixir_make` packages are not needed: this compiler runs
-  `cargo build --release --locked -p kube_dist_nif` in the project root, so an
-  application that lists `:kube_dist` as a dependency gets the same build.
-  Set `KUBE_DIST_CARGO` to use another cargo binary.
+  `cargo build --release --locked -p kube_dist_nif` in `native/`, the product's own
+  Cargo workspace (the engine and the NIF, with its own `Cargo.lock`), so an application
+  that lists `:kube_dist` as a dependency gets the same build from the package's files
+  alone. (The Cargo workspace at the project root is for development: the simulator,
+  the engine's tests against it, the benchmarks.) Set `KUBE_DIST_CARGO` to use another
+  cargo binary.
 
   In `MIX_ENV=test` (kube_dist's own test builds: a dependency is compiled in its own
   environment, `:prod` unless the parent says otherwise) it adds `--features test-hooks`,
@@ -28,10 +31,12 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
       )
     end
 
+    native = Path.join(root, "native")
     args = ["build", "--release", "--locked", "-p", "kube_dist_nif"] ++ features(Mix.env())
+    opts = [cd: native, stderr_to_stdout: true, into: IO.stream(:stdio, :line)]
 
-    case System.cmd(cargo, args, cd: root, stderr_to_stdout: true, into: IO.stream(:stdio, :line)) do
-      {_, 0} -> install(root)
+    case System.cmd(cargo, args, opts) do
+      {_, 0} -> install(root, cargo_target_dir(cargo, native))
       {_, status} -> Mix.raise("cargo #{Enum.join(args, " ")} failed with exit status #{status}")
     end
   end
@@ -39,8 +44,8 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
   defp features(:test), do: ["--features", "test-hooks"]
   defp features(_), do: []
 
-  defp install(root) do
-    built = Path.join([cargo_target_dir(root), "release", @library])
+  defp install(root, target_dir) do
+    built = Path.join([target_dir, "release", @library])
     priv = Path.join(root, "priv")
     File.mkdir_p!(priv)
     dest = Path.join(priv, @target)
@@ -70,7 +75,20 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
     unless File.exists?(linked), do: Mix.Project.build_structure(config)
   end
 
-  defp cargo_target_dir(root), do: System.get_env("CARGO_TARGET_DIR", Path.join(root, "target"))
+  # Where cargo put the build, as cargo itself reports it: `CARGO_TARGET_DIR` if set, else
+  # a cargo config's `build.target-dir` (kube_dist's checkout has one, so both of its
+  # workspaces share target/; an application may have its own), else native/target.
+  # (JSON without a JSON library: the value is one string, unescaped below.)
+  defp cargo_target_dir(cargo, native) do
+    args = ["metadata", "--format-version", "1", "--no-deps", "--offline"]
+
+    with {json, 0} <- System.cmd(cargo, args, cd: native),
+         [_, dir] <- Regex.run(~r/"target_directory":"((?:[^"\\]|\\.)*)"/, json) do
+      Regex.replace(~r/\\(["\\\/])/, dir, "\\1")
+    else
+      _ -> Mix.raise("cargo #{Enum.join(args, " ")} in #{native} reported no target directory")
+    end
+  end
 end
 
 defmodule KubeDist.MixProject do
@@ -94,9 +112,12 @@ defmodule KubeDist.MixProject do
         "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
       package: [
         licenses: ["Apache-2.0"],
-        # bench and test/kube_sim (the simulator) are members of the Cargo workspace:
-        # cargo needs their manifests and sources to build the NIF.
-        files: ~w(lib native bench test/kube_sim Cargo.toml Cargo.lock mix.exs README.md)
+        # What ships builds alone: the NIF compiler builds in native/, a Cargo workspace
+        # of the engine and the NIF only, with its own Cargo.lock. The root Cargo
+        # workspace (the simulator, the engine's tests against it, the benchmarks) is
+        # development tooling and stays out. The release test builds an application from
+        # exactly these files.
+        files: ~w(lib native mix.exs README.md CHANGELOG.md)
       ]
     ]
   end

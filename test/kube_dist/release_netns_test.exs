@@ -12,11 +12,12 @@ defmodule KubeDist.ReleaseNetnsTest do
   @example "examples/shop"
 
   # A new application that depends on :kube_dist by `git:`, built the way a clean Docker
-  # stage builds it: a git repository of kube_dist's sources (no priv/, as a clone has
-  # them), an empty _build and deps/, `mix deps.get` (Mix clones it into deps/) and one
-  # `MIX_ENV=prod mix release`. (A `path:` dependency takes the same way through the NIF
-  # compiler.) Its cargo build shares this checkout's target dir, so dependencies are not
-  # compiled again.
+  # stage builds it: a git repository of exactly the files kube_dist's package ships
+  # (mix.exs `package: [files: ...]`: no priv/, no development Cargo workspace, simulator
+  # or benchmarks), an empty _build and deps/, `mix deps.get` (Mix clones it into deps/)
+  # and one `MIX_ENV=prod mix release`. So the product builds from its files alone. (A
+  # `path:` dependency takes the same way through the NIF compiler.) Its cargo build
+  # shares this checkout's target dir, so dependencies are not compiled again.
   setup_all do
     tmp = Path.join(System.tmp_dir!(), "kube_dist_release-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf!(tmp) end)
@@ -24,9 +25,7 @@ defmodule KubeDist.ReleaseNetnsTest do
     app = Path.join(tmp, "shop")
     Enum.each([source, app], &File.mkdir_p!/1)
 
-    # What git tracks, less the tests, examples and docs the dependency does not build
-    # (cargo's workspace names the simulator's crate, so that one comes along).
-    for entry <- ~w(mix.exs Cargo.toml Cargo.lock .gitignore lib native bench test/kube_sim) do
+    for entry <- Mix.Project.config()[:package][:files] do
       File.mkdir_p!(Path.dirname(Path.join(source, entry)))
       File.cp_r!(entry, Path.join(source, entry))
     end
@@ -68,6 +67,9 @@ defmodule KubeDist.ReleaseNetnsTest do
     dep = Path.join(app, "deps/kube_dist")
     assert File.exists?(Path.join(dep, "mix.exs")), out
     refute File.exists?(Path.join(dep, "priv"))
+    # Nothing of the development workspace came along: the build below cannot lean on it.
+    refute File.exists?(Path.join(dep, "Cargo.toml"))
+    refute File.exists?(Path.join(dep, "test"))
 
     {out, status} = mix.(["release"])
     assert status == 0, out

@@ -13,7 +13,8 @@ defmodule KubeDist.Simulator do
       KubeDist.Simulator.fault(sim, "faults/compact")
       KubeDist.Simulator.stop(sim)
 
-  The binary is built with cargo on first use (`cargo build --release -p kube_sim`).
+  The binary is built with cargo on first use (`cargo build --release -p kube_sim` in the
+  root, development workspace).
   The simulator exits when the process that started it exits.
   """
 
@@ -142,6 +143,7 @@ defmodule KubeDist.Simulator do
   @spec binary() :: String.t()
   def binary do
     root = Path.expand("../..", __DIR__)
+    # The checkout's target dir (.cargo/config.toml), which the NIF's build shares.
     target = System.get_env("CARGO_TARGET_DIR", Path.join(root, "target"))
     args = ["build", "--release", "--locked", "-p", "kube_sim", "--bin", "kube_sim", "--quiet"]
 

@@ -135,10 +135,14 @@ struct State {
     /// order they were published. Only publishers take it.
     publishing: Mutex<()>,
     next_subscriber: std::sync::atomic::AtomicU64,
-    /// Tests set it to make the watch panic at its next event.
-    #[cfg(any(test, feature = "test-hooks"))]
+    /// Set by [`Watch::panic_at_next_event`]: the watch panics at its next event. Behind
+    /// the `test-hooks` feature, not `cfg(test)`: the tests that use it (the ExUnit suite
+    /// through the NIF, and the simulator-backed tests in the root workspace) build this
+    /// crate as a dependency.
+    #[cfg(feature = "test-hooks")]
     panic_at_next_event: std::sync::atomic::AtomicBool,
-    /// Tests set it to look at the index while a re-list's index is being built.
+    /// Tests set it to look at the index while a re-list's index is being built. Only this
+    /// crate's unit tests can reach it (it takes the private [`State`]): `cfg(test)`.
     #[cfg(test)]
     while_indexing: Mutex<Option<Look>>,
 }
@@ -289,7 +293,7 @@ impl Watch {
     /// Test hook: the watch task panics when the next event arrives, as a bug in
     /// decoding, indexing or a subscriber would make it, so that tests can watch the
     /// supervisor restart it. Only in builds with the `test-hooks` feature.
-    #[cfg(any(test, feature = "test-hooks"))]
+    #[cfg(feature = "test-hooks")]
     pub fn panic_at_next_event(&self) {
         self.state.panic_at_next_event.store(true, Ordering::Relaxed);
     }
@@ -401,7 +405,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
     let mut relists: HashMap<Option<String>, Vec<PodRecord>> = HashMap::new();
     let mut listed: HashSet<Option<String>> = HashSet::new();
     while let Some((ns, event)) = events.next().await {
-        #[cfg(any(test, feature = "test-hooks"))]
+        #[cfg(feature = "test-hooks")]
         if state
             .panic_at_next_event
             .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -472,7 +476,7 @@ impl State {
             subscribers: Mutex::new(Arc::new(Vec::new())),
             publishing: Mutex::new(()),
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
-            #[cfg(any(test, feature = "test-hooks"))]
+            #[cfg(feature = "test-hooks")]
             panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             while_indexing: Mutex::new(None),
@@ -760,11 +764,8 @@ fn root_cause(error: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use kube_sim::{fixtures, Config, Simulator};
-
+mod tests {
     use super::*;
-    use crate::connect::{self, ConnectOptions};
 
     #[test]
     fn a_denial_names_its_service_account() {
@@ -772,52 +773,6 @@ pub(crate) mod tests {
         assert_eq!(service_account(denied), Some(("prod".into(), "api".into())));
         assert_eq!(service_account(r#"User "jane" cannot list"#), None);
         assert_eq!(service_account("system:serviceaccount:prod"), None);
-    }
-
-    /// Waits up to 15 s for `check` to hold (the slice source's tests use it too).
-    pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-        for _ in 0..300 {
-            if check() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("not within 15 s: {what}");
-    }
-
-    fn resolves(watch: &Watch, name: &str) -> bool {
-        matches!(watch.resolve(name, Family::Inet), Resolution::Found(..))
-    }
-
-    /// A watch of the simulator's `default` namespace, on the test's runtime, and the
-    /// folder holding its service-account token (it is read again: keep it).
-    async fn start_watch(sim: &Simulator) -> (Watch, tempfile::TempDir) {
-        start_watch_of(sim, None).await
-    }
-
-    /// Like `start_watch`, fed by the slices of Service `service` when there is one.
-    pub(crate) async fn start_watch_of(sim: &Simulator, service: Option<&str>) -> (Watch, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        sim.write_service_account(dir.path()).unwrap();
-        let options = ConnectOptions {
-            api_url: Some(sim.url()),
-            service_account_dir: Some(dir.path().into()),
-            ..Default::default()
-        };
-        let config = connect::config(&options).await.unwrap().config;
-        let spec = WatchSpec {
-            namespaces: vec![Some("default".into())],
-            home: Some("default".into()),
-            label_selector: None,
-            field_selector: None,
-            service: service.map(Into::into),
-            cluster_domain: "cluster.local".into(),
-        };
-        let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
-        (
-            Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
-            dir,
-        )
     }
 
     fn spec() -> WatchSpec {
@@ -933,96 +888,5 @@ pub(crate) mod tests {
             [WatchEvent::ApiError("0".into()), WatchEvent::ApiError("1".into())]
         );
         assert!(state.subscribers().is_empty());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_watch_that_must_list_while_the_api_is_down_asks_gently_and_is_back_at_once() {
-        let sim = Simulator::start(Config::default()).await.unwrap();
-        sim.create_pod("default", fixtures::ready_pod("a", "198.51.100.1"))
-            .unwrap();
-        sim.outage(kube_sim::faults::Outage::Unavailable, Duration::from_secs(600));
-        let (watch, _token) = start_watch(&sim).await;
-        // Each try of the list begins with Event::Init: were that taken for an answer, the
-        // watch would retry at the first delay (0.5 to 1 s) for as long as the API is down.
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        let asked = sim.shared().stats.snapshot().count("UNAVAILABLE");
-        // At the shortest delays: at 0, 0.5, 2, 6.45 and 10.9 s.
-        assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
-        assert!(!watch.is_synced());
-
-        sim.shared().faults.recover();
-        assert!(watch.synced(Duration::from_secs(5)).await);
-        assert!(resolves(&watch, "a"));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_token_that_stays_rejected_is_asked_about_no_more_often_than_retries() {
-        let sim = Simulator::start(Config::default()).await.unwrap();
-        let (watch, token) = start_watch(&sim).await;
-        assert!(watch.synced(Duration::from_secs(10)).await);
-        // The server wants a new token, and the file holds none it accepts.
-        sim.rotate_token();
-        std::fs::write(token.path().join("token"), "not-a-token").unwrap();
-        sim.shared()
-            .faults
-            .signal(kube_sim::faults::WatchSignal::Cut { expired: false });
-        // Each 401 makes a new client (reading the token file again) and a new list.
-        tokio::time::sleep(Duration::from_secs(12)).await;
-        let asked = sim.shared().stats.snapshot().count("UNAUTHORIZED");
-        // At the shortest delays: at 0, 0.5, 2, 6.45 and 10.9 s.
-        assert!((3..=5).contains(&asked), "{asked} requests in 12 s");
-        assert_eq!(watch.health().last_error_kind, Some(ErrorKind::Unauthorized));
-
-        // A good token again is read at the next try.
-        sim.write_service_account(token.path()).unwrap();
-        sim.create_pod("default", fixtures::ready_pod("after", "198.51.100.3"))
-            .unwrap();
-        eventually("the pod added after the fix", || resolves(&watch, "after")).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn a_watch_that_panics_is_restarted_and_follows_the_server_again() {
-        let sim = Simulator::start(Config::default()).await.unwrap();
-        sim.create_pod("default", fixtures::ready_pod("before", "198.51.100.1"))
-            .unwrap();
-        let (watch, _token) = start_watch(&sim).await;
-        assert!(watch.synced(Duration::from_secs(10)).await);
-        let (events, heard) = std::sync::mpsc::channel();
-        watch.subscribe(Box::new(move |event| events.send(event.clone()).is_ok()));
-
-        // The event of this pod's creation meets the panic.
-        watch.panic_at_next_event();
-        sim.create_pod("default", fixtures::ready_pod("at-the-panic", "198.51.100.2"))
-            .unwrap();
-        eventually("a restart", || watch.health().restarts == 1).await;
-        let health = watch.health();
-        let reason = health.last_restart.unwrap();
-        assert!(
-            reason.starts_with("the watch panicked: injected by a test; restarting it in "),
-            "{reason}"
-        );
-
-        // The restarted watch re-lists (the pod whose event was lost comes back), is synced
-        // again, and follows what changes from then on.
-        assert!(watch.synced(Duration::from_secs(10)).await);
-        sim.create_pod("default", fixtures::ready_pod("after", "198.51.100.3"))
-            .unwrap();
-        eventually("the pods added at and after the panic", || {
-            resolves(&watch, "at-the-panic") && resolves(&watch, "after")
-        })
-        .await;
-        assert!(resolves(&watch, "before"));
-        let health = watch.health();
-        assert!(health.synced);
-        assert_eq!(health.last_error, None);
-        assert_eq!(health.restarts, 1);
-
-        // Subscribers heard of it, and of the index being synced again afterwards.
-        let heard: Vec<WatchEvent> = heard.try_iter().collect();
-        let error = heard
-            .iter()
-            .position(|e| matches!(e, WatchEvent::ApiError(m) if m.starts_with("the watch panicked")));
-        let synced = heard.iter().rposition(|e| *e == WatchEvent::Synced);
-        assert!(error.is_some() && error < synced, "{heard:?}");
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 /// conversions read `values[0]`.
 pub fn parse(query: &str) -> HashMap<String, String> {
     let mut params = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         params.entry(name.into_owned()).or_insert_with(|| value.into_owned());
     }
     params
