@@ -1,38 +1,36 @@
-defmodule Mix.Tasks.Compile.KubeDistNif do
+defmodule Mix.Tasks.Compile.PodDistNif do
   @moduledoc """
-  Builds the KubeDist NIF with cargo and copies it into `priv/`.
+  Builds the PodDist NIF with cargo and copies it into `priv/`.
 
   hex.pm's `rustler` and `elixir_make` packages are not needed: this compiler runs
-  `cargo build --release --locked -p kube_dist_nif` in `native/`, the product's own
+  `cargo build --release --locked -p pod_dist_nif` in `native/`, the product's own
   Cargo workspace (the engine and the NIF, with its own `Cargo.lock`), so an application
-  that lists `:kube_dist` as a dependency gets the same build from the package's files
+  that lists `:pod_dist` as a dependency gets the same build from the package's files
   alone. (The Cargo workspace at the project root is for development: the simulator,
-  the engine's tests against it, the benchmarks.) Set `KUBE_DIST_CARGO` to use another
+  the engine's tests against it, the benchmarks.) Set `POD_DIST_CARGO` to use another
   cargo binary.
 
-  In `MIX_ENV=test` (kube_dist's own test builds: a dependency is compiled in its own
+  In `MIX_ENV=test` (pod_dist's own test builds: a dependency is compiled in its own
   environment, `:prod` unless the parent says otherwise) it adds `--features test-hooks`,
-  the NIFs only tests call; `KubeDist.Native` defines their stubs under the same
+  the NIFs only tests call; `PodDist.Native` defines their stubs under the same
   condition. `scripts/test-otp27` runs the same cargo command: keep them in step.
   """
   use Mix.Task.Compiler
 
-  @library "libkube_dist_nif.so"
-  @target "kube_dist_nif.so"
+  @library "libpod_dist_nif.so"
+  @target "pod_dist_nif.so"
 
   @impl true
   def run(_args) do
     root = Path.dirname(__ENV__.file)
-    cargo = System.get_env("KUBE_DIST_CARGO", "cargo")
+    cargo = System.get_env("POD_DIST_CARGO", "cargo")
 
     unless System.find_executable(cargo) do
-      Mix.raise(
-        "kube_dist needs Rust's cargo (Rust >= 1.91) to build its NIF; none found on PATH"
-      )
+      Mix.raise("pod_dist needs Rust's cargo (Rust >= 1.91) to build its NIF; none found on PATH")
     end
 
     native = Path.join(root, "native")
-    args = ["build", "--release", "--locked", "-p", "kube_dist_nif"] ++ features(Mix.env())
+    args = ["build", "--release", "--locked", "-p", "pod_dist_nif"] ++ features(Mix.env())
     opts = [cd: native, stderr_to_stdout: true, into: IO.stream(:stdio, :line)]
 
     case System.cmd(cargo, args, opts) do
@@ -65,7 +63,7 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
     result
   end
 
-  # Mix links _build/ENV/lib/kube_dist/priv to priv/ before the compilers run, and only
+  # Mix links _build/ENV/lib/pod_dist/priv to priv/ before the compilers run, and only
   # if priv/ existed then: on a first build (a fresh clone, a clean Docker stage) it did
   # not, and :code.priv_dir/1 would point nowhere until the next `mix compile`. Laying
   # out the build structure again now links it.
@@ -76,7 +74,7 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
   end
 
   # Where cargo put the build, as cargo itself reports it: `CARGO_TARGET_DIR` if set, else
-  # a cargo config's `build.target-dir` (kube_dist's checkout has one, so both of its
+  # a cargo config's `build.target-dir` (pod_dist's checkout has one, so both of its
   # workspaces share target/; an application may have its own), else native/target.
   # (JSON without a JSON library: the value is one string, unescaped below.)
   defp cargo_target_dir(cargo, native) do
@@ -91,21 +89,21 @@ defmodule Mix.Tasks.Compile.KubeDistNif do
   end
 end
 
-defmodule KubeDist.MixProject do
+defmodule PodDist.MixProject do
   use Mix.Project
 
   @version "0.1.0"
 
   def project do
     [
-      app: :kube_dist,
+      app: :pod_dist,
       version: @version,
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
-      compilers: [:kube_dist_nif | Mix.compilers()],
+      compilers: [:pod_dist_nif | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: [],
-      preferred_cli_env: ["kube_dist.demo": :test],
+      preferred_cli_env: ["pod_dist.demo": :test],
       # :telemetry is optional at runtime.
       xref: [exclude: [:telemetry]],
       description:
@@ -127,7 +125,7 @@ defmodule KubeDist.MixProject do
   end
 
   # The demo runs real nodes through the multi-pod test harness: both live in :test, and
-  # only there. (A project depending on kube_dist compiles it in :prod.)
+  # only there. (A project depending on pod_dist compiles it in :prod.)
   defp elixirc_paths(:test), do: ["lib", "test/support", "demo"]
   defp elixirc_paths(_), do: ["lib"]
 

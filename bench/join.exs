@@ -1,5 +1,5 @@
 # Join latency: a pod turns Ready in the API -> every existing node is connected to it.
-# Real BEAM nodes in network namespaces (needs root), KubeDist.Strategy in each, against
+# Real BEAM nodes in network namespaces (needs root), PodDist.Strategy in each, against
 # a reference poller that LISTs every 5 s and connects, as libcluster's Kubernetes
 # strategy does by default.
 #
@@ -10,10 +10,10 @@
 #
 # (MIX_ENV=test: it uses the multi-pod harness in test/support.)
 
-alias KubeDist.Test.{Cluster, Node}
+alias PodDist.Test.{Cluster, Node}
 
 %{nodes: existing, trials: trials, poll_trials: poll_trials, source: source} =
-  KubeDist.Test.Bench.options(nodes: 3, trials: 50, poll_trials: 10, source: "pods")
+  PodDist.Test.Bench.options(nodes: 3, trials: 50, poll_trials: 10, source: "pods")
 
 defmodule JoinBench do
   @recorder """
@@ -66,7 +66,7 @@ defmodule JoinBench do
     ssl = [verify: :verify_peer, server_name_indication: ~c"kubernetes.default.svc", cacertfile: #{inspect(String.to_charlist(Path.join(cluster.sim.dir, "ca.crt")))}]
     poll = fn poll ->
       with {:ok, {{_, 200, _}, _, body}} <- :httpc.request(:get, {url, [{~c"authorization", token}]}, [ssl: ssl], body_format: :binary) do
-        for pod <- KubeDist.Test.JSON.decode!(body)["items"],
+        for pod <- PodDist.Test.JSON.decode!(body)["items"],
             Enum.any?(pod["status"]["conditions"] || [], &(&1["type"] == "Ready" and &1["status"] == "True")),
             do: Node.connect(:"app@\#{pod["metadata"]["name"]}")
       end
@@ -90,7 +90,7 @@ defmodule JoinBench do
     # start right after a poll and measure the worst case.
     if jitter_ms > 0, do: Process.sleep(:rand.uniform(jitter_ms))
     started = System.os_time(:microsecond)
-    KubeDist.SimCase.set_running(cluster.sim, "default", "subject", ip, true)
+    PodDist.SimCase.set_running(cluster.sim, "default", "subject", ip, true)
     deadline = System.monotonic_time(:millisecond) + timeout_ms
     latency = wait_all(nodes, subject, started, deadline)
 
@@ -99,7 +99,7 @@ defmodule JoinBench do
     Process.sleep(gone_ms)
     for node <- nodes, do: Node.eval(node, "Node.disconnect(#{inspect(subject)})")
 
-    KubeDist.SimCase.create_pod(cluster.sim, "default", "subject",
+    PodDist.SimCase.create_pod(cluster.sim, "default", "subject",
       ip: ip,
       ready: false,
       labels: [app: "join"]
@@ -142,7 +142,7 @@ source_config =
       []
 
     "slices" ->
-      KubeDist.SimCase.fault!(cluster.sim, "rbac",
+      PodDist.SimCase.fault!(cluster.sim, "rbac",
         namespaces: "*",
         resources: "endpointslices.discovery.k8s.io"
       )
@@ -158,13 +158,13 @@ source_config =
       }
 
       {:ok, 201, _} =
-        KubeDist.SimCase.api(cluster.sim, :post, "/api/v1/namespaces/default/services", service)
+        PodDist.SimCase.api(cluster.sim, :post, "/api/v1/namespaces/default/services", service)
 
       [service: "join-dist"]
   end
 
-# The nodes' KubeDist.Epmd reads the same source as their strategies.
-node_env = if source == "slices", do: [{"KUBE_DIST_SERVICE", "join-dist"}], else: []
+# The nodes' PodDist.Epmd reads the same source as their strategies.
+node_env = if source == "slices", do: [{"POD_DIST_SERVICE", "join-dist"}], else: []
 gone_ms = if source == "slices", do: 2_500, else: 0
 
 try do
@@ -187,24 +187,24 @@ try do
     for _ <- 1..trials, do: JoinBench.trial(cluster, nodes, subject.name, ip, 10_000, 0, gone_ms)
 
   IO.puts("join (#{source} source): pod Ready -> all #{existing} existing nodes connected")
-  p99_watch = JoinBench.summary("KubeDist.Strategy (watch)", watch)
+  p99_watch = JoinBench.summary("PodDist.Strategy (watch)", watch)
   long = Enum.flat_map(nodes, &JoinBench.long_schedules/1)
   # The NIFs are what must never hold a scheduler; with more BEAMs than cores, the OS
   # preempting a scheduler thread shows up as long schedules anywhere, ours included.
-  nifs = Enum.filter(long, &(inspect(&1) =~ "KubeDist.Native"))
-  elixir = Enum.filter(long, &(inspect(&1) =~ "KubeDist")) -- nifs
+  nifs = Enum.filter(long, &(inspect(&1) =~ "PodDist.Native"))
+  elixir = Enum.filter(long, &(inspect(&1) =~ "PodDist")) -- nifs
 
   IO.puts(
-    "  long_schedule > 1 ms in the existing nodes: #{length(long)} in all, #{length(nifs)} in KubeDist.Native" <>
-      ", #{length(elixir)} in KubeDist's Elixir code #{inspect(elixir)}"
+    "  long_schedule > 1 ms in the existing nodes: #{length(long)} in all, #{length(nifs)} in PodDist.Native" <>
+      ", #{length(elixir)} in PodDist's Elixir code #{inspect(elixir)}"
   )
 
   # --poll-trials 0 skips the poller, whose code never changes and whose trials are slow.
   if poll_trials > 0 do
     if source == "slices",
-      do: KubeDist.SimCase.fault!(cluster.sim, "rbac", namespaces: "*", resources: "pods")
+      do: PodDist.SimCase.fault!(cluster.sim, "rbac", namespaces: "*", resources: "pods")
 
-    for node <- nodes, do: Node.eval(node, "GenServer.stop(:kube_dist_strategy)")
+    for node <- nodes, do: Node.eval(node, "GenServer.stop(:pod_dist_strategy)")
     for node <- nodes, do: JoinBench.start_poller(cluster, node)
 
     poll =

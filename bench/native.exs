@@ -7,8 +7,8 @@
 #
 # Results go to BENCHMARKS.md by hand; see scripts/test for the smoke size CI runs.
 
-alias KubeDist.{Simulator, Watch}
-alias KubeDist.Test.Bench, as: Stats
+alias PodDist.{Simulator, Watch}
+alias PodDist.Test.Bench, as: Stats
 
 %{
   pods: pods,
@@ -85,28 +85,28 @@ rss_growth = Bench.rss() - rss_before
 names = List.to_tuple(for i <- 0..(pods - 1), do: "pod-#{i}")
 charlist_names = names |> Tuple.to_list() |> Enum.map(&String.to_charlist/1) |> List.to_tuple()
 
-# KubeDist.Epmd as the VM's distribution calls it: env-configured, charlist hosts.
+# PodDist.Epmd as the VM's distribution calls it: env-configured, charlist hosts.
 for {key, value} <- Simulator.watch_options(sim),
-    do: System.put_env("KUBE_DIST_#{String.upcase(to_string(key))}", value)
+    do: System.put_env("POD_DIST_#{String.upcase(to_string(key))}", value)
 
-System.put_env("KUBE_DIST_NAMESPACES", "default")
-System.put_env("KUBE_DIST_MODE", "epmdless")
-:ignore = KubeDist.Epmd.start_link()
-address_please = fn name -> KubeDist.Epmd.address_please(~c"app", name, :inet) end
+System.put_env("POD_DIST_NAMESPACES", "default")
+System.put_env("POD_DIST_MODE", "epmdless")
+:ignore = PodDist.Epmd.start_link()
+address_please = fn name -> PodDist.Epmd.address_please(~c"app", name, :inet) end
 
 resolve_cases = [
-  {"bare NIF call (`KubeDist.Native.address/3`)", "epmd", names,
-   &KubeDist.Native.address(watch.resource, &1, :inet)},
-  {"`KubeDist.Watch.resolve/2`", "epmd", names, &Watch.resolve(watch, &1)},
-  {"`KubeDist.Epmd.address_please/3`, epmd mode", "epmd", charlist_names, address_please},
-  {"`KubeDist.Epmd.address_please/3`, epmd-less", "epmdless", charlist_names, address_please}
+  {"bare NIF call (`PodDist.Native.address/3`)", "epmd", names,
+   &PodDist.Native.address(watch.resource, &1, :inet)},
+  {"`PodDist.Watch.resolve/2`", "epmd", names, &Watch.resolve(watch, &1)},
+  {"`PodDist.Epmd.address_please/3`, epmd mode", "epmd", charlist_names, address_please},
+  {"`PodDist.Epmd.address_please/3`, epmd-less", "epmdless", charlist_names, address_please}
 ]
 
 resolve_results =
   for {label, mode, names, fun} <- resolve_cases do
     # The mode is read when the distribution starts the module.
-    System.put_env("KUBE_DIST_MODE", mode)
-    KubeDist.Epmd.start_link()
+    System.put_env("POD_DIST_MODE", mode)
+    PodDist.Epmd.start_link()
 
     samples =
       Bench.sample(resolves, fn i ->
@@ -134,7 +134,7 @@ event_samples =
       Simulator.request(sim, :patch, path, body, "application/strategic-merge-patch+json")
 
     receive do
-      {:kube_dist, ^tag, {:changed, _, %{name: ^name}}} -> System.monotonic_time(:nanosecond) - t0
+      {:pod_dist, ^tag, {:changed, _, %{name: ^name}}} -> System.monotonic_time(:nanosecond) - t0
     after
       10_000 -> raise "no event for #{name}: #{inspect(Process.info(self(), :messages))}"
     end
@@ -142,13 +142,13 @@ event_samples =
 
 # Churn: the simulator changes `churn_rate` pods a second; each change carries its time.
 changes = churn_rate * churn_seconds
-{cpu_vm, cpu_ours, wall} = {Bench.cpu_ns(), Bench.cpu_ns("kube_dist"), System.monotonic_time()}
+{cpu_vm, cpu_ours, wall} = {Bench.cpu_ns(), Bench.cpu_ns("pod_dist"), System.monotonic_time()}
 {:ok, 200, _} = Simulator.fault(sim, "churn", rate: churn_rate, seconds: churn_seconds)
 
 lag_samples =
   for _ <- 1..changes do
     receive do
-      {:kube_dist, ^tag, {:changed, _, %{annotations: %{"kube-sim.dev/changed-at-ns" => at}}}} ->
+      {:pod_dist, ^tag, {:changed, _, %{annotations: %{"kube-sim.dev/changed-at-ns" => at}}}} ->
         System.os_time(:nanosecond) - String.to_integer(at)
     after
       10_000 -> raise "churn: an event is missing"
@@ -157,7 +157,7 @@ lag_samples =
 
 wall = System.convert_time_unit(System.monotonic_time() - wall, :native, :nanosecond)
 cpu_vm = (Bench.cpu_ns() - cpu_vm) / wall * 100
-cpu_ours = (Bench.cpu_ns("kube_dist") - cpu_ours) / wall * 100
+cpu_ours = (Bench.cpu_ns("pod_dist") - cpu_ours) / wall * 100
 
 long_schedules =
   Stream.repeatedly(fn ->
@@ -169,7 +169,7 @@ long_schedules =
   end)
   |> Enum.take_while(& &1)
 
-ours = Enum.filter(long_schedules, fn {_, info} -> inspect(info) =~ "KubeDist.Native" end)
+ours = Enum.filter(long_schedules, fn {_, info} -> inspect(info) =~ "PodDist.Native" end)
 
 g = Stats.percentiles(getaddr_samples)
 e = Stats.percentiles(event_samples)
@@ -184,7 +184,7 @@ native: #{pods} pods
   API change -> Elixir message (#{trials} trials): p50 #{Stats.fmt_ns(e.p50)} p99 #{Stats.fmt_ns(e.p99)} max #{Stats.fmt_ns(e.max)}
   churn, #{churn_rate} changes/s for #{churn_seconds} s: #{changes} events; index lag p50 #{Stats.fmt_ns(c.p50)} p99 #{Stats.fmt_ns(c.p99)} max #{Stats.fmt_ns(c.max)}
     CPU, % of one core: #{Float.round(cpu_ours, 1)} in the NIF's runtime threads, #{Float.round(cpu_vm, 1)} in the whole VM
-  long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in KubeDist.Native
+  long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in PodDist.Native
 """)
 
 Simulator.stop(sim)

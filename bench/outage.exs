@@ -1,5 +1,5 @@
 # Recovery from an API outage: real BEAM nodes, each in its own pod (a network namespace),
-# each following the pods through its KubeDist.Epmd watch. A trial makes the API answer
+# each following the pods through its PodDist.Epmd watch. A trial makes the API answer
 # 503 to everything for `--seconds`, counting the requests the nodes send meanwhile; then
 # it ends the outage, adds a pod at once, and takes the time until each node resolves
 # that pod's name.
@@ -12,17 +12,17 @@
 #
 # (MIX_ENV=test: it uses the multi-pod harness in test/support; needs root.)
 
-alias KubeDist.Test.{Cluster, Node}
+alias PodDist.Test.{Cluster, Node}
 
 %{nodes: count, seconds: seconds, trials: trials, forbidden: forbidden} =
-  KubeDist.Test.Bench.options(nodes: 3, seconds: 60, trials: 3, forbidden: false)
+  PodDist.Test.Bench.options(nodes: 3, seconds: 60, trials: 3, forbidden: false)
 
 defmodule OutageBench do
-  import KubeDist.SimCase, only: [fault!: 3, sim_stats: 1, create_pod: 4, eventually: 2]
+  import PodDist.SimCase, only: [fault!: 3, sim_stats: 1, create_pod: 4, eventually: 2]
 
   def resolves?(node, host) do
     {:ok, result} =
-      Node.eval(node, "KubeDist.Watch.resolve(KubeDist.Epmd.watch(), #{inspect(host)})")
+      Node.eval(node, "PodDist.Watch.resolve(PodDist.Epmd.watch(), #{inspect(host)})")
 
     match?({:ok, _}, result)
   end

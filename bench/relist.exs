@@ -1,4 +1,4 @@
-# Resolve latency while the watch re-lists: `KubeDist.Watch.resolve/2` called from Elixir,
+# Resolve latency while the watch re-lists: `PodDist.Watch.resolve/2` called from Elixir,
 # each call timed alone, while the simulator forces a re-list of every pod again and
 # again (compacted history, then watches cut with `410 Gone`) and churns pods meanwhile,
 # with a subscriber hearing every event. Also counts long schedules (> 1 ms) in the VM and
@@ -8,8 +8,8 @@
 #
 # Results go to BENCHMARKS.md by hand; see scripts/test for the smoke size CI runs.
 
-alias KubeDist.{Simulator, Watch}
-alias KubeDist.Test.Bench, as: Stats
+alias PodDist.{Simulator, Watch}
+alias PodDist.Test.Bench, as: Stats
 
 %{
   pods: pods,
@@ -43,8 +43,8 @@ defmodule Relist do
   # A subscriber hearing every event, as a strategy does; counts completed re-lists.
   def listener(tag, events \\ 0, synced \\ 0) do
     receive do
-      {:kube_dist, ^tag, :synced} -> listener(tag, events + 1, synced + 1)
-      {:kube_dist, ^tag, _} -> listener(tag, events + 1, synced)
+      {:pod_dist, ^tag, :synced} -> listener(tag, events + 1, synced + 1)
+      {:pod_dist, ^tag, _} -> listener(tag, events + 1, synced)
       {:report, from} -> send(from, {:heard, events, synced})
     end
   end
@@ -121,7 +121,7 @@ samples = Relist.samples(samples)
 # where it was scheduled in and out: the calls measured are this process's.
 ours =
   Enum.filter(long_schedules, fn {pid, info} ->
-    pid == resolver.pid or inspect(info) =~ "KubeDist.Native"
+    pid == resolver.pid or inspect(info) =~ "PodDist.Native"
   end)
 
 send(listener, {:report, self()})
@@ -132,8 +132,8 @@ over_1ms = Enum.count(samples, &(&1 > 1_000_000))
 
 IO.puts("""
 relist: #{pods} pods, #{resolves} resolves over #{wall_ms} ms; #{forced} re-lists forced (one each #{relist_every_ms} ms), #{relists} completed; churn #{churn_rate}/s; #{events} events heard
-  `KubeDist.Watch.resolve/2`: p50 #{Stats.fmt_ns(r.p50)} p99 #{Stats.fmt_ns(r.p99)} p99.9 #{Stats.fmt_ns(r.p999)} max #{Stats.fmt_ns(r.max)}; #{over_1ms} calls over 1 ms
-  long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in the resolving process or KubeDist.Native
+  `PodDist.Watch.resolve/2`: p50 #{Stats.fmt_ns(r.p50)} p99 #{Stats.fmt_ns(r.p99)} p99.9 #{Stats.fmt_ns(r.p999)} max #{Stats.fmt_ns(r.max)}; #{over_1ms} calls over 1 ms
+  long_schedule > 1 ms: #{length(long_schedules)} in all, #{length(ours)} in the resolving process or PodDist.Native
 #{for {pid, info} <- Enum.take(ours, 5), do: "    #{inspect(pid)} #{inspect(info)}\n"}\
 """)
 

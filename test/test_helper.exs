@@ -1,8 +1,8 @@
 # Build the simulator once, before any test starts one.
-KubeDist.Simulator.binary()
+PodDist.Simulator.binary()
 Logger.configure(level: :warning)
 # Who the strategy tests' recorder has "connected"; owned by this process, which outlives them.
-:ets.new(KubeDist.Test.Recorder, [:public, :named_table, :set])
+:ets.new(PodDist.Test.Recorder, [:public, :named_table, :set])
 
 # Multi-pod tests create network namespaces: root only. CI runs as root.
 {uid, 0} = System.cmd("id", ["-u"])
@@ -11,7 +11,7 @@ if String.trim(uid) != "0" do
   IO.puts("not root: skipping the :netns tests (pods as network namespaces)")
   ExUnit.configure(exclude: [:netns])
 else
-  KubeDist.Test.Cluster.sweep_stale()
+  PodDist.Test.Cluster.sweep_stale()
 end
 
 ExUnit.start()

@@ -1,14 +1,14 @@
 defmodule Shop.MixProject do
   use Mix.Project
 
-  # An example release that clusters on Kubernetes with KubeDist: see README.md.
+  # An example release that clusters on Kubernetes with PodDist: see README.md.
   def project do
     [
       app: :shop,
       version: "0.1.0",
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
-      deps: [{:kube_dist, path: "../.."}],
+      deps: [{:pod_dist, path: "../.."}],
       releases: [shop: [include_executables_for: [:unix]]]
     ]
   end

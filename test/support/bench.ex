@@ -1,4 +1,4 @@
-defmodule KubeDist.Test.Bench do
+defmodule PodDist.Test.Bench do
   @moduledoc """
   What the scripts in `bench/` share: their command-line options and how they summarise
   and print samples. (They run with `MIX_ENV=test`, for the harness in test/support.)

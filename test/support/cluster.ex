@@ -1,4 +1,4 @@
-defmodule KubeDist.Test.Cluster do
+defmodule PodDist.Test.Cluster do
   @moduledoc """
   A simulated Kubernetes cluster on this machine, for multi-pod tests with real BEAM
   nodes (needs root, for network namespaces).
@@ -7,7 +7,7 @@ defmodule KubeDist.Test.Cluster do
   range that exists only inside these namespaces), loopback up and, in epmd mode, its
   own epmd. A hub namespace holds the bridge and the API simulator. Nothing in the
   host's own network configuration changes. Each pod also exists as a Pod object,
-  Running and Ready, so KubeDist resolves its name.
+  Running and Ready, so PodDist resolves its name.
 
       cluster = Cluster.start!(mode: :epmd)
       Cluster.add_pod!(cluster, "pod-a")
@@ -21,7 +21,7 @@ defmodule KubeDist.Test.Cluster do
 
   import ExUnit.Callbacks, only: [on_exit: 1]
 
-  alias KubeDist.{Simulator, Test.Node}
+  alias PodDist.{Simulator, Test.Node}
 
   defstruct [:id, :sim, :mode, :agent]
 
@@ -122,11 +122,11 @@ defmodule KubeDist.Test.Cluster do
       |> Keyword.drop([:epmd, :dual_stack])
       |> Keyword.merge(ip: Enum.reject([ip, ip6], &is_nil/1))
 
-    KubeDist.SimCase.create_pod(cluster.sim, "default", name, pod_opts)
+    PodDist.SimCase.create_pod(cluster.sim, "default", name, pod_opts)
     ip
   end
 
-  @doc "Starts node `basename@pod` inside the pod's namespace. Options as `KubeDist.Test.Node.start!/4`."
+  @doc "Starts node `basename@pod` inside the pod's namespace. Options as `PodDist.Test.Node.start!/4`."
   def start_node!(cluster, basename, pod, opts \\ []) do
     case start_node(cluster, basename, pod, opts) do
       {:ok, node} -> node
@@ -151,7 +151,7 @@ defmodule KubeDist.Test.Cluster do
   end
 
   @doc """
-  Starts `KubeDist.Strategy` inside `node` (unlinked from the REPL), reaching the
+  Starts `PodDist.Strategy` inside `node` (unlinked from the REPL), reaching the
   simulator the way the node's pod does, with `config` on top.
   """
   def start_strategy!(cluster, node, config \\ []) do
@@ -164,7 +164,7 @@ defmodule KubeDist.Test.Cluster do
     ]
 
     code =
-      "{:ok, pid} = KubeDist.Strategy.start_link(#{inspect(Keyword.merge(base, config))}); Process.unlink(pid); Process.register(pid, :kube_dist_strategy); :ok"
+      "{:ok, pid} = PodDist.Strategy.start_link(#{inspect(Keyword.merge(base, config))}); Process.unlink(pid); Process.register(pid, :pod_dist_strategy); :ok"
 
     {:ok, :ok} = Node.eval(node, code)
     :ok
@@ -197,7 +197,7 @@ defmodule KubeDist.Test.Cluster do
 
   @doc "Deletes the Pod object at once (the namespace and its nodes stay, as a dying pod's would)."
   def delete_pod!(cluster, name) do
-    KubeDist.SimCase.delete_pod(cluster.sim, "default", name)
+    PodDist.SimCase.delete_pod(cluster.sim, "default", name)
   end
 
   @doc "Removes a pod's namespace (after its nodes were stopped)."
@@ -280,7 +280,7 @@ defmodule KubeDist.Test.Cluster do
   end
 
   @doc "The pods the API server holds now, decoded."
-  def server_pods(cluster), do: KubeDist.SimCase.server_pods(cluster.sim, "default")
+  def server_pods(cluster), do: PodDist.SimCase.server_pods(cluster.sim, "default")
 
   defp base36(integer) when is_binary(integer), do: integer |> String.to_integer() |> base36()
   defp base36(integer), do: integer |> Integer.to_string(36) |> String.downcase()

@@ -1,4 +1,4 @@
-defmodule KubeDist.Test.JSON do
+defmodule PodDist.Test.JSON do
   @moduledoc """
   Minimal JSON encoder/decoder for the test suite.
 

@@ -1,4 +1,4 @@
-defmodule KubeDist.Test.LaggingProxy do
+defmodule PodDist.Test.LaggingProxy do
   @moduledoc """
   A TCP proxy on loopback that hands the server's bytes on `lag` ms late (requests go
   through at once): started inside one node, it makes that node's watch lag behind the

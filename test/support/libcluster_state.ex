@@ -8,7 +8,7 @@ unless Code.ensure_loaded?(Cluster.Strategy.State) do
   end
 end
 
-defmodule KubeDist.Test.Recorder do
+defmodule PodDist.Test.Recorder do
   @moduledoc """
   Connect/disconnect/list_nodes MFAs that report to a test process instead of acting,
   and remember who is "connected" (in a public table the test helper creates).
@@ -27,7 +27,7 @@ defmodule KubeDist.Test.Recorder do
   def list_nodes(test), do: :ets.select(__MODULE__, [{{{test, :"$1"}}, [], [:"$1"]}])
 end
 
-defmodule KubeDist.Test.SlowRecorder do
+defmodule PodDist.Test.SlowRecorder do
   @moduledoc "A connect MFA for which one node never answers, as a dead IP would."
 
   def connect(test, :app@dead = node), do: send(test, {:trying, node}) && Process.sleep(:infinity)
@@ -39,7 +39,7 @@ unless Code.ensure_loaded?(:telemetry) do
     @moduledoc false
     # Stands in for the optional :telemetry dependency: forwards events to a registered test.
     def execute(event, measurements, metadata) do
-      if pid = Process.whereis(:kube_dist_telemetry_test),
+      if pid = Process.whereis(:pod_dist_telemetry_test),
         do: send(pid, {:telemetry, event, measurements, metadata})
 
       :ok

@@ -1,7 +1,7 @@
-defmodule KubeDist.Test.Node do
+defmodule PodDist.Test.Node do
   @moduledoc """
   A real BEAM node for multi-pod tests: an OS process started with
-  `-sname <basename>@<pod>`, `-epmd_module Elixir.KubeDist.Epmd`, listening on its
+  `-sname <basename>@<pod>`, `-epmd_module Elixir.PodDist.Epmd`, listening on its
   pod's IP, and configured through the same environment variables a pod would use.
   `eval/2` runs Elixir code in it.
 
@@ -9,19 +9,19 @@ defmodule KubeDist.Test.Node do
       {:ok, true} = Node.eval(node, ~s(Node.connect(:"app@pod-b")))
   """
 
-  alias KubeDist.Simulator
+  alias PodDist.Simulator
 
   defstruct [:port, :name, :os_pid]
 
-  @cookie "kube_dist_test"
+  @cookie "pod_dist_test"
 
   @doc """
   Starts a node. Options: `:ip` (the pod IP it listens on, required), `:mode`
   (`:epmd` or `:epmdless`), `:epmd_port` (epmd mode: the test's own epmd), `:env`
   (extra environment), `:namespaces`, `:netns` (run inside that network namespace),
   `:api_url` (how the node reaches the simulator), `:name_flag` (`"-sname"` or `"-name"`),
-  `:host` (the host part, default the pod name), `:extra_args`, `:kube_dist_ebin` (load
-  kube_dist from this ebin instead of the build's: its `../priv` is where the NIF is
+  `:host` (the host part, default the pod name), `:extra_args`, `:pod_dist_ebin` (load
+  pod_dist from this ebin instead of the build's: its `../priv` is where the NIF is
   looked for).
   """
   def start!(%Simulator{} = sim, basename, pod, opts) do
@@ -44,7 +44,7 @@ defmodule KubeDist.Test.Node do
         Keyword.put(opts, :extra_args, [
           "-noshell",
           "-eval",
-          "'Elixir.KubeDist.Test.NodeRepl':start()." | Keyword.get(opts, :extra_args, [])
+          "'Elixir.PodDist.Test.NodeRepl':start()." | Keyword.get(opts, :extra_args, [])
         ])
       )
 
@@ -169,7 +169,7 @@ defmodule KubeDist.Test.Node do
         "-setcookie",
         @cookie,
         "-epmd_module",
-        "Elixir.KubeDist.Epmd",
+        "Elixir.PodDist.Epmd",
         "-kernel",
         "inet_dist_use_interface",
         inspect(tuple),
@@ -178,8 +178,8 @@ defmodule KubeDist.Test.Node do
         "-pa",
         Path.join(:code.lib_dir(:logger), "ebin"),
         "-pa",
-        Keyword.get_lazy(opts, :kube_dist_ebin, fn ->
-          :code.lib_dir(:kube_dist) |> Path.join("ebin")
+        Keyword.get_lazy(opts, :pod_dist_ebin, fn ->
+          :code.lib_dir(:pod_dist) |> Path.join("ebin")
         end)
       ] ++
         if(mode == :epmdless, do: ["-start_epmd", "false"], else: []) ++
@@ -187,11 +187,11 @@ defmodule KubeDist.Test.Node do
 
     env =
       [
-        {"KUBE_DIST_MODE", Atom.to_string(mode)},
-        {"KUBE_DIST_API_URL", Keyword.get(opts, :api_url, sim.url)},
-        {"KUBE_DIST_CA_FILE", Path.join(sim.dir, "ca.crt")},
-        {"KUBE_DIST_TOKEN_FILE", Path.join(sim.dir, "serviceaccount/token")},
-        {"KUBE_DIST_NAMESPACES", Keyword.get(opts, :namespaces, "default")},
+        {"POD_DIST_MODE", Atom.to_string(mode)},
+        {"POD_DIST_API_URL", Keyword.get(opts, :api_url, sim.url)},
+        {"POD_DIST_CA_FILE", Path.join(sim.dir, "ca.crt")},
+        {"POD_DIST_TOKEN_FILE", Path.join(sim.dir, "serviceaccount/token")},
+        {"POD_DIST_NAMESPACES", Keyword.get(opts, :namespaces, "default")},
         {"ERL_EPMD_PORT", to_string(Keyword.get(opts, :epmd_port, 4369))}
       ] ++ Keyword.get(opts, :env, [])
 

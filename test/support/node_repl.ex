@@ -1,8 +1,8 @@
-defmodule KubeDist.Test.NodeRepl do
+defmodule PodDist.Test.NodeRepl do
   @moduledoc """
   Runs inside a test node (a real BEAM OS process): reads one line (Base64 of Elixir code)
   from standard input, evaluates it, and answers `KDREPL <base64 of term_to_binary>`.
-  `KubeDist.Test.Node` drives it.
+  `PodDist.Test.Node` drives it.
   """
 
   @doc "The read-eval-print loop; returns when standard input closes."

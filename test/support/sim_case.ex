@@ -1,4 +1,4 @@
-defmodule KubeDist.SimCase do
+defmodule PodDist.SimCase do
   @moduledoc """
   ExUnit case template for tests against the Kubernetes API simulator: each test
   gets a fresh simulator in `context.sim`, stopped when the test ends, and helpers
@@ -6,12 +6,12 @@ defmodule KubeDist.SimCase do
   """
   use ExUnit.CaseTemplate
 
-  alias KubeDist.Simulator
-  alias KubeDist.Test.JSON
+  alias PodDist.Simulator
+  alias PodDist.Test.JSON
 
   using do
     quote do
-      import KubeDist.SimCase
+      import PodDist.SimCase
     end
   end
 
@@ -162,7 +162,7 @@ defmodule KubeDist.SimCase do
     JSON.decode!(body)
   end
 
-  @doc "A fault or control route; see `KubeDist.Simulator.fault/3`."
+  @doc "A fault or control route; see `PodDist.Simulator.fault/3`."
   def fault!(sim, route, params \\ []) do
     {:ok, 200, _} = Simulator.fault(sim, route, params)
     :ok
@@ -186,12 +186,12 @@ defmodule KubeDist.SimCase do
     end
   end
 
-  @doc "The next `{:kube_dist, tag, event}` for `tag`."
+  @doc "The next `{:pod_dist, tag, event}` for `tag`."
   def next_event(tag, timeout \\ 5_000) do
     receive do
-      {:kube_dist, ^tag, event} -> event
+      {:pod_dist, ^tag, event} -> event
     after
-      timeout -> flunk("no KubeDist event within #{timeout} ms")
+      timeout -> flunk("no PodDist event within #{timeout} ms")
     end
   end
 end

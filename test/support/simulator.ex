@@ -1,17 +1,17 @@
-defmodule KubeDist.Simulator do
+defmodule PodDist.Simulator do
   @moduledoc """
-  Runs `kube_sim`, KubeDist's Kubernetes API simulator, as a child OS process: for the
+  Runs `kube_sim`, PodDist's Kubernetes API simulator, as a child OS process: for the
   demo, the test suite and the benchmarks (test tooling: compiled in `MIX_ENV=test` only).
 
   The simulator serves the core/v1 Pod API over HTTPS with a generated CA and bearer
   tokens, exactly as kube-apiserver does, plus a loopback-only control port that acts
   as cluster admin and injects faults.
 
-      {:ok, sim} = KubeDist.Simulator.start(pods: 3)
-      {:ok, watch} = KubeDist.Watch.start(KubeDist.Simulator.watch_options(sim))
-      KubeDist.Simulator.request(sim, :delete, "/api/v1/namespaces/default/pods/pod-1")
-      KubeDist.Simulator.fault(sim, "faults/compact")
-      KubeDist.Simulator.stop(sim)
+      {:ok, sim} = PodDist.Simulator.start(pods: 3)
+      {:ok, watch} = PodDist.Watch.start(PodDist.Simulator.watch_options(sim))
+      PodDist.Simulator.request(sim, :delete, "/api/v1/namespaces/default/pods/pod-1")
+      PodDist.Simulator.fault(sim, "faults/compact")
+      PodDist.Simulator.stop(sim)
 
   The binary is built with cargo on first use (`cargo build --release -p kube_sim` in the
   root, development workspace).
@@ -80,7 +80,7 @@ defmodule KubeDist.Simulator do
     :error, :badarg -> :ok
   end
 
-  @doc "Options for `KubeDist.Watch.start/1` that reach this simulator as its service account."
+  @doc "Options for `PodDist.Watch.start/1` that reach this simulator as its service account."
   @spec watch_options(t()) :: keyword()
   def watch_options(%__MODULE__{url: url, dir: dir}) do
     [

@@ -1,7 +1,7 @@
-//! What KubeDist costs the API server, next to a 5 s poller: requests, LISTs and bytes
+//! What PodDist costs the API server, next to a 5 s poller: requests, LISTs and bytes
 //! per minute with every pod running a watcher, at rest and under 10 pod changes/s.
 //!
-//!     cargo run --release -p kube_dist_bench --bin api_load -- --pods 500 --watchers 50 --window 30
+//!     cargo run --release -p pod_dist_bench --bin api_load -- --pods 500 --watchers 50 --window 30
 //!
 //! `--watchers` real clients run (each with its own connection); the figures are scaled
 //! to one client per pod (`--pods`), since each client's load is independent of the others.
@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
-use kube_dist_bench::{kube_config, Args};
-use kube_dist_core::connect;
-use kube_dist_core::watch::{Watch, WatchSpec};
 use kube_sim::faults::StatsSnapshot;
 use kube_sim::{fixtures, Config, Simulator};
+use pod_dist_bench::{kube_config, Args};
+use pod_dist_core::connect;
+use pod_dist_core::watch::{Watch, WatchSpec};
 
 const NS: &str = "default";
 
@@ -48,7 +48,7 @@ async fn main() {
     println!("| client | state | requests/min | LISTs/min | MB/min |");
     println!("|---|---|---|---|---|");
 
-    // KubeDist: one watch per pod, as KubeDist.Epmd or KubeDist.Strategy runs in each.
+    // PodDist: one watch per pod, as PodDist.Epmd or PodDist.Strategy runs in each.
     let spec = WatchSpec {
         service: None,
         namespaces: vec![Some(NS.into())],
@@ -71,7 +71,7 @@ async fn main() {
     }
     // Let every watcher move on from its initial list to its watch.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    measure(&sim, "KubeDist watch", window, scale).await;
+    measure(&sim, "PodDist watch", window, scale).await;
     drop(watches);
 
     // The reference: LIST every 5 s, as libcluster's Kubernetes strategy does.

@@ -2,14 +2,14 @@
 //! 1,000 pod changes per second, measured as the lag from each change to its arrival
 //! on every watch, and the CPU the whole process used.
 //!
-//!     cargo run --release -p kube_dist_bench --bin sim_scale -- --pods 10000 --watches 100 --rate 1000 --seconds 10
+//!     cargo run --release -p pod_dist_bench --bin sim_scale -- --pods 10000 --watches 100 --rate 1000 --seconds 10
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{AsyncBufReadExt, StreamExt};
-use kube_dist_bench::{cpu_time, fmt, percentile, Args};
 use kube_sim::{fixtures, Config, Simulator};
+use pod_dist_bench::{cpu_time, fmt, percentile, Args};
 use rustls::pki_types::pem::PemObject;
 
 const NS: &str = "default";

@@ -3,7 +3,7 @@
 //! clustering needs to hear) and under status churn that leaves readiness alone (a
 //! container restart: what it need not hear).
 //!
-//!     cargo run --release -p kube_dist_bench --bin source_load -- --pods 500 --watchers 20 --window 20
+//!     cargo run --release -p pod_dist_bench --bin source_load -- --pods 500 --watchers 20 --window 20
 //!
 //! `--watchers` real watches run per source; figures are per node (per watch).
 
@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ContainerStatus;
-use kube_dist_bench::{kube_config, Args};
-use kube_dist_core::connect;
-use kube_dist_core::watch::{Watch, WatchEvent, WatchSpec};
 use kube_sim::{fixtures, Config, Simulator};
+use pod_dist_bench::{kube_config, Args};
+use pod_dist_core::connect;
+use pod_dist_core::watch::{Watch, WatchEvent, WatchSpec};
 
 const NS: &str = "default";
 const SERVICE: &str = "bench-dist";

@@ -1,10 +1,10 @@
 //! Bearer-token authentication and a minimal RBAC authorizer.
 //!
 //! Two identities exist: an admin (what kubectl and the tests that play the kubelet
-//! use, never denied) and one service account (what KubeDist uses), which may only
+//! use, never denied) and one service account (what PodDist uses), which may only
 //! `get`, `list` and `watch` the resources its Role grants (pods unless changed; see
 //! [`Auth::grant`]), optionally only in some namespaces. That is enough to
-//! reproduce every 401 and 403 a KubeDist deployment can meet.
+//! reproduce every 401 and 403 a PodDist deployment can meet.
 
 use std::collections::BTreeSet;
 use std::sync::RwLock;
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn tokens_rotate_and_identities_are_authorized() {
-        let auth = Auth::new("default", "kube-dist");
+        let auth = Auth::new("default", "pod-dist");
         let old = format!("Bearer {}", auth.service_account_token());
         assert_eq!(auth.authenticate(Some(&old)), Ok(Identity::ServiceAccount));
         auth.rotate_service_account_token();
@@ -189,7 +189,7 @@ mod tests {
         let denied = auth.authorize(&sa, "list", Some("default"), None).unwrap_err();
         assert_eq!(
             denied.message,
-            "pods is forbidden: User \"system:serviceaccount:default:kube-dist\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+            "pods is forbidden: User \"system:serviceaccount:default:pod-dist\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
         );
         assert!(auth.authorize(&Identity::Admin, "delete", None, None).is_ok());
     }

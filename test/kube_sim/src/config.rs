@@ -16,7 +16,7 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Extra DNS names or IPs for the serving certificate (e.g. an address pods use).
     pub extra_sans: Vec<String>,
-    /// The namespace of the service account KubeDist runs as.
+    /// The namespace of the service account PodDist runs as.
     pub service_account_namespace: String,
     /// The service account's name.
     pub service_account_name: String,
@@ -31,7 +31,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(5),
             extra_sans: Vec::new(),
             service_account_namespace: "default".into(),
-            service_account_name: "kube-dist".into(),
+            service_account_name: "pod-dist".into(),
         }
     }
 }

@@ -77,7 +77,7 @@ pub fn ready_pod(name: &str, ip: &str) -> Pod {
 
 /// A headless Service `name` selecting `selector`, with `publishNotReadyAddresses` (so
 /// not-ready pods are listed) and one port per `(name, targetPort name)`, numbered from
-/// 4370: the shape KubeDist's slice source expects.
+/// 4370: the shape PodDist's slice source expects.
 pub fn headless_service(name: &str, selector: &[(&str, &str)], ports: &[(&str, &str)]) -> Service {
     Service {
         metadata: ObjectMeta {

@@ -187,7 +187,7 @@ impl Simulator {
         let (user, token) = if admin {
             ("kube-sim-admin", self.admin_token())
         } else {
-            ("kube-dist", self.token())
+            ("pod-dist", self.token())
         };
         let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem());
         let yaml = format!(

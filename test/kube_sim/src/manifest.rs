@@ -185,12 +185,12 @@ spec:
     #[test]
     fn a_deployment_becomes_its_replicas() {
         let checked = check(&format!(
-            "{DEPLOYMENT}---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: kube-dist}}\n"
+            "{DEPLOYMENT}---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: pod-dist}}\n"
         ))
         .unwrap();
         assert_eq!(
             checked.objects,
-            ["Deployment/prod/shop", "ServiceAccount/default/kube-dist"]
+            ["Deployment/prod/shop", "ServiceAccount/default/pod-dist"]
         );
         assert_eq!(checked.pods.len(), 2);
         let names: Vec<_> = checked.pods.iter().map(|p| p.metadata.name.clone().unwrap()).collect();

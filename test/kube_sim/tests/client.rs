@@ -1,4 +1,4 @@
-//! kube-rs, the client KubeDist uses, against the simulator: paging, resourceVersion
+//! kube-rs, the client PodDist uses, against the simulator: paging, resourceVersion
 //! semantics, 410, bookmarks, streaming lists, auth and injected faults.
 
 use std::time::Duration;

@@ -272,7 +272,7 @@ async fn kubectl_reports_auth_failures() {
         .restrict_service_account(Some(["prod".to_string()].into()));
     let err = k.fail(&["get", "pods"]).await;
     assert!(
-        err.contains("pods is forbidden: User \"system:serviceaccount:default:kube-dist\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        err.contains("pods is forbidden: User \"system:serviceaccount:default:pod-dist\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
         "{err}"
     );
     k.sim.rotate_token();
@@ -289,8 +289,8 @@ async fn kubectl_applies_the_example_manifests() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/kubernetes");
     let kinds = [
         "serviceaccount/shop",
-        "role.rbac.authorization.k8s.io/kube-dist-pod-reader",
-        "rolebinding.rbac.authorization.k8s.io/shop-kube-dist-pod-reader",
+        "role.rbac.authorization.k8s.io/pod-dist-pod-reader",
+        "rolebinding.rbac.authorization.k8s.io/shop-pod-dist-pod-reader",
         "configmap/shop-dist-tls",
         "secret/shop-dist-tls",
         "deployment.apps/shop",
@@ -328,7 +328,7 @@ async fn kubectl_applies_the_example_manifests() {
     k.sim.write_kubeconfig(&k.dir.path().join("kubeconfig"), false).unwrap();
     let err = k.fail(&["get", "deployments"]).await;
     assert!(
-        err.contains("deployments.apps is forbidden: User \"system:serviceaccount:default:kube-dist\" cannot list resource \"deployments\" in API group \"apps\" in the namespace \"default\""),
+        err.contains("deployments.apps is forbidden: User \"system:serviceaccount:default:pod-dist\" cannot list resource \"deployments\" in API group \"apps\" in the namespace \"default\""),
         "{err}"
     );
     k.sim.write_kubeconfig(&k.dir.path().join("kubeconfig"), true).unwrap();

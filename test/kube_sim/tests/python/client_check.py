@@ -6,7 +6,7 @@ simulator whose bookmark interval is short:
 
     /usr/bin/python3 client_check.py KUBECONFIG
 
-It exercises the verbs KubeDist and its tests rely on, each as a check that prints one
+It exercises the verbs PodDist and its tests rely on, each as a check that prints one
 line, and stops with a traceback at the first failure. The namespace must start empty.
 """
 

@@ -1,0 +1,533 @@
+defmodule PodDist.Strategy.Core do
+  @moduledoc """
+  The membership decisions of `PodDist.Strategy`, as a pure function:
+  `handle(core, event) -> {core, effects}`.
+
+  The core hears what happens (pod events from the watch, snapshots of its index,
+  nodeups and nodedowns, naming results, its own timers) and answers with what to do
+  (name a pod, connect, disconnect, leave, set a timer, log, emit telemetry). It does
+  no I/O: `PodDist.Strategy` runs the effects, through the topology's `connect`,
+  `disconnect` and `list_nodes` functions. So every rule below is tested by feeding
+  events and reading effects, without a Kubernetes API, a NIF or a second node.
+
+  ## Our own node's life cycle
+
+    * `:waiting`: our pod is not eligible yet (not Ready, another phase), or the index
+      has not listed it yet. Pods are tracked and named, nobody is connected.
+    * `:member`: our pod is eligible, or the synced index has no pod of our host name
+      (not on Kubernetes, or named otherwise: nothing to wait for). Eligible pods'
+      nodes are connected.
+    * `:leaving`: our pod is terminating (unless `keep_terminating`). We leave once,
+      then cut every node outside our pod that connects again.
+    * `:gone`: our pod was deleted. As `:leaving`; a pod of our name that is not
+      terminating is a new one, and we are back (`:member` or `:waiting`).
+
+  ## Naming
+
+  A pod is named (its node names found) when it becomes eligible, again when one of
+  its nodes goes down, when an unknown node of its host comes up, and at each index
+  snapshot while it has no names yet (with `nodes: :epmd` its nodes register after it
+  is Ready). A pod has one naming at a time; an ask meanwhile runs after it. So the
+  names a pod ever stood for, kept here, bound its atoms to 16 however namings
+  interleave (`PodDist.Strategy.Nodes.names/3` gets them as `known`).
+
+  ## Nodes that drop
+
+  A node cut off here (by us or our `global`) or lost to a network blip is connected
+  again within 300 ms. A node that hung up on us is called back only 3 s later, if its
+  pod is still eligible then: it may be leaving, its pod terminating, which its own
+  watch saw before ours (watches of one API server lag each other under load), and a
+  node called back at once would be cut again, over and over.
+
+  ## Departed pods
+
+  The nodes of a pod that left are let go after a second (they leave `global` by
+  themselves meanwhile, which keeps the others whole) and refused for a minute if
+  `global` connects them again through a third node. The refusal is keyed by the pod's
+  uid: a StatefulSet pod recreated under the same name is a new pod, and welcome.
+  """
+
+  alias PodDist.Strategy.Nodes
+
+  # How long the nodes of a pod that left are refused if something connects them again.
+  @keep_departed_away 60_000
+  # How long a departing pod's nodes get to leave by themselves before we cut them off.
+  @leave_grace 1_000
+  # The names a pod may stand for, in all (they become atoms).
+  @max_nodes_per_pod 16
+  # How long a node that hung up on us waits to be called back (see `{:nodedown, ...}`):
+  # long enough for our watch to catch up with a termination its own watch saw first.
+  @recall_hung_up 3_000
+
+  @typedoc "Our own node's life cycle (see the module docs)."
+  @type life :: :waiting | :member | :leaving | :gone
+
+  @typedoc "A pod the core follows: eligible once, with the names it stood for."
+  @type tracked :: %{
+          pod: PodDist.Watch.pod(),
+          host: String.t(),
+          nodes: [node()],
+          naming: boolean(),
+          again: boolean()
+        }
+
+  @type t :: %__MODULE__{
+          config: keyword(),
+          own_host: String.t(),
+          own_pod: PodDist.Watch.pod() | nil,
+          life: life(),
+          pods: %{String.t() => tracked()},
+          hosts: %{String.t() => String.t()},
+          departed: %{String.t() => {[node()], non_neg_integer()}},
+          generation: non_neg_integer()
+        }
+
+  defstruct config: [],
+            own_host: nil,
+            own_pod: nil,
+            life: :waiting,
+            # uid => tracked pod
+            pods: %{},
+            # host part of a watched pod's node names => its uid (the newest pod there)
+            hosts: %{},
+            # uid => {nodes, generation}: pods that left, whose nodes are refused
+            departed: %{},
+            generation: 0
+
+  @typedoc "What the core hears."
+  @type event ::
+          {:index, [PodDist.Watch.pod()], synced :: boolean()}
+          | {:added, PodDist.Watch.pod()}
+          | {:changed, old :: PodDist.Watch.pod(), new :: PodDist.Watch.pod()}
+          | {:deleted, PodDist.Watch.pod()}
+          | {:api_error, String.t()}
+          | {:nodeup, node(), PodDist.Watch.pod() | nil}
+          | {:nodedown, node(), reason :: atom()}
+          | {:named, uid :: String.t(), [node()]}
+          | {:reconnect, node()}
+          | {:recall, node()}
+          | {:let_go, uid :: String.t(), generation :: non_neg_integer()}
+          | {:forget, uid :: String.t(), generation :: non_neg_integer()}
+
+  @typedoc """
+  What the core asks for. `:connect` and `:disconnect` go through the topology's
+  functions, which skip nodes already connected (or not connected) as `list_nodes`
+  says; `:leave` leaves `global` quietly and disconnects every listed node outside
+  our pod; `:cut_outsiders` does the same without the `global` step; `:refresh` feeds
+  the index back as `{:index, pods, synced}`; `{:timer, ms, event}` feeds the event
+  back after `ms`.
+  """
+  @type effect ::
+          {:name, PodDist.Watch.pod(), known :: [node()]}
+          | {:connect, [node()]}
+          | {:disconnect, [node()]}
+          | :leave
+          | :cut_outsiders
+          | :refresh
+          | {:timer, non_neg_integer(), event()}
+          | {:log, :info | :warning, String.t()}
+          | {:telemetry, [atom()], map(), map()}
+
+  @typedoc "Why a pod is not eligible, or `:eligible`."
+  @type verdict :: :eligible | :no_ip | :terminating | :not_ready | :not_running | :other_version
+
+  @doc """
+  A new core for a validated `PodDist.Strategy` config; `own_host` is the host part of
+  our own pod's node names (`own_pod:` or the host of `Node.self()`).
+  """
+  @spec new(keyword(), String.t()) :: t()
+  def new(config, own_host), do: %__MODULE__{config: config, own_host: own_host}
+
+  @doc """
+  Whether `pod` is one to connect to, and if not why, under `config`, given our own
+  pod (for `version_label`). The strategy decides with this, the doctor explains with it.
+  """
+  @spec explain(PodDist.Watch.pod(), keyword(), PodDist.Watch.pod() | nil) :: verdict()
+  def explain(pod, config, own_pod) do
+    cond do
+      pod.ip == nil -> :no_ip
+      pod.terminating and not config[:keep_terminating] -> :terminating
+      config[:eligible] == :ready and not pod.ready -> :not_ready
+      config[:eligible] == :running and pod.phase != :running -> :not_running
+      not same_version?(pod, config[:version_label], own_pod) -> :other_version
+      true -> :eligible
+    end
+  end
+
+  defp same_version?(_pod, nil, _own), do: true
+
+  defp same_version?(pod, label, own),
+    do: Map.get(pod.labels, label) == (own && Map.get(own.labels, label))
+
+  @doc """
+  Whether `basename` names a short-lived node: a release's remote shell (`rem-…`) or
+  `rpc` (`rpc-…`) node, or release tooling (`maint_…`, `maint-…`). Such nodes come and
+  go by the minute under random names: they are never connected to the cluster (they
+  connect to the node they came for themselves), and never become atoms here.
+  """
+  @spec short_lived?(String.t()) :: boolean()
+  def short_lived?(basename),
+    do: String.starts_with?(basename, ["rem-", "rpc-", "maint_", "maint-"])
+
+  @doc "Whether `node` runs in our own pod (a sibling, or a remote shell into it)."
+  @spec same_pod?(t(), node()) :: boolean()
+  def same_pod?(core, node), do: host(node) == core.own_host
+
+  @doc "Our own node's life cycle value."
+  @spec life(t()) :: life()
+  def life(core), do: core.life
+
+  @doc "Decides what to do about `event`."
+  @spec handle(t(), event()) :: {t(), [effect()]}
+  def handle(core, {:index, pods, synced}) do
+    own = Enum.find(pods, &own_pod?(&1, core))
+    core = %{core | hosts: Map.new(pods, &{host_of(&1, core), &1.uid})}
+
+    {core, effects} =
+      cond do
+        own -> own_pod(core, own)
+        # Synced and no pod of ours: not on Kubernetes, or named otherwise.
+        synced and core.life == :waiting -> {%{core | life: :member}, []}
+        true -> {core, []}
+      end
+
+    {core, named} =
+      pods
+      |> Enum.filter(&eligible?(&1, core))
+      |> Enum.reduce({core, []}, fn pod, {core, acc} ->
+        case core.pods[pod.uid] do
+          # Named, or being named: nothing to ask (no epmd is polled at every snapshot).
+          %{nodes: [_ | _]} -> {core, acc}
+          %{naming: true} -> {core, acc}
+          _ -> with {core, e} <- name(core, pod), do: {core, acc ++ e}
+        end
+      end)
+
+    {core, effects ++ named ++ reach_out(core)}
+  end
+
+  def handle(core, {:added, pod}), do: pod_seen(core, pod)
+  def handle(core, {:changed, _old, pod}), do: pod_seen(core, pod)
+
+  def handle(core, {:deleted, pod}) do
+    core = %{core | hosts: drop_host(core.hosts, host_of(pod, core), pod.uid)}
+
+    # Ours, unless a newer pod of our name is already there.
+    {core, own_effects} =
+      if own_pod?(pod, core) and (core.own_pod == nil or core.own_pod.uid == pod.uid),
+        do: gone(core),
+        else: {core, []}
+
+    {tracked, pods} = Map.pop(core.pods, pod.uid)
+    core = %{core | pods: pods}
+
+    if tracked != nil and tracked.nodes != [] and core.config[:disconnect_deleted] do
+      {core, depart} = depart(core, pod.uid, tracked.nodes)
+      {core, own_effects ++ [discovery(tracked.pod.name, :left, tracked.nodes) | depart]}
+    else
+      {core, own_effects}
+    end
+  end
+
+  def handle(core, {:api_error, message}) do
+    {core,
+     [
+       {:log, :warning, "#{message}; keeping the cluster as it is"},
+       {:telemetry, [:api_error], %{}, %{message: message}}
+     ]}
+  end
+
+  def handle(core, {:nodeup, node, pod}) do
+    cond do
+      unwelcome?(core, node, pod) -> {core, [{:disconnect, [node]}]}
+      uid = unknown_of_tracked(core, node) -> name(core, uid)
+      true -> {core, []}
+    end
+  end
+
+  # A node of an eligible pod dropped, `reason` being net_kernel's `nodedown_reason`.
+  #
+  # It hung up on us (`:connection_closed`: it disconnected, or its VM stopped): it may
+  # be leaving, its pod terminating, which its own watch saw before ours did. Called
+  # back at once it would cut us again, over and over until our watch catches up, and
+  # every nodeup makes `global` sync with it. So it is called back a few seconds later
+  # (if its pod is still eligible then), or by its pod's next change or snapshot.
+  #
+  # Otherwise (`:disconnect` when we or our `global` cut it, to prevent overlapping
+  # partitions when another node left; `:net_tick_timeout` after a network blip) it
+  # is connected again soon, rather than at the next snapshot, and with `nodes: :epmd`
+  # the pod's epmd is asked what runs there now.
+  def handle(core, {:nodedown, node, reason}) do
+    cond do
+      known_uid(core, node) == nil ->
+        {core, []}
+
+      reason == :connection_closed ->
+        {core, [{:timer, @recall_hung_up + jitter(node), {:recall, node}}]}
+
+      true ->
+        recall(core, node, jitter(node))
+    end
+  end
+
+  def handle(core, {:recall, node}) do
+    if known_uid(core, node), do: recall(core, node, 0), else: {core, []}
+  end
+
+  def handle(core, {:reconnect, node}) do
+    if core.life == :member and known_uid(core, node),
+      do: {core, [{:connect, [node]}]},
+      else: {core, []}
+  end
+
+  def handle(core, {:named, uid, nodes}) do
+    case core.pods do
+      %{^uid => tracked} ->
+        # Every name the pod ever stood for is kept: it bounds the atoms a pod can make.
+        new = Enum.take(nodes -- tracked.nodes, @max_nodes_per_pod - length(tracked.nodes))
+        nodes = Enum.filter(nodes, &(&1 in tracked.nodes or &1 in new))
+        core = put_in(core.pods[uid], %{tracked | nodes: tracked.nodes ++ new, naming: false})
+        joined = if new != [], do: [discovery(tracked.pod.name, :joined, nodes)], else: []
+        connect = if core.life == :member and nodes != [], do: [{:connect, nodes}], else: []
+        # Asked again while it ran: ask now, with the names just learnt as known.
+        {core, again} = if tracked.again, do: name(core, uid), else: {core, []}
+
+        {core, joined ++ connect ++ again}
+
+      # The pod left while it was being named.
+      _ ->
+        {core, []}
+    end
+  end
+
+  # The grace is over: cut off those still connected, unless the name is a new pod's now.
+  def handle(core, {:let_go, uid, generation}) do
+    case core.departed do
+      %{^uid => {nodes, ^generation}} ->
+        {core, [{:disconnect, Enum.reject(nodes, &welcome_again?(core, &1, uid))}]}
+
+      _ ->
+        {core, []}
+    end
+  end
+
+  def handle(core, {:forget, uid, generation}) do
+    case core.departed do
+      %{^uid => {_nodes, ^generation}} -> {%{core | departed: Map.delete(core.departed, uid)}, []}
+      _ -> {core, []}
+    end
+  end
+
+  # Ask the pod of a node that dropped what runs there now (with `nodes: :epmd`), and
+  # connect the node again after `delay`.
+  defp recall(core, node, delay) do
+    uid = known_uid(core, node)
+    {core, named} = if core.config[:nodes] == :epmd, do: name(core, uid), else: {core, []}
+
+    reconnect =
+      cond do
+        core.life != :member -> []
+        delay == 0 -> [{:connect, [node]}]
+        true -> [{:timer, delay, {:reconnect, node}}]
+      end
+
+    {core, named ++ reconnect}
+  end
+
+  ## Pods
+
+  defp pod_seen(core, pod) do
+    core = %{core | hosts: Map.put(core.hosts, host_of(pod, core), pod.uid)}
+
+    cond do
+      own_pod?(pod, core) ->
+        {core, effects} = own_pod(core, pod)
+        # Our pod's other nodes are candidates too.
+        {core, named} = track(core, pod)
+        {core, effects ++ named}
+
+      eligible?(pod, core) ->
+        track(core, pod)
+
+      pod.terminating and Map.has_key?(core.pods, pod.uid) ->
+        {tracked, pods} = Map.pop(core.pods, pod.uid)
+        {core, depart} = depart(%{core | pods: pods}, pod.uid, tracked.nodes)
+        {core, [discovery(tracked.pod.name, :left, tracked.nodes) | depart]}
+
+      true ->
+        {core, []}
+    end
+  end
+
+  # An eligible pod: named when it becomes eligible; with pure naming (labels,
+  # annotations, ports, a function) at every change too, as its answer may change.
+  defp track(core, pod) do
+    cond do
+      not eligible?(pod, core) -> {core, []}
+      not Map.has_key?(core.pods, pod.uid) -> name(core, pod)
+      core.config[:nodes] != :epmd -> name(core, pod)
+      true -> {put_in(core.pods[pod.uid].pod, pod), []}
+    end
+  end
+
+  # Our pod: the life cycle follows it.
+  defp own_pod(core, pod) do
+    was = core.life
+    before = core.own_pod
+    core = %{core | own_pod: pod}
+
+    cond do
+      pod.terminating and not core.config[:keep_terminating] ->
+        leave(core)
+
+      # A pod of our name that is not terminating is a new one (or ours, ready now).
+      explain(pod, core.config, pod) == :eligible ->
+        core = %{core | life: :member}
+        # Eligibility of the others may depend on our pod (its version): judge again.
+        refresh? = was != :member or version(before, core) != version(pod, core)
+        {core, if(refresh?, do: [:refresh], else: [])}
+
+      true ->
+        {%{core | life: :waiting}, []}
+    end
+  end
+
+  defp version(nil, _core), do: nil
+
+  defp version(pod, core),
+    do: core.config[:version_label] && pod.labels[core.config[:version_label]]
+
+  defp leave(%{life: life} = core) when life in [:leaving, :gone], do: {core, []}
+
+  defp leave(core) do
+    {%{core | life: :leaving},
+     [{:log, :info, "our pod is terminating; leaving the cluster"}, :leave]}
+  end
+
+  defp gone(core) do
+    log = {:log, :info, "our own pod is gone; no longer reaching out"}
+
+    # Deleted without a grace period, our pod never looked terminating: leave now.
+    leave =
+      if core.life not in [:leaving, :gone] and core.config[:disconnect_deleted],
+        do: [:leave],
+        else: []
+
+    {%{core | life: :gone}, [log | leave]}
+  end
+
+  # One naming per pod at a time: a second ask waits for the first answer. The pod
+  # given is the newest seen; a uid names the pod as last seen.
+  defp name(core, uid) when is_binary(uid), do: name(core, core.pods[uid].pod)
+
+  defp name(core, %{uid: uid} = pod) do
+    case core.pods do
+      %{^uid => %{naming: true} = tracked} ->
+        {put_in(core.pods[uid], %{tracked | pod: pod, again: true}), []}
+
+      %{^uid => tracked} ->
+        {put_in(core.pods[uid], %{tracked | pod: pod, naming: true, again: false}),
+         [{:name, pod, tracked.nodes}]}
+
+      _ ->
+        tracked = %{pod: pod, host: host_of(pod, core), nodes: [], naming: true, again: false}
+        {put_in(core.pods[uid], tracked), [{:name, pod, []}]}
+    end
+  end
+
+  # Let go of nodes whose pod left, and keep them away for a while: `global` may
+  # connect them again through a node that has not heard of the departure yet.
+  defp depart(core, _uid, []), do: {core, []}
+
+  defp depart(core, uid, nodes) do
+    generation = core.generation + 1
+
+    {%{core | departed: Map.put(core.departed, uid, {nodes, generation}), generation: generation},
+     [
+       {:timer, @leave_grace, {:let_go, uid, generation}},
+       {:timer, @keep_departed_away, {:forget, uid, generation}}
+     ]}
+  end
+
+  # Every known node, if we are a member (the runner skips those connected); a node
+  # leaving cuts again whoever came back (seen with a node that joined as we left).
+  defp reach_out(%{life: :member} = core) do
+    case Enum.flat_map(core.pods, fn {_uid, tracked} -> tracked.nodes end) do
+      [] -> []
+      nodes -> [{:connect, nodes}]
+    end
+  end
+
+  defp reach_out(%{life: life}) when life in [:leaving, :gone], do: [:cut_outsiders]
+  defp reach_out(_core), do: []
+
+  ## Nodes
+
+  # A node that must not stay connected: we are leaving, its pod left or is terminating.
+  # Nodes of our own pod (a remote shell) are always welcome.
+  defp unwelcome?(core, node, pod) do
+    cond do
+      same_pod?(core, node) -> false
+      core.life in [:leaving, :gone] -> true
+      departed?(core, node, pod) -> true
+      core.config[:keep_terminating] -> false
+      true -> pod != nil and pod.terminating
+    end
+  end
+
+  # The pod now behind the node's host decides: a departed one (or none, it was
+  # deleted) is refused; a new pod under the same name is not.
+  defp departed?(core, node, nil),
+    do: Enum.any?(core.departed, fn {_uid, {nodes, _}} -> node in nodes end)
+
+  defp departed?(core, _node, pod), do: Map.has_key?(core.departed, pod.uid)
+
+  defp welcome_again?(core, node, departed_uid) do
+    case core.hosts[host(node)] do
+      nil -> false
+      ^departed_uid -> false
+      _new_pod -> true
+    end
+  end
+
+  defp known_uid(core, node) do
+    Enum.find_value(core.pods, fn {uid, tracked} -> if node in tracked.nodes, do: uid end)
+  end
+
+  # An unknown node of a pod we follow with `nodes: :epmd`: its epmd has a new name
+  # (not a remote shell or an rpc node, which come and go).
+  defp unknown_of_tracked(core, node) do
+    host = host(node)
+
+    if core.config[:nodes] == :epmd and not short_lived?(basename(node)) do
+      Enum.find_value(core.pods, fn {uid, tracked} ->
+        if tracked.host == host and node not in tracked.nodes, do: uid
+      end)
+    end
+  end
+
+  ## Helpers
+
+  defp eligible?(pod, core), do: explain(pod, core.config, core.own_pod) == :eligible
+  defp own_pod?(pod, core), do: host_of(pod, core) == core.own_host
+  # A pod without an IP has no host in the IP forms yet.
+  defp host_of(pod, core), do: Nodes.host(pod, core.config)
+
+  defp drop_host(hosts, host, uid) do
+    case hosts do
+      %{^host => ^uid} -> Map.delete(hosts, host)
+      _ -> hosts
+    end
+  end
+
+  defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
+  defp basename(node), do: node |> Atom.to_string() |> String.split("@") |> hd()
+
+  # Spread reconnects of nodes that dropped together, deterministically.
+  defp jitter(node), do: 100 + :erlang.phash2(node, 200)
+
+  defp discovery(pod_name, change, nodes),
+    do:
+      {:telemetry, [:discovery], %{nodes: length(nodes)},
+       %{pod: pod_name, change: change, nodes: nodes}}
+end

@@ -1,0 +1,81 @@
+defmodule PodDist.Strategy.Nodes do
+  @moduledoc false
+  # The node names each pod stands for (which pods are eligible is
+  # PodDist.Strategy.Core's rule). Pure functions, except :epmd naming, which asks the
+  # pod's epmd (with a timeout).
+
+  # Names from a peer's epmd become atoms: only plausible ones, and not too many.
+  @valid_basename ~r/\A[A-Za-z0-9_.-]{1,64}\z/
+  @max_nodes_per_pod 16
+
+  @doc """
+  The node names `pod` stands for. `known` are the names it stood for before: they are
+  reused, and a pod gets new atoms only up to 16 names in all, however often its
+  answer changes (a hostile epmd could otherwise hand out fresh names on every ask).
+  Short-lived names (remote shells, `rpc` nodes: `PodDist.Strategy.Core.short_lived?/1`)
+  are left out before any atom is made.
+
+  A pod without a host of the form `config[:host]` (see `t:PodDist.Watch.hosts/0`)
+  stands for no node.
+  """
+  @spec names(PodDist.Watch.pod(), keyword(), [node()]) :: [node()]
+  def names(pod, config, known \\ []) do
+    case host(pod, config) do
+      nil -> []
+      host -> names(pod, host, config, known)
+    end
+  end
+
+  defp names(pod, host, config, known) do
+    known = Map.new(known, &{Atom.to_string(&1), &1})
+
+    pod
+    |> basenames(config[:nodes], config[:connect_timeout])
+    |> Enum.filter(&(valid_basename?(&1) and not PodDist.Strategy.Core.short_lived?(&1)))
+    |> Enum.map(&"#{&1}@#{host}")
+    |> Enum.uniq()
+    |> Enum.reduce({[], @max_nodes_per_pod - map_size(known)}, fn name, {nodes, budget} ->
+      case known do
+        %{^name => node} -> {[node | nodes], budget}
+        _ when budget > 0 -> {[String.to_atom(name) | nodes], budget - 1}
+        _ -> {nodes, budget}
+      end
+    end)
+    |> elem(0)
+    |> Enum.reverse()
+  end
+
+  defp basenames(_pod, {:basename, name}, _timeout), do: [name]
+  defp basenames(pod, {:label, key}, _timeout), do: split(Map.get(pod.labels, key))
+  defp basenames(pod, {:annotation, key}, _timeout), do: split(Map.get(pod.annotations, key))
+
+  defp basenames(pod, fun, _timeout) when is_function(fun, 1) do
+    pod |> fun.() |> List.wrap() |> Enum.map(&(&1 |> to_string() |> String.split("@") |> hd()))
+  end
+
+  defp basenames(pod, :declared, _timeout) do
+    for {basename, _port} <- pod.dist_ports, is_binary(basename), do: basename
+  end
+
+  defp basenames(pod, :epmd, timeout) do
+    task = Task.async(fn -> :erl_epmd.names(pod.ip) end)
+
+    case Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill) do
+      {:ok, {:ok, names}} -> for {name, _port} <- names, do: List.to_string(name)
+      _ -> []
+    end
+  end
+
+  defp split(nil), do: []
+  defp split(value), do: value |> String.split(",", trim: true) |> Enum.map(&String.trim/1)
+
+  defp valid_basename?(name), do: is_binary(name) and Regex.match?(@valid_basename, name)
+
+  @doc """
+  The host part of `pod`'s node names, in the form `config[:host]` asks for; `nil` when
+  the pod has none (the native side builds every form, next to the parser that reads
+  them back).
+  """
+  @spec host(PodDist.Watch.pod(), keyword()) :: String.t() | nil
+  def host(pod, config), do: pod.hosts[config[:host]]
+end

@@ -1,0 +1,250 @@
+defmodule PodDist.Watch do
+  @moduledoc """
+  A live view of the pods in some namespaces, kept current by a Kubernetes watch
+  running in native code.
+
+  `start/1` connects to the API server (explicit options, else the in-cluster service
+  account, else a kubeconfig) and lists then watches pods. Watches with the same
+  options are shared; the watch stops when the last `t:t/0` referring to it is
+  garbage-collected and none of its subscribers is alive.
+
+      {:ok, watch} = PodDist.Watch.start(namespaces: ["prod"], label_selector: "app=api")
+      true = PodDist.Watch.await_synced(watch, 5_000)
+      PodDist.Watch.pods(watch)
+      #=> [%{name: "api-7d9c", namespace: "prod", ip: {10, 42, 2, 46}, ready: true, ...}]
+
+  ## Options
+
+    * `:namespaces` - list of namespaces, or `:all`. Default: the service account's
+      namespace (or the kubeconfig context's), else `"default"`.
+    * `:label_selector`, `:field_selector` - Kubernetes selector strings.
+    * `:service` - the source: the EndpointSlices of this headless Service (in the first
+      of `:namespaces`, else the service account's namespace) instead of pods. The
+      credentials then need `get`, `list`, `watch` on `endpointslices`
+      (`discovery.k8s.io`) and nothing on pods. Records carry no labels or annotations;
+      `:label_selector` and `:field_selector` are refused with it (the Service's selector
+      picks the pods). Use `publishNotReadyAddresses: true` so pods are known before they
+      are ready.
+    * `:api_url` - API server URL; with it, `:ca_file` and `:token_file` (or `:token`).
+    * `:service_account_dir` - where the service account is mounted
+      (default `/var/run/secrets/kubernetes.io/serviceaccount`).
+    * `:kubeconfig` - kubeconfig path (default `KUBECONFIG`, then `~/.kube/config`).
+    * `:cluster_domain` - the cluster DNS domain for qualified names. Default: read from
+      the search list of `/etc/resolv.conf` inside a pod (`<namespace>.svc.<domain>
+      svc.<domain> <domain>`), else `"cluster.local"`. `health/1` says which is used.
+
+  Options are a keyword list; anything else (an improper list too) is refused with
+  `{:error, reason}`. `check_options/1` validates them without starting anything.
+
+  TLS verification of the API server cannot be turned off.
+  """
+
+  @enforce_keys [:resource]
+  defstruct [:resource]
+
+  @typedoc "A handle on a running watch."
+  @type t :: %__MODULE__{resource: reference()}
+
+  @typedoc "An indexed pod."
+  @type pod :: %{
+          uid: String.t(),
+          namespace: String.t(),
+          name: String.t(),
+          ip: :inet.ip_address() | nil,
+          ips: [:inet.ip_address()],
+          hostname: String.t() | nil,
+          subdomain: String.t() | nil,
+          node_name: String.t() | nil,
+          phase: :pending | :running | :succeeded | :failed | :unknown,
+          ready: boolean(),
+          terminating: boolean(),
+          labels: %{String.t() => String.t()},
+          annotations: %{String.t() => String.t()},
+          ports: [%{name: String.t() | nil, port: :inet.port_number(), container: String.t()}],
+          hosts: hosts(),
+          dist_ports: [{String.t() | :any, :inet.port_number()}]
+        }
+
+  @typedoc """
+  The host part of a pod's node names in each form (see `PodDist.Strategy`'s `:host`),
+  `nil` where the pod has none: `pod_name` for a name that is not one DNS label,
+  `ip` and `dashed_ip` for a pod without an IP or on the host network (its IP is its
+  node's), `hostname_fqdn` unless the pod has both `spec.hostname` and `spec.subdomain`
+  (cluster DNS has no hostname record for it otherwise). Each resolves back to the pod.
+  """
+  @type hosts :: %{
+          pod_name: String.t() | nil,
+          ip: String.t() | nil,
+          dashed_ip: String.t() | nil,
+          hostname_fqdn: String.t() | nil
+        }
+
+  @typedoc """
+  What the watch's last failure was: the API server could not be reached, its
+  certificate is not signed by the configured CA, it rejected the credentials (401) or
+  denied access to pods (403), answered another HTTP status, no client could be made
+  from the configuration, or the watch itself died (a bug) and is being restarted.
+  """
+  @type error ::
+          :unreachable
+          | :certificate
+          | :unauthorized
+          | :forbidden
+          | {:status, pos_integer()}
+          | :client
+          | :crashed
+
+  @typedoc "What subscribers receive as `{:pod_dist, tag, event}`."
+  @type event ::
+          {:added, pod()}
+          | {:changed, old :: pod(), new :: pod()}
+          | {:deleted, pod()}
+          | :synced
+          | {:api_error, String.t()}
+
+  @doc "Starts (or joins) a watch. See the module docs for options."
+  @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
+  def start(options \\ []) do
+    with {:ok, resource} <- PodDist.Native.start_watch(options) do
+      {:ok, %__MODULE__{resource: resource}}
+    end
+  end
+
+  @doc """
+  `:ok` if `start/1` would accept `options` (it may still fail to connect), else
+  `{:error, reason}`. The one validator of watch options: `PodDist.Strategy` and
+  `PodDist.Epmd` use it too.
+  """
+  @spec check_options(term()) :: :ok | {:error, String.t()}
+  def check_options(options), do: PodDist.Native.check_options(options)
+
+  @doc """
+  Waits until the initial list is in, up to `timeout` milliseconds. Returns whether
+  it is. The caller waits in a `receive` (the native side messages it), holding no
+  scheduler.
+  """
+  @spec await_synced(t(), non_neg_integer()) :: boolean()
+  def await_synced(%__MODULE__{resource: r}, timeout) when is_integer(timeout) and timeout >= 0 do
+    tag = make_ref()
+
+    case PodDist.Native.notify_synced(r, self(), tag, timeout) do
+      :ok ->
+        # The answer always comes, at `timeout` at the latest; the margin only guards
+        # against a runtime that stopped.
+        receive do
+          {^tag, synced} -> synced
+        after
+          timeout + 5_000 -> false
+        end
+
+      {:error, _} ->
+        false
+    end
+  end
+
+  @doc "Every indexed pod, sorted by namespace and name, from one consistent snapshot."
+  @spec pods(t()) :: [pod()]
+  def pods(%__MODULE__{resource: r}), do: PodDist.Native.list_pods(r)
+
+  @doc """
+  Sends `{:pod_dist, tag, event}` to `pid` for every change from now on, where `tag`
+  is the returned reference. The subscription keeps the watch running for as long
+  as `pid` lives, even if no handle on it is left, and ends when `pid` exits. If the
+  watch is failing when `pid` subscribes, the current `{:api_error, message}` comes first.
+  """
+  @spec subscribe(t(), pid()) :: reference()
+  def subscribe(%__MODULE__{resource: r}, pid \\ self()) when is_pid(pid) do
+    tag = make_ref()
+    :ok = PodDist.Native.subscribe(r, pid, tag)
+    tag
+  end
+
+  @typedoc "A host name: a pod name or any other Kubernetes host form, or an IP."
+  @type host :: String.t() | charlist() | atom()
+
+  @typedoc "The address family asked for, as the distribution names it."
+  @type family :: :inet | :inet6
+
+  @doc """
+  Resolves `host` to an IP of `family` (`:inet` for IPv4, `:inet6` for IPv6) from the
+  index, without any network round trip.
+
+  A name reaches a pod only where cluster DNS, asked from a pod of the watch's own
+  namespace (the first one watched; when watching all, the one of the credentials),
+  would: `web-0` in that namespace, `web-0.prod`, `web-0.prod.pod`,
+  `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local` (`spec.hostname`
+  and `spec.subdomain`, or shorter prefixes of it), or an IP. The README's resolution
+  table has every rule. `{:error, :ambiguous}` when several pods share a hostname and
+  subdomain.
+
+  Kubernetes reuses pod IPs, so every IP has one owner: a live pod over a terminating
+  one over a Failed or Succeeded one, then the newest. A pod resolves while it owns
+  its address of `family`; a deleted pod stops resolving at once, a terminating one
+  still resolves (so its connections drain) until its IP is given to another pod.
+
+  Until the initial list is in, a host that may name a pod and is not found answers
+  `{:error, :not_synced}` (never an IP, `localhost`, or a name no pod can have): it may
+  resolve once the list is in.
+  """
+  @spec resolve(t(), host(), family()) ::
+          {:ok, :inet.ip_address()} | :error | {:error, :ambiguous | :not_synced}
+  def resolve(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
+    do: PodDist.Native.address(r, to_host(host), family)
+
+  @doc """
+  Like `resolve/3`, also returning the pod (or `nil` for an IP no live pod owns).
+  """
+  @spec lookup(t(), host(), family()) ::
+          {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous | :not_synced}
+  def lookup(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
+    do: PodDist.Native.lookup(r, to_host(host), family)
+
+  @doc """
+  Like `resolve/3`, with the epmd-less port of node `basename@host`: the port its pod
+  declares for it (`{port, :own}`: a `dist-<basename>` port) or for any basename
+  (`{port, :shared}`: a `dist` port), `nil` when it declares none (or no pod owns the IP).
+  """
+  @spec node_address(t(), host(), String.t() | charlist() | atom(), family()) ::
+          {:ok, :inet.ip_address(), {:inet.port_number(), :own | :shared} | nil}
+          | :error
+          | {:error, :ambiguous | :not_synced}
+  def node_address(%__MODULE__{resource: r}, host, basename, family \\ :inet)
+      when family in [:inet, :inet6],
+      do: PodDist.Native.node_address(r, to_host(host), basename, family)
+
+  defp to_host(host) when is_binary(host), do: host
+  defp to_host(host) when is_list(host), do: List.to_string(host)
+  defp to_host(host) when is_atom(host), do: Atom.to_string(host)
+
+  @doc """
+  How the watch is doing: sync state, newest resourceVersion, error count, the last
+  error as text (`last_error`, for logs) and as a `t:error/0` (`error`; both cleared
+  once the watch works again), the service account `{namespace, name}` the API named
+  when it denied access (kept once learnt), pod count, index size, and what it
+  watches: the API URL, where its credentials came from (`"explicit"`, `"in_cluster"`
+  or `"kubeconfig"`), the namespaces (`:all` for every one) and the cluster DNS domain
+  host names are read and built in.
+
+  `restarts` counts how often the native watch died (a panic: a bug) and was restarted
+  with backoff; `last_restart` says why, and stays after the watch has recovered. A
+  restarted watch is not `synced` until it has listed every namespace again.
+  """
+  @spec health(t()) :: %{
+          synced: boolean(),
+          last_sync: non_neg_integer() | nil,
+          resource_version: String.t() | nil,
+          errors: non_neg_integer(),
+          last_error: String.t() | nil,
+          error: error() | nil,
+          service_account: {String.t(), String.t()} | nil,
+          cluster_domain: String.t(),
+          pods: non_neg_integer(),
+          index_bytes: non_neg_integer(),
+          api_url: String.t() | nil,
+          credentials: String.t() | nil,
+          namespaces: [String.t()] | :all,
+          restarts: non_neg_integer(),
+          last_restart: String.t() | nil
+        }
+  def health(%__MODULE__{resource: r}), do: PodDist.Native.health(r)
+end

@@ -1,0 +1,295 @@
+defmodule PodDist.Strategy.CoreTest do
+  # The membership decisions, fed events and read as effects: no API, no NIF, no node.
+  use ExUnit.Case, async: true
+
+  alias PodDist.Strategy.{Config, Core, Nodes}
+
+  defp core(config \\ [], own_host \\ "me") do
+    {:ok, config} = Config.validate(Keyword.merge([node_basename: "app"], config))
+    Core.new(config, own_host)
+  end
+
+  defp pod(name, opts \\ []) do
+    Map.merge(
+      %{
+        uid: "uid-#{name}",
+        namespace: "default",
+        name: name,
+        ip: {198, 51, 100, :erlang.phash2(name, 250) + 1},
+        ips: [],
+        hostname: nil,
+        subdomain: nil,
+        node_name: "node-1",
+        phase: :running,
+        ready: true,
+        terminating: false,
+        labels: %{},
+        annotations: %{},
+        ports: [],
+        dist_ports: []
+      },
+      Map.new(opts)
+    )
+    |> with_hosts()
+  end
+
+  # The host forms the native side builds for a pod (only the two these tests use).
+  defp with_hosts(pod) do
+    ip = pod.ip && pod.ip |> :inet.ntoa() |> to_string()
+    Map.put_new(pod, :hosts, %{pod_name: pod.name, ip: ip, dashed_ip: nil, hostname_fqdn: nil})
+  end
+
+  # Feeds events in order; returns the core and every effect, in order.
+  defp feed(core, events) do
+    Enum.reduce(List.wrap(events), {core, []}, fn event, {core, effects} ->
+      {core, more} = Core.handle(core, event)
+      {core, effects ++ more}
+    end)
+  end
+
+  defp of(effects, kind), do: for({^kind, value} <- effects, do: value)
+  defp named(pod, nodes), do: {:named, pod.uid, nodes}
+
+  describe "life cycle" do
+    test "waits for our pod to be eligible, then reaches out to every named pod" do
+      me = pod("me", ready: false)
+      peer = pod("peer")
+      {core, effects} = feed(core(), [{:index, [me, peer], true}])
+      assert Core.life(core) == :waiting
+      # Eligible pods are named while waiting, and connected to nobody.
+      assert [{^peer, []}] = for({:name, p, k} <- effects, do: {p, k})
+      {core, effects} = feed(core, named(peer, [:app@peer]))
+      assert of(effects, :connect) == []
+
+      # Our pod turns Ready: its other nodes are candidates too; everyone is reached.
+      ready = %{me | ready: true}
+      {core, effects} = feed(core, {:changed, me, ready})
+      assert Core.life(core) == :member
+      assert [:refresh, {:name, ^ready, []}] = effects
+      {core, effects} = feed(core, {:index, [ready, peer], true})
+      assert of(effects, :connect) == [[:app@peer]]
+      {_core, effects} = feed(core, named(ready, [:app@me, :worker@me]))
+      assert of(effects, :connect) == [[:app@me, :worker@me]]
+    end
+
+    test "a synced index without our pod: nothing to wait for; unsynced: wait" do
+      assert Core.life(elem(feed(core(), {:index, [pod("peer")], false}), 0)) == :waiting
+      assert Core.life(elem(feed(core(), {:index, [pod("peer")], true}), 0)) == :member
+    end
+
+    test "our pod terminating: leave once, then cut whoever comes back; our pod's nodes stay" do
+      me = pod("me")
+      {core, _} = feed(core(), [{:index, [me, pod("peer")], true}])
+      assert Core.life(core) == :member
+
+      {core, effects} = feed(core, {:changed, me, %{me | terminating: true}})
+      assert Core.life(core) == :leaving
+      assert Enum.count(effects, &(&1 == :leave)) == 1
+      {core, effects} = feed(core, {:changed, me, %{me | terminating: true, ready: false}})
+      refute :leave in effects
+
+      {core, effects} = feed(core, [{:nodeup, :app@peer, pod("peer")}, {:nodeup, :worker@me, me}])
+      assert of(effects, :disconnect) == [[:app@peer]]
+      # A naming answer or a reconnect timer reaches out to nobody now.
+      {core, effects} = feed(core, [named(pod("peer"), [:app@peer]), {:reconnect, :app@peer}])
+      assert of(effects, :connect) == []
+      {_core, effects} = feed(core, {:index, [pod("peer")], true})
+      assert effects == [:cut_outsiders]
+    end
+
+    test "our pod deleted: gone and leaving; a new pod of our name brings us back" do
+      me = pod("me")
+      {core, _} = feed(core(), [{:index, [me], true}])
+      {core, effects} = feed(core, {:deleted, me})
+      assert Core.life(core) == :gone
+      assert :leave in effects
+
+      {core, _} = feed(core, {:added, pod("me", uid: "uid-me-2", ready: false)})
+      assert Core.life(core) == :waiting
+      {core, _} = feed(core, {:changed, pod("me"), pod("me", uid: "uid-me-2")})
+      assert Core.life(core) == :member
+    end
+
+    test "disconnect_deleted: false keeps the cluster when our pod is deleted" do
+      me = pod("me")
+      {core, _} = feed(core(disconnect_deleted: false), [{:index, [me], true}])
+      {core, effects} = feed(core, {:deleted, me})
+      assert Core.life(core) == :gone
+      refute :leave in effects
+    end
+  end
+
+  describe "naming" do
+    test ":epmd asks a pod's epmd when it becomes eligible and when a node of it goes down" do
+      peer = pod("peer")
+      {core, effects} = feed(core([nodes: :epmd], "me"), {:index, [peer], true})
+      assert [{^peer, []}] = for({:name, p, k} <- effects, do: {p, k})
+      {core, _} = feed(core, named(peer, [:app@peer]))
+
+      # Snapshots and status changes of a named pod ask nobody.
+      {core, effects} =
+        feed(core, [{:index, [peer], true}, {:changed, peer, %{peer | labels: %{"x" => "1"}}}])
+
+      assert for({:name, _, _} <- effects, do: 1) == []
+      assert effects == [{:connect, [:app@peer]}]
+
+      {core, effects} = feed(core, {:nodedown, :app@peer, :net_tick_timeout})
+
+      assert [{:name, %{uid: "uid-peer"}, [:app@peer]}, {:timer, _, {:reconnect, :app@peer}}] =
+               effects
+
+      {_core, effects} = feed(core, {:reconnect, :app@peer})
+      assert effects == [{:connect, [:app@peer]}]
+    end
+
+    test ":epmd asks again at snapshots while a pod has no names yet" do
+      peer = pod("peer")
+      {core, _} = feed(core([nodes: :epmd], "me"), [{:index, [peer], true}, named(peer, [])])
+      {_core, effects} = feed(core, {:index, [peer], true})
+      assert [{:name, ^peer, []}] = effects
+    end
+
+    test "an unknown node of a followed pod coming up makes its epmd be asked again" do
+      peer = pod("peer")
+
+      {core, _} =
+        feed(core([nodes: :epmd], "me"), [{:index, [peer], true}, named(peer, [:a@peer])])
+
+      # A remote shell into that pod is no reason to ask.
+      assert {_, []} = feed(core, {:nodeup, :"rem-1a2b-a@peer", peer})
+      {_core, effects} = feed(core, {:nodeup, :b@peer, peer})
+      assert [{:name, %{uid: "uid-peer"}, [:a@peer]}] = effects
+    end
+
+    test "one naming per pod at a time; the 16-name cap holds however answers interleave" do
+      peer = pod("peer")
+      {core, _} = feed(core([nodes: :epmd], "me"), [{:index, [peer], true}])
+      # Asked again while the first naming runs: no second naming yet.
+      {core, effects} = feed(core, [{:nodeup, :x@peer, peer}, {:index, [peer], true}])
+      assert for({:name, _, _} <- effects, do: 1) == []
+
+      many = for i <- 1..20, do: :"n#{i}@peer"
+      {core, effects} = feed(core, named(peer, many))
+      assert [nodes] = of(effects, :connect)
+      assert length(nodes) == 16
+      # The ask that waited runs now, knowing the 16 names.
+      assert [{:name, _, known}] = for({:name, _, _} = e <- effects, do: e)
+      assert known == Enum.take(many, 16)
+
+      more = for i <- 21..40, do: :"n#{i}@peer"
+      {core, effects} = feed(core, named(peer, more))
+      assert of(effects, :connect) == []
+      assert length(core.pods["uid-peer"].nodes) == 16
+    end
+
+    test "short-lived names (remote shells, rpc, tooling) never become candidates" do
+      names = ["app", "rem-1a2b-app", "rpc-9f3c-app", "maint_app", "maint-x", "remote"]
+      {:ok, config} = Config.validate(nodes: fn _pod -> names end)
+      assert Nodes.names(pod("p"), config) == [:app@p, :remote@p]
+      assert Core.short_lived?("rem-1a2b-app")
+      refute Core.short_lived?("remote")
+    end
+  end
+
+  describe "nodes that drop" do
+    test "one cut off here (or by a blip) is called back soon; one that hung up, seconds later" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+
+      for reason <- [:disconnect, :net_tick_timeout] do
+        assert {_, [{:timer, ms, {:reconnect, :app@peer}}]} =
+                 feed(core, {:nodedown, :app@peer, reason})
+
+        assert ms < 1_000
+      end
+
+      # It closed the connection itself: it may be leaving, its pod terminating before
+      # our watch says so. No connect now, only a later recall.
+      {core, effects} = feed(core, {:nodedown, :app@peer, :connection_closed})
+      assert [{:timer, ms, {:recall, :app@peer} = recall}] = effects
+      assert ms >= 3_000
+      # Still eligible by then: connected again.
+      assert {_, [{:connect, [:app@peer]}]} = feed(core, recall)
+      # Its pod was seen terminating meanwhile: nobody is called.
+      {core, _} = feed(core, {:changed, peer, %{peer | terminating: true}})
+      assert {_, []} = feed(core, recall)
+    end
+
+    test "with :epmd, a node that hung up is named again only at its recall" do
+      peer = pod("peer")
+
+      {core, _} =
+        feed(core(nodes: :epmd), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+
+      assert {core, [{:timer, _, recall}]} =
+               feed(core, {:nodedown, :app@peer, :connection_closed})
+
+      assert {_, [{:name, %{uid: "uid-peer"}, [:app@peer]}, {:connect, [:app@peer]}]} =
+               feed(core, recall)
+    end
+  end
+
+  describe "departed pods" do
+    test "a deleted pod's nodes get a grace, then are cut; a reconnect through global is refused" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+      {core, effects} = feed(core, {:deleted, peer})
+
+      assert [
+               {:telemetry, [:discovery], %{nodes: 1}, %{change: :left}},
+               {:timer, 1_000, let_go},
+               {:timer, 60_000, forget}
+             ] = effects
+
+      {core, effects} = feed(core, let_go)
+      assert effects == [{:disconnect, [:app@peer]}]
+      {core, effects} = feed(core, {:nodeup, :app@peer, nil})
+      assert effects == [{:disconnect, [:app@peer]}]
+      {core, _} = feed(core, forget)
+      assert {_, []} = feed(core, {:nodeup, :app@peer, nil})
+    end
+
+    test "a StatefulSet pod recreated under the same name is welcome at once, even connecting first" do
+      web = pod("web-0")
+      {core, _} = feed(core(), [{:index, [pod("me"), web], true}, named(web, [:"app@web-0"])])
+      {core, [_, {:timer, _, let_go} | _]} = feed(core, {:deleted, web})
+
+      # The new pod's node connects before its pod is Ready (or named by us).
+      new = pod("web-0", uid: "uid-web-0-new", ready: false)
+      {core, _} = feed(core, {:added, new})
+      assert {_, []} = feed(core, {:nodeup, :"app@web-0", new})
+      # The old pod's grace ends: the name is the new pod's now, nobody is cut.
+      assert {_, [{:disconnect, []}]} = feed(core, let_go)
+    end
+
+    test "a terminating pod's nodes are let go; a new node of it is refused unless keep_terminating" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+      {core, effects} = feed(core, {:changed, peer, %{peer | terminating: true}})
+      assert [{:telemetry, [:discovery], _, %{change: :left}} | _] = effects
+
+      assert {_, [{:disconnect, [:worker@peer]}]} =
+               feed(core, {:nodeup, :worker@peer, %{peer | terminating: true}})
+
+      {core, _} = feed(core(keep_terminating: true), [{:index, [pod("me"), peer], true}])
+      assert {_, []} = feed(core, {:nodeup, :worker@peer, %{peer | terminating: true}})
+    end
+  end
+
+  describe "explain/3, the eligibility rule the doctor words" do
+    test "each reason" do
+      {:ok, config} = Config.validate(node_basename: "app", version_label: "v")
+      own = pod("me", labels: %{"v" => "2"})
+
+      assert Core.explain(pod("a", labels: %{"v" => "2"}), config, own) == :eligible
+      assert Core.explain(pod("a", ip: nil), config, own) == :no_ip
+      assert Core.explain(pod("a", terminating: true), config, own) == :terminating
+      assert Core.explain(pod("a", ready: false), config, own) == :not_ready
+      assert Core.explain(pod("a", labels: %{"v" => "1"}), config, own) == :other_version
+
+      {:ok, running} = Config.validate(node_basename: "app", eligible: :running)
+      assert Core.explain(pod("a", ready: false), running, nil) == :eligible
+      assert Core.explain(pod("a", phase: :pending), running, nil) == :not_running
+    end
+  end
+end
