@@ -19,11 +19,12 @@ defmodule PodDist.Epmd do
   | `POD_DIST_NAMESPACES` | the service account's namespace | comma-separated namespaces to resolve pods in, or `*` |
   | `POD_DIST_LABEL_SELECTOR` | none | only pods matching it resolve |
   | `POD_DIST_SERVICE` | none | read the EndpointSlices of this headless Service instead of pods (one namespace; no access to pods needed; no `POD_DIST_LABEL_SELECTOR`) |
+  | `POD_DIST_SLICE_MANAGED_BY` | `endpointslice-controller.k8s.io` | with `POD_DIST_SERVICE`: whose slices to trust (see `PodDist.Watch`'s `:slice_managed_by`) |
   | `POD_DIST_CLUSTER_DOMAIN` | from `/etc/resolv.conf`, else `cluster.local` | for qualified names |
   | `POD_DIST_DIST_PORT` | `4370` | epmd-less: the port of a node its pod does not declare |
   | `POD_DIST_LISTEN_PORT` | none | epmd-less: this container's listen port, its `dist-<basename>` containerPort (set it: then the node needs no API at boot) |
   | `POD_DIST_SYNC_TIMEOUT_MS` | `5000` | how long after boot lookups may wait for the first pod list |
-  | `POD_DIST_API_URL`, `POD_DIST_CA_FILE`, `POD_DIST_TOKEN_FILE`, `POD_DIST_SERVICE_ACCOUNT_DIR`, `POD_DIST_KUBECONFIG` | in-cluster | where the API is (see `PodDist.Watch`) |
+  | `POD_DIST_API_URL`, `POD_DIST_CA_FILE`, `POD_DIST_TOKEN_FILE`, `POD_DIST_SERVICE_ACCOUNT_DIR`, `POD_DIST_KUBECONFIG` | in-cluster | where the API is (see `PodDist.Watch`; a `POD_DIST_API_URL` that is not the in-cluster API server needs `POD_DIST_TOKEN_FILE`) |
 
   ## Resolution
 
@@ -440,6 +441,7 @@ defmodule PodDist.Epmd do
       namespaces: namespaces,
       label_selector: env.("POD_DIST_LABEL_SELECTOR"),
       service: env.("POD_DIST_SERVICE"),
+      slice_managed_by: env.("POD_DIST_SLICE_MANAGED_BY"),
       cluster_domain: env.("POD_DIST_CLUSTER_DOMAIN"),
       api_url: env.("POD_DIST_API_URL"),
       ca_file: env.("POD_DIST_CA_FILE"),

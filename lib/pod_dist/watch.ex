@@ -5,7 +5,8 @@ defmodule PodDist.Watch do
 
   `start/1` connects to the API server (explicit options, else the in-cluster service
   account, else a kubeconfig) and lists then watches pods. Watches with the same
-  options are shared; the watch stops when the last `t:t/0` referring to it is
+  options and the same credentials are shared (two tokens are two watches, each reading
+  with its own rights); the watch stops when the last `t:t/0` referring to it is
   garbage-collected and none of its subscribers is alive.
 
       {:ok, watch} = PodDist.Watch.start(namespaces: ["prod"], label_selector: "app=api")
@@ -15,7 +16,7 @@ defmodule PodDist.Watch do
 
   ## Options
 
-    * `:namespaces` - list of namespaces, or `:all`. Default: the service account's
+    * `:namespaces` - list of namespaces (one named twice is watched once), or `:all`. Default: the service account's
       namespace (or the kubeconfig context's), else `"default"`.
     * `:label_selector`, `:field_selector` - Kubernetes selector strings.
     * `:service` - the source: the EndpointSlices of this headless Service (in the first
@@ -24,8 +25,24 @@ defmodule PodDist.Watch do
       (`discovery.k8s.io`) and nothing on pods. Records carry no labels or annotations;
       `:label_selector` and `:field_selector` are refused with it (the Service's selector
       picks the pods). Use `publishNotReadyAddresses: true` so pods are known before they
-      are ready.
+      are ready. Only slices written by the EndpointSlice controller are read (the watch
+      asks the server for those labelled `endpointslice.kubernetes.io/managed-by:
+      endpointslice-controller.k8s.io`), and only their endpoints whose `targetRef` is a
+      Pod of the slice's own namespace: a slice someone else writes cannot point a pod's
+      name at another address, nor make a node believe its pod is gone.
+    * `:slice_managed_by` - with `:service`: the `managed-by` value of the slices to read,
+      for clusters whose slices another controller writes (a service mesh, a custom
+      controller). Default `"endpointslice-controller.k8s.io"`. Risk: whoever may create
+      or edit EndpointSlices in the namespace can write that label, and then decides which
+      address each pod's name resolves to and which pods exist. Set it only to a
+      controller you trust, and restrict `create`/`update` on `endpointslices` in the
+      namespace to it.
     * `:api_url` - API server URL; with it, `:ca_file` and `:token_file` (or `:token`).
+      Which token goes where: the in-cluster API server (`KUBERNETES_SERVICE_HOST`, or
+      `kubernetes.default.svc`) gets the pod's service-account token when none is named;
+      any other `:api_url` gets only the credentials named for it (`:token_file`,
+      `:token`, or the token of a named `:service_account_dir`), and `start/1` refuses
+      with `{:error, reason}` rather than send it the pod's own token.
     * `:service_account_dir` - where the service account is mounted
       (default `/var/run/secrets/kubernetes.io/serviceaccount`).
     * `:kubeconfig` - kubeconfig path (default `KUBECONFIG`, then `~/.kube/config`).

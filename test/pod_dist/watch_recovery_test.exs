@@ -103,7 +103,8 @@ defmodule PodDist.WatchRecoveryTest do
     fault!(sim, "rbac", namespaces: "*")
     create_pod(sim, "default", "after-the-fix")
     assert {:added, "after-the-fix"} in drain_until(tag, {:added, "after-the-fix"}, 40_000)
-    assert %{last_error: nil} = Watch.health(watch)
+    # Recovered: neither the message nor its kind is current any more.
+    assert %{last_error: nil, error: nil} = Watch.health(watch)
   end
 
   test "a malformed watch event is reported and the watch resyncs", %{sim: sim} do

@@ -51,6 +51,7 @@ async fn main() {
     // PodDist: one watch per pod, as PodDist.Epmd or PodDist.Strategy runs in each.
     let spec = WatchSpec {
         service: None,
+        slice_managed_by: None,
         namespaces: vec![Some(NS.into())],
         label_selector: None,
         field_selector: None,

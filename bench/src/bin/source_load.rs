@@ -77,6 +77,7 @@ async fn main() {
     for service in [None, Some(SERVICE.to_string())] {
         let spec = WatchSpec {
             service: service.clone(),
+            slice_managed_by: None,
             namespaces: vec![Some(NS.into())],
             label_selector: None,
             field_selector: None,

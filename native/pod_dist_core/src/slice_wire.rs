@@ -13,6 +13,13 @@ use crate::wire::{slim_metadata, wire_resource};
 /// A watch of one Service's slices selects on it.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The label naming who writes a slice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// The EndpointSlice controller's value of [`MANAGED_BY_LABEL`]: by default, only its
+/// slices speak for a Service's pods.
+pub const CONTROLLER_MANAGER: &str = "endpointslice-controller.k8s.io";
+
 /// An EndpointSlice, decoded for the index.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,6 +41,11 @@ pub struct WireEndpointSlice {
 }
 
 impl WireEndpointSlice {
+    /// Who wrote this slice (its [`MANAGED_BY_LABEL`]).
+    pub fn managed_by(&self) -> Option<&str> {
+        self.metadata.labels.as_ref()?.get(MANAGED_BY_LABEL).map(String::as_str)
+    }
+
     /// The Service this slice belongs to (its `kubernetes.io/service-name` label).
     pub fn service_name(&self) -> Option<&str> {
         self.metadata

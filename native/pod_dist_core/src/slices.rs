@@ -5,10 +5,12 @@
 //!
 //! # From endpoints to pod records
 //!
-//! An endpoint with a `targetRef` to a Pod (name and uid required; the namespace is the
-//! slice's when the reference has none) stands for that pod; endpoints without one
-//! (addresses managed by hand) and slices of `addressType: FQDN` are not pods and are
-//! ignored. A pod's record joins every endpoint that names it, in any slice:
+//! An endpoint with a `targetRef` of kind `Pod` (name and uid required) in the slice's
+//! own namespace (the reference's `namespace` absent or equal to it) stands for that pod;
+//! endpoints without one (addresses managed by hand), with a reference to another kind or
+//! to another namespace's pod (no EndpointSlice controller writes that: only someone
+//! pointing a pod's name elsewhere would), and slices of `addressType: FQDN` are not pods
+//! and are ignored. A pod's record joins every endpoint that names it, in any slice:
 //!
 //! - `ips`: the union of their addresses, IPv4 first, then IPv6 (a dual-stack Service
 //!   has one slice of each family per set of pods; slices do not say which family the
@@ -574,7 +576,7 @@ fn convert(wire: &WireEndpointSlice) -> Option<(Key, Option<Slice>)> {
 /// The endpoint, if it names a pod.
 fn endpoint(wire: &WireEndpoint, slice_namespace: &Arc<str>, family: Family) -> Option<Endpoint> {
     let target = wire.target_ref.as_ref()?;
-    if target.kind.as_deref().is_some_and(|kind| kind != "Pod") {
+    if target.kind.as_deref() != Some("Pod") {
         return None;
     }
     fn nonempty(s: Option<&String>) -> Option<&str> {
@@ -583,7 +585,9 @@ fn endpoint(wire: &WireEndpoint, slice_namespace: &Arc<str>, family: Family) -> 
     let namespace = match nonempty(target.namespace.as_ref()) {
         None => slice_namespace.clone(),
         Some(ns) if ns == &**slice_namespace => slice_namespace.clone(),
-        Some(ns) => ns.into(),
+        // A Service's slices name pods of its own namespace only: one that names another
+        // namespace's pod is not the controller's, and speaks for nobody.
+        Some(_) => return None,
     };
     let conditions = wire.conditions.unwrap_or_default();
     Some(Endpoint {

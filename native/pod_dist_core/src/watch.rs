@@ -40,6 +40,11 @@ pub struct WatchSpec {
     /// Service `name` in the first namespace (see [`slice_source`]), so the credentials
     /// need no access to pods. The selectors are for pods and then unused.
     pub service: Option<String>,
+    /// With a [`WatchSpec::service`]: the `endpointslice.kubernetes.io/managed-by` value
+    /// a slice must carry to be read; `None`: the EndpointSlice controller's
+    /// ([`crate::slice_wire::CONTROLLER_MANAGER`]). Whoever may write slices with that
+    /// value in the namespace speaks for the Service's pods.
+    pub slice_managed_by: Option<String>,
     /// `labelSelector`
     pub label_selector: Option<String>,
     /// `fieldSelector`
@@ -99,6 +104,15 @@ pub struct Health {
     pub namespaces: Vec<Option<String>>,
     /// The Service whose EndpointSlices are the source; `None`: pods are.
     pub service: Option<String>,
+}
+
+impl Health {
+    /// The watch works again: no error is current (the count and the service account
+    /// learnt stay, for diagnostics).
+    fn recovered(&mut self) {
+        self.last_error = None;
+        self.last_error_kind = None;
+    }
 }
 
 /// What kind of failure the watch is in, for diagnostics to act on without reading
@@ -175,10 +189,16 @@ impl Watch {
         let mut config = watcher::Config::default();
         let source = match &spec.service {
             Some(service) => {
-                config = config.labels(&format!("{}={service}", crate::slice_wire::SERVICE_NAME_LABEL));
+                use crate::slice_wire::{CONTROLLER_MANAGER, MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
+                let managed_by = spec.slice_managed_by.as_deref().unwrap_or(CONTROLLER_MANAGER);
+                // Only the manager's slices are even sent: anyone else's speak for nobody.
+                config = config.labels(&format!(
+                    "{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={managed_by}"
+                ));
                 Source::Slices {
                     namespace: spec.namespaces.first().cloned().flatten().unwrap_or_default(),
                     service: service.clone(),
+                    managed_by: managed_by.to_string(),
                 }
             }
             None => {
@@ -329,8 +349,12 @@ struct Target {
 enum Source {
     /// The pods of [`Target::namespaces`].
     Pods,
-    /// The EndpointSlices of one Service.
-    Slices { namespace: String, service: String },
+    /// The EndpointSlices of one Service, written by `managed_by`.
+    Slices {
+        namespace: String,
+        service: String,
+        managed_by: String,
+    },
 }
 
 /// Runs the watch, and runs it again whenever it dies: a panic anywhere in it (a bug in
@@ -373,8 +397,17 @@ async fn run(make_client: &impl MakeClient, target: &Target, state: &State) {
         match make_client() {
             Ok(client) => match &target.source {
                 Source::Pods => follow(client, target, state).await,
-                Source::Slices { namespace, service } => {
-                    slice_source::follow(client, namespace, service, &target.config, &mut merge, state).await
+                Source::Slices {
+                    namespace,
+                    service,
+                    managed_by,
+                } => {
+                    let slices = slice_source::Slices {
+                        namespace,
+                        service,
+                        managed_by,
+                    };
+                    slice_source::follow(client, &slices, &target.config, &mut merge, state).await
                 }
             },
             Err(message) => state.failed(ErrorKind::Client, message, None),
@@ -455,7 +488,7 @@ async fn follow(client: Client, target: &Target, state: &State) {
                 continue;
             }
         };
-        state.health().last_error = None;
+        state.health().recovered();
         state.publish(changes.into_iter().map(WatchEvent::Pod));
     }
 }
@@ -588,7 +621,7 @@ impl State {
     fn listed(&self, changes: Vec<PodChange>, complete: bool) {
         let mut health = self.health();
         health.last_sync = Some(SystemTime::now());
-        health.last_error = None;
+        health.recovered();
         drop(health);
         self.publish(changes.into_iter().map(WatchEvent::Pod));
         release_list_memory();
@@ -779,6 +812,7 @@ mod tests {
         WatchSpec {
             namespaces: vec![Some("default".into())],
             home: Some("default".into()),
+            slice_managed_by: None,
             label_selector: None,
             field_selector: None,
             service: None,

@@ -16,7 +16,7 @@ mod keys {
 pub struct Options {
     /// How to reach the API.
     pub connect: ConnectOptions,
-    /// Namespaces to watch; empty means the credentials' own; `[None]` means all.
+    /// Namespaces to watch, each once; empty means the credentials' own; `[None]` means all.
     pub namespaces: Vec<Option<String>>,
     /// Optional label selector.
     pub label_selector: Option<String>,
@@ -26,12 +26,16 @@ pub struct Options {
     pub cluster_domain: Option<String>,
     /// The headless Service whose EndpointSlices are the source; `None`: pods.
     pub service: Option<String>,
+    /// With `service`: whose slices to read (their `managed-by` label); `None`: the
+    /// EndpointSlice controller's.
+    pub slice_managed_by: Option<String>,
 }
 
 /// Every key a watch takes, in the order the docs list them.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "namespaces",
     "service",
+    "slice_managed_by",
     "label_selector",
     "field_selector",
     "api_url",
@@ -60,6 +64,9 @@ pub fn decode(list: Term<'_>) -> Result<Options, String> {
             .and_then(|(key, value)| Some((key.atom_to_string().ok()?, value)))
             .ok_or("options must be a keyword list")?;
         set(&mut options, &key, value)?;
+    }
+    if options.slice_managed_by.is_some() && options.service.is_none() {
+        return Err("option :slice_managed_by chooses whose EndpointSlices to read: give :service too".into());
     }
     if options.service.is_some() {
         // Slices carry no pod labels or fields: the Service's selector picks the pods.
@@ -105,6 +112,7 @@ fn set(options: &mut Options, key: &str, value: Term<'_>) -> Result<(), String> 
         "field_selector" => options.field_selector = nonempty(text),
         "cluster_domain" => options.cluster_domain = nonempty(text),
         "service" => options.service = nonempty(text),
+        "slice_managed_by" => options.slice_managed_by = nonempty(text),
         "api_url" => options.connect.api_url = text,
         "token" => options.connect.token = text,
         "ca_file" => options.connect.ca_file = path(text),
@@ -124,5 +132,12 @@ fn namespaces(value: Term<'_>) -> Result<Vec<Option<String>>, String> {
     }
     value.list_length().map_err(|_| invalid())?;
     let list: Vec<String> = value.decode().map_err(|_| invalid())?;
-    Ok(list.into_iter().map(Some).collect())
+    // A namespace named twice is watched once: the watch is synced when each namespace
+    // it follows is listed, and a duplicate would wait for a second list that never comes.
+    let mut seen = std::collections::HashSet::new();
+    Ok(list
+        .into_iter()
+        .filter(|ns| seen.insert(ns.clone()))
+        .map(Some)
+        .collect())
 }

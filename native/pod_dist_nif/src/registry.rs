@@ -1,5 +1,5 @@
-//! Shared watches: callers asking for the same API and the same pods get the same
-//! watch, which lives until its last handle is dropped.
+//! Shared watches: callers asking for the same API, with the same credentials, for the
+//! same pods get the same watch, which lives until its last handle is dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -42,12 +42,20 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
         label_selector: options.label_selector,
         field_selector: options.field_selector,
         service: options.service,
+        slice_managed_by: options.slice_managed_by,
         cluster_domain,
         home,
     };
-    // The key holds what identifies the API and the pods; the token is not part of it
-    // (and never leaves this process), the URL and token file are.
-    let key = format!("{:?}|{:?}|{:?}", resolved.config.cluster_url, options.connect, spec);
+    // The key holds what identifies the API, the credentials and the pods: two tokens
+    // are two watches (each reads with its own rights). Secrets enter it only as a
+    // digest; the options print with the token redacted.
+    let key = format!(
+        "{:?}|{:?}|{}|{:?}",
+        resolved.config.cluster_url,
+        options.connect,
+        connect::credentials_digest(&resolved.config),
+        spec
+    );
     let mut watches = WATCHES.lock().unwrap_or_else(|p| p.into_inner());
     watches.retain(|_, w| w.strong_count() > 0);
     if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {

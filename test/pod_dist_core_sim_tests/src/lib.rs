@@ -42,6 +42,7 @@ pub async fn start_watch_of(sim: &Simulator, service: Option<&str>) -> (Watch, t
         label_selector: None,
         field_selector: None,
         service: service.map(Into::into),
+        slice_managed_by: None,
         cluster_domain: "cluster.local".into(),
     };
     let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());

@@ -84,6 +84,7 @@ async fn sources_in_order_and_tls_always_verified() {
     let resolved = connect::config(&wrong_ca).await.unwrap();
     let spec = WatchSpec {
         service: None,
+        slice_managed_by: None,
         namespaces: vec![Some("default".into())],
         label_selector: None,
         field_selector: None,

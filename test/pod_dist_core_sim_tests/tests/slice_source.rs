@@ -174,3 +174,126 @@ async fn a_slice_replaced_when_the_service_s_ports_change_makes_no_pod_flap() {
     );
     assert!(pod(&watch, "shop-0").is_some() && pod(&watch, "shop-1").is_some());
 }
+
+/// A slice of the Service's name that `manager` (or nobody) wrote: `endpoints` are
+/// (namespace of the targetRef, pod name, uid, address).
+fn forged_slice(
+    name: &str,
+    manager: Option<&str>,
+    endpoints: &[(&str, &str, &str, &str)],
+) -> k8s_openapi::api::discovery::v1::EndpointSlice {
+    let mut labels = serde_json::json!({ "kubernetes.io/service-name": "shop-dist" });
+    if let Some(manager) = manager {
+        labels["endpointslice.kubernetes.io/managed-by"] = manager.into();
+    }
+    let endpoints: Vec<_> = endpoints
+        .iter()
+        .map(|(ns, pod, uid, ip)| {
+            serde_json::json!({
+                "addresses": [ip], "conditions": { "ready": true, "serving": true },
+                "targetRef": { "kind": "Pod", "namespace": ns, "name": pod, "uid": uid }
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "namespace": "default", "labels": labels },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{ "name": "dist", "port": 4370, "protocol": "TCP" }]
+    }))
+    .unwrap()
+}
+
+fn address(watch: &Watch, host: &str) -> Option<String> {
+    match watch.resolve(host, Family::Inet) {
+        Resolution::Found(ip, ..) => Some(ip.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn slices_the_endpoint_slice_controller_did_not_write_speak_for_nobody() {
+    let sim = Simulator::start(Config::default()).await.unwrap();
+    only_slices(&sim);
+    create_service(&sim);
+    create_pod(&sim, "shop-0", "10.1.0.1", true);
+    let (watch, _token) = start_watch(&sim).await;
+    assert!(watch.synced(Duration::from_secs(10)).await);
+    eventually("shop-0", || address(&watch, "shop-0").is_some()).await;
+    let (events, heard) = std::sync::mpsc::channel();
+    watch.subscribe(Box::new(move |event| events.send(event.clone()).is_ok()));
+
+    // Someone who may write EndpointSlices points shop-0 elsewhere (a new uid: applied
+    // last, it would replace the pod) and invents a pod: without the controller's label,
+    // and labelled as another manager's.
+    let lies = [
+        ("default", "shop-0", "forged-uid", "10.9.9.9"),
+        ("default", "ghost-0", "ghost-uid", "10.9.9.8"),
+    ];
+    for (name, manager) in [("aaa-unlabelled", None), ("aaa-other", Some("someone-else"))] {
+        sim.shared()
+            .slices
+            .create("default", forged_slice(name, manager, &lies))
+            .unwrap();
+    }
+    // A real change after them: once it is in, the forged slices were not.
+    create_pod(&sim, "shop-1", "10.1.0.2", true);
+    eventually("shop-1", || address(&watch, "shop-1").is_some()).await;
+
+    assert_eq!(address(&watch, "shop-0").as_deref(), Some("10.1.0.1"));
+    assert_eq!(address(&watch, "ghost-0"), None);
+    let heard: Vec<WatchEvent> = heard.try_iter().collect();
+    assert!(
+        heard.iter().all(|event| !format!("{event:?}").contains("10.9.9.")),
+        "{heard:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn slices_of_another_manager_are_read_when_named_but_never_for_another_namespace() {
+    use kube::Client;
+    use pod_dist_core::connect::{self, ConnectOptions};
+    use pod_dist_core::watch::WatchSpec;
+
+    let sim = Simulator::start(Config::default()).await.unwrap();
+    only_slices(&sim);
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_service_account(dir.path()).unwrap();
+    let options = ConnectOptions {
+        api_url: Some(sim.url()),
+        service_account_dir: Some(dir.path().into()),
+        ..Default::default()
+    };
+    let config = connect::config(&options).await.unwrap().config;
+    let spec = WatchSpec {
+        namespaces: vec![Some("default".into())],
+        home: Some("default".into()),
+        label_selector: None,
+        field_selector: None,
+        service: Some("shop-dist".into()),
+        slice_managed_by: Some("mesh-controller.example.com".into()),
+        cluster_domain: "cluster.local".into(),
+    };
+    let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
+    let watch = Watch::start(make_client, &spec, &tokio::runtime::Handle::current());
+    assert!(watch.synced(Duration::from_secs(10)).await);
+
+    // The mesh's slice: one pod of its namespace, and one endpoint naming a pod of
+    // another namespace (which no Service's slice speaks for).
+    let slice = forged_slice(
+        "mesh-a",
+        Some("mesh-controller.example.com"),
+        &[
+            ("default", "shop-0", "u-0", "10.1.0.1"),
+            ("prod", "web-0", "u-1", "10.9.9.9"),
+        ],
+    );
+    sim.shared().slices.create("default", slice).unwrap();
+    eventually("shop-0 from the mesh's slice", || {
+        address(&watch, "shop-0").as_deref() == Some("10.1.0.1")
+    })
+    .await;
+    assert!(watch.index().get("prod", "web-0").is_none());
+    assert_eq!(address(&watch, "web-0.prod"), None);
+    assert_eq!(watch.pods().len(), 1);
+}

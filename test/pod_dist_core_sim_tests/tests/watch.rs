@@ -60,6 +60,9 @@ async fn a_token_that_stays_rejected_is_asked_about_no_more_often_than_retries()
     sim.create_pod("default", fixtures::ready_pod("after", "198.51.100.3"))
         .unwrap();
     eventually("the pod added after the fix", || resolves(&watch, "after")).await;
+    // No error is current once it works again: neither the message nor its kind.
+    let health = watch.health();
+    assert_eq!((health.last_error, health.last_error_kind), (None, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

@@ -206,7 +206,9 @@ fn slices_of_no_ip_family_and_endpoints_of_no_pod_name_nothing() {
             { "addresses": ["10.0.0.1"] },
             { "addresses": ["10.0.0.2"], "targetRef": { "kind": "Node", "name": "n", "uid": "u" } },
             { "addresses": ["10.0.0.3"], "targetRef": { "kind": "Pod", "name": "no-uid" } },
-            { "addresses": ["10.0.0.4"], "targetRef": { "kind": "Pod", "uid": "no-name" } }
+            { "addresses": ["10.0.0.4"], "targetRef": { "kind": "Pod", "uid": "no-name" } },
+            { "addresses": ["10.0.0.5"], "targetRef": { "name": "no-kind", "uid": "u" } },
+            { "addresses": ["10.0.0.6"], "targetRef": { "kind": "Pod", "namespace": "elsewhere", "name": "web-0", "uid": "u" } }
         ]
     }))
     .unwrap();

@@ -17,20 +17,35 @@ use crate::retry::Paced;
 use crate::slice_wire::WireEndpointSlice;
 use crate::slices::{IndexOp, SliceMerge};
 
-/// Follows the slices of `service` in `namespace` until the API rejects the client's
-/// credentials (or the watcher ends). `merge` outlives this call: slices on the move when
-/// a client was replaced keep their grace across the relist.
+/// Which slices speak for the pods: those of `service` in `namespace` written by
+/// `managed_by`.
+pub(super) struct Slices<'a> {
+    pub namespace: &'a str,
+    pub service: &'a str,
+    pub managed_by: &'a str,
+}
+
+impl Slices<'_> {
+    /// Whether `slice` may speak for pods. The watch's label selector already asks the
+    /// server for these slices alone; this holds the line should a server send others.
+    fn trusted(&self, slice: &WireEndpointSlice) -> bool {
+        slice.managed_by() == Some(self.managed_by) && slice.service_name() == Some(self.service)
+    }
+}
+
+/// Follows `slices` until the API rejects the client's credentials (or the watcher
+/// ends). `merge` outlives this call: slices on the move when a client was replaced keep
+/// their grace across the relist.
 pub(super) async fn follow(
     client: Client,
-    namespace: &str,
-    service: &str,
+    slices: &Slices<'_>,
     config: &watcher::Config,
     merge: &mut SliceMerge,
     state: &State,
 ) {
-    let api = Api::<WireEndpointSlice>::namespaced(client, namespace);
+    let api = Api::<WireEndpointSlice>::namespaced(client, slices.namespace);
     let mut events = Paced::new(watcher::watcher(api, config.clone()).boxed()).boxed();
-    let subject = Subject::slices(namespace, service);
+    let subject = Subject::slices(slices.namespace, slices.service);
     // A (re-)list arrives as Init, InitApply..., InitDone: the merge sees it whole.
     let mut listing: Vec<WireEndpointSlice> = Vec::new();
     loop {
@@ -60,7 +75,9 @@ pub(super) async fn follow(
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(slice)) => {
                 state.saw(&slice.metadata);
-                listing.push(slice);
+                if slices.trusted(&slice) {
+                    listing.push(slice);
+                }
             }
             Ok(Event::InitDone) => {
                 let slices = std::mem::take(&mut listing);
@@ -72,14 +89,19 @@ pub(super) async fn follow(
             }
             Ok(Event::Apply(slice)) => {
                 state.saw(&slice.metadata);
-                let outcome = merge.apply(&slice, now());
-                state.health().last_error = None;
+                // A slice that is no longer trusted (relabelled) is gone as far as we know.
+                let outcome = if slices.trusted(&slice) {
+                    merge.apply(&slice, now())
+                } else {
+                    merge.delete(&slice, now())
+                };
+                state.health().recovered();
                 apply(state, outcome.ops);
             }
             Ok(Event::Delete(slice)) => {
                 state.saw(&slice.metadata);
                 let outcome = merge.delete(&slice, now());
-                state.health().last_error = None;
+                state.health().recovered();
                 apply(state, outcome.ops);
             }
             // A 410 only means "re-list", which the watcher is doing.
