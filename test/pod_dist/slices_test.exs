@@ -61,6 +61,61 @@ defmodule PodDist.SlicesTest do
     eventually(fn -> pod(watch, "shop-1") == nil end)
   end
 
+  test "a slice the EndpointSlice controller did not write leaves resolution unchanged", %{
+    sim: sim
+  } do
+    only_slices(sim)
+    create_service(sim)
+    shop_pod(sim, "shop-0", "198.51.100.1", true)
+    {:ok, watch} = Watch.start(Simulator.watch_options(sim) ++ [service: "shop-dist"])
+    assert Watch.await_synced(watch, 10_000)
+    eventually(fn -> pod(watch, "shop-0") end)
+    tag = Watch.subscribe(watch)
+
+    # Named to sort first, with a new uid (applied last, it would replace the pod): one
+    # unlabelled, one of another manager, pointing shop-0 at another address.
+    for {name, labels} <- [
+          {"aaa-unlabelled", %{}},
+          {"aaa-other", %{"endpointslice.kubernetes.io/managed-by" => "someone-else"}}
+        ] do
+      slice = %{
+        metadata: %{
+          name: name,
+          labels: Map.put(labels, "kubernetes.io/service-name", "shop-dist")
+        },
+        addressType: "IPv4",
+        endpoints: [
+          %{
+            addresses: ["198.51.100.99"],
+            targetRef: %{kind: "Pod", namespace: "default", name: "shop-0", uid: "forged"}
+          }
+        ],
+        ports: [%{name: "dist", port: 4370, protocol: "TCP"}]
+      }
+
+      {:ok, 201, _} =
+        api(sim, :post, "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", slice)
+    end
+
+    # A real change after them: once it is in, the forged slices were not.
+    shop_pod(sim, "shop-1", "198.51.100.2", true)
+    eventually(fn -> pod(watch, "shop-1") end)
+    assert {:ok, {198, 51, 100, 1}} = Watch.resolve(watch, "shop-0")
+    assert %{uid: uid} = pod(watch, "shop-0")
+    assert uid != "forged"
+    # Not even for a moment: no subscriber heard of the forged address.
+    heard = for {:pod_dist, ^tag, event} <- Process.info(self(), :messages) |> elem(1), do: event
+    assert Enum.any?(heard, &match?({:added, %{name: "shop-1"}}, &1))
+    refute Enum.any?(heard, &(inspect(&1) =~ "198, 51, 100, 99")), inspect(heard)
+  end
+
+  test "slice_managed_by needs a slice source" do
+    assert {:error, "option :slice_managed_by chooses whose EndpointSlices to read" <> _} =
+             Watch.check_options(slice_managed_by: "mesh")
+
+    assert :ok = Watch.check_options(service: "shop-dist", slice_managed_by: "mesh")
+  end
+
   test "a Role without endpointslices is reported with what to grant", %{sim: sim} do
     create_service(sim)
     {:ok, watch} = Watch.start(Simulator.watch_options(sim) ++ [service: "shop-dist"])

@@ -182,6 +182,31 @@ defmodule PodDist.WatchTest do
     assert message =~ "invalid api_url"
   end
 
+  test "a namespace named twice is watched once, and syncs", %{sim: sim} do
+    options = Simulator.watch_options(sim) ++ [namespaces: ["default", "default"]]
+    {:ok, watch} = Watch.start(options)
+    assert Watch.await_synced(watch, 10_000)
+    assert %{namespaces: ["default"], pods: 3} = Watch.health(watch)
+  end
+
+  test "two tokens for one API server are two watches, each with its own rights", %{sim: sim} do
+    # The service account may read nothing in "default"; the admin may.
+    fault!(sim, "rbac", namespaces: "elsewhere")
+    base = Keyword.put(Simulator.watch_options(sim), :token_file, nil)
+    service_account = File.read!(Path.join(sim.dir, "serviceaccount/token"))
+    admin = File.read!(Path.join(sim.dir, "admin-token"))
+
+    {:ok, denied} = Watch.start(base ++ [token: service_account])
+    eventually(fn -> Watch.health(denied).error == :forbidden end)
+    {:ok, allowed} = Watch.start(base ++ [token: admin])
+    assert Watch.await_synced(allowed, 10_000)
+    assert length(Watch.pods(allowed)) == 3
+    assert %{synced: false, error: :forbidden} = Watch.health(denied)
+    # The same token again shares the first watch.
+    {:ok, again} = Watch.start(base ++ [token: service_account])
+    refute Watch.await_synced(again, 200)
+  end
+
   test "a rejected token surfaces as an :api_error event and in health", %{sim: sim} do
     options =
       Keyword.merge(Simulator.watch_options(sim), token_file: nil, token: "s3cr3t-token-value")

@@ -2,7 +2,10 @@ defmodule PodDist.Strategy.Nodes do
   @moduledoc false
   # The node names each pod stands for (which pods are eligible is
   # PodDist.Strategy.Core's rule). Pure functions, except :epmd naming, which asks the
-  # pod's epmd (with a timeout).
+  # pod's epmd (PodDist.Strategy.EpmdNames: bounded in size and time).
+
+  require Logger
+  alias PodDist.Strategy.EpmdNames
 
   # Names from a peer's epmd become atoms: only plausible ones, and not too many.
   @valid_basename ~r/\A[A-Za-z0-9_.-]{1,64}\z/
@@ -57,12 +60,47 @@ defmodule PodDist.Strategy.Nodes do
     for {basename, _port} <- pod.dist_ports, is_binary(basename), do: basename
   end
 
-  defp basenames(pod, :epmd, timeout) do
-    task = Task.async(fn -> :erl_epmd.names(pod.ip) end)
+  defp basenames(%{ip: nil}, :epmd, _timeout), do: []
 
-    case Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill) do
-      {:ok, {:ok, names}} -> for {name, _port} <- names, do: List.to_string(name)
-      _ -> []
+  defp basenames(pod, :epmd, timeout) do
+    case EpmdNames.names(pod.ip, timeout: timeout) do
+      {:ok, names} ->
+        for {name, _port} <- names, do: name
+
+      # An answer without end (or too slow to finish): no names, and whoever runs the
+      # cluster hears of it once per pod.
+      {:error, reason} when reason in [:too_large, :timeout] ->
+        warn_once(pod, reason, timeout)
+        []
+
+      {:error, _} ->
+        []
+    end
+  end
+
+  # Pods already warned about, by uid: a small set, kept until it is full (then started
+  # again), written only when a pod misbehaves for the first time.
+  @warned {__MODULE__, :warned}
+  @max_warned 1_024
+
+  defp warn_once(pod, reason, timeout) do
+    warned = :persistent_term.get(@warned, MapSet.new())
+
+    unless MapSet.member?(warned, pod.uid) do
+      warned = if MapSet.size(warned) >= @max_warned, do: MapSet.new(), else: warned
+      :persistent_term.put(@warned, MapSet.put(warned, pod.uid))
+
+      what =
+        case reason do
+          :too_large -> "answered with more than 64 KiB"
+          :timeout -> "did not finish its answer within #{timeout} ms"
+        end
+
+      Logger.warning(
+        "PodDist: the epmd of pod #{pod.namespace}/#{pod.name} (#{:inet.ntoa(pod.ip)}) " <>
+          "#{what} when asked for its node names; it stands for no node. " <>
+          "Check what listens on its epmd port."
+      )
     end
   end
 
