@@ -42,6 +42,14 @@ defmodule PodDist.Epmd do
   `localhost`, the node's own host and names no pod can have never wait. Past the
   deadline, lookups answer at once from whatever the index holds until the list is in.
 
+  `net_kernel` itself never waits: it asks only whether a name can be dialled (the dist
+  module's `select/1`), and every connect and disconnect of the node queues behind it.
+  Before the first list, a name that may be a pod is accepted there at once, and the
+  wait happens in that connection's setup process (bounded by the deadline and by
+  `net_setuptime`), which net_kernel does not wait on. So a connect attempt holds
+  net_kernel for one index lookup, or, for a name no pod has, for the stock resolver's
+  lookup, as it would without this module.
+
   ## epmd-less mode
 
   With `POD_DIST_MODE=epmdless` (and `-start_epmd false`), a pod declares its nodes as
@@ -131,13 +139,17 @@ defmodule PodDist.Epmd do
     case mode() do
       # Every connect asks: epmd mode needs only the IP, not the whole pod.
       :epmd ->
-        with :error <- lookup(host, &PodDist.Native.address(&1, &2, family)),
-             do: :erl_epmd.address_please(name, host, family)
+        case lookup(host, &PodDist.Native.address(&1, &2, family)) do
+          :later -> {:ok, unspecified(family)}
+          :error -> :erl_epmd.address_please(name, host, family)
+          found -> found
+        end
 
       :epmdless ->
         case lookup(host, &PodDist.Native.node_address(&1, &2, name, family)) do
           {:ok, ip, {port, _declared}} -> {:ok, ip, port, @dist_version}
           {:ok, ip, nil} -> {:ok, ip, default_port(), @dist_version}
+          :later -> {:ok, unspecified(family), default_port(), @dist_version}
           :error -> stock_address(host, family)
         end
     end
@@ -337,16 +349,30 @@ defmodule PodDist.Epmd do
         found
 
       # The list is not in and the host may be a pod (the NIF decides which hosts may):
-      # wait, once per boot at most, unless it is our own host.
+      # wait, once per boot at most, unless it is our own host, or we are net_kernel.
       {:error, :not_synced} when may_wait? ->
-        if not own_host?(host) and await_sync(watch),
-          do: lookup(watch, host, ask, false),
-          else: :error
+        cond do
+          own_host?(host) -> :error
+          in_net_kernel?() -> :later
+          await_sync(watch) -> lookup(watch, host, ask, false)
+          true -> :error
+        end
 
       _ ->
         :error
     end
   end
+
+  # net_kernel asks (through the dist module's select/1) only whether the distribution
+  # can handle a node name, and the whole node waits while it does: it never waits here.
+  # A name that may be a pod is then answered `:later` (yes, without an address), and the
+  # connection's own setup process, which net_kernel does not wait on, asks again and
+  # waits for the list (within net_setuptime) for the real address.
+  defp in_net_kernel?, do: Process.whereis(:net_kernel) == self()
+
+  # The shape of an answer for select/1, which reads no address from it.
+  defp unspecified(:inet6), do: {0, 0, 0, 0, 0, 0, 0, 0}
+  defp unspecified(_inet), do: {0, 0, 0, 0}
 
   # The family of an address, or for a name the one the distribution runs on
   # (`-proto_dist inet6_tcp` or `inet6_tls`: IPv6).

@@ -217,6 +217,53 @@ defmodule PodDist.EpmdTest do
     assert answers == List.duplicate({:ok, {127, 0, 6, 2}, 4370, 6}, 3)
   end
 
+  test "before the first list, a connect never holds net_kernel: its own setup waits", %{
+    sim: sim
+  } do
+    fault!(sim, "rbac", namespaces: "elsewhere")
+    create_pod(sim, "default", "pod-n", ip: "127.0.6.4", ports: [{"dist", 4370}])
+    create_pod(sim, "default", "pod-m", ip: "127.0.6.5", ports: [{"dist", 4370}])
+
+    env = [
+      {"POD_DIST_LISTEN_PORT", "4370"},
+      {"POD_DIST_SYNC_TIMEOUT_MS", Integer.to_string(@long_sync_ms)}
+    ]
+
+    [node, _peer] =
+      start_nodes(sim, [
+        {"app", "pod-n", ip: "127.0.6.4", env: env},
+        {"app", "pod-m", ip: "127.0.6.5", env: env}
+      ])
+
+    # A connect to a pod name while the list is not in. Were net_kernel waiting for the
+    # list (10 minutes away), the call to it below would exit and Node.eval fail.
+    assert {:ok, {:answering, in_pod_dist?}} =
+             Node.eval(node, """
+             spawn(fn -> Node.connect(:"app@pod-m") end)
+             Process.sleep(500)
+             _ = :sys.get_state(:net_kernel, 5_000)
+             {:current_stacktrace, stack} =
+               Process.info(Process.whereis(:net_kernel), :current_stacktrace)
+             {:answering, Enum.any?(stack, &(elem(&1, 0) in [PodDist.Epmd, PodDist.Watch]))}
+             """)
+
+    refute in_pod_dist?
+
+    # Once the list is in, the name connects (the waiting setup, or the next attempt).
+    fault!(sim, "rbac", namespaces: "*")
+
+    assert {:ok, true} =
+             Node.eval(
+               node,
+               """
+               Enum.any?(1..600, fn _ ->
+                 Node.connect(:"app@pod-m") or (Process.sleep(100) && false)
+               end)
+               """,
+               90_000
+             )
+  end
+
   test "the deadline is fixed at boot: past it, pod-name lookups answer at once", %{sim: sim} do
     fault!(sim, "rbac", namespaces: "elsewhere")
     create_pod(sim, "default", "pod-v", ip: "127.0.6.3", ports: [{"dist", 4370}])
