@@ -16,8 +16,9 @@ defmodule PodDist.Watch do
 
   ## Options
 
-    * `:namespaces` - list of namespaces (one named twice is watched once), or `:all`. Default: the service account's
-      namespace (or the kubeconfig context's), else `"default"`.
+    * `:namespaces` - list of namespaces (one named twice is watched once), or `:all`.
+      Default: the service account's namespace (or the kubeconfig context's), else
+      `"default"`.
     * `:label_selector`, `:field_selector` - Kubernetes selector strings.
     * `:service` - the source: the EndpointSlices of this headless Service (in the first
       of `:namespaces`, else the service account's namespace) instead of pods. The
@@ -41,8 +42,9 @@ defmodule PodDist.Watch do
       Which token goes where: the in-cluster API server (`KUBERNETES_SERVICE_HOST`, or
       `kubernetes.default.svc`) gets the pod's service-account token when none is named;
       any other `:api_url` gets only the credentials named for it (`:token_file`,
-      `:token`, or the token of a named `:service_account_dir`), and `start/1` refuses
-      with `{:error, reason}` rather than send it the pod's own token.
+      `:token`, or the token of a named `:service_account_dir`): when none is named and
+      the pod has a service-account token, `start/1` refuses with `{:error, reason}`
+      rather than send that token to another server.
     * `:service_account_dir` - where the service account is mounted
       (default `/var/run/secrets/kubernetes.io/serviceaccount`).
     * `:kubeconfig` - kubeconfig path (default `KUBECONFIG`, then `~/.kube/config`).
