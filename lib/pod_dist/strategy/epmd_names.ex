@@ -23,7 +23,7 @@ defmodule PodDist.Strategy.EpmdNames do
           {:ok, [{String.t(), :inet.port_number()}]} | {:error, error()}
   def names(ip, opts \\ []) do
     port = Keyword.get_lazy(opts, :port, &epmd_port/0)
-    timeout = Keyword.get(opts, :timeout, 5_000)
+    timeout = Keyword.get(opts, :timeout) || 5_000
     max_bytes = Keyword.get(opts, :max_bytes, @default_max_bytes)
     deadline = now() + timeout
 
