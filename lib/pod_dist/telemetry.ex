@@ -151,7 +151,13 @@ defmodule PodDist.Telemetry do
   def report_watch(%PodDist.Watch{resource: resource}) do
     if Code.ensure_loaded?(:telemetry) do
       tag = make_ref()
-      reporter = spawn(fn -> receive(do: ({:report, ^tag} -> report(tag, nil))) end)
+      # It starts reporting once subscribed (or is killed if it cannot be).
+      reporter =
+        spawn(fn ->
+          receive do
+            {:report, ^tag} -> report(tag, nil)
+          end
+        end)
 
       case PodDist.Native.subscribe_status(resource, reporter, tag) do
         :ok -> send(reporter, {:report, tag})
