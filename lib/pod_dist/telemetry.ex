@@ -151,13 +151,9 @@ defmodule PodDist.Telemetry do
   def report_watch(%PodDist.Watch{resource: resource}) do
     if Code.ensure_loaded?(:telemetry) do
       tag = make_ref()
-      # It starts reporting once subscribed (or is killed if it cannot be).
-      reporter =
-        spawn(fn ->
-          receive do
-            {:report, ^tag} -> report(tag, nil)
-          end
-        end)
+      # A proc_lib process (its initial call tells what it is; a crash is reported), which
+      # starts reporting once subscribed, or is killed if it cannot be.
+      reporter = :proc_lib.spawn(__MODULE__, :reporter, [tag])
 
       case PodDist.Native.subscribe_status(resource, reporter, tag) do
         :ok -> send(reporter, {:report, tag})
@@ -166,6 +162,14 @@ defmodule PodDist.Telemetry do
     end
 
     :ok
+  end
+
+  @doc false
+  @spec reporter(reference()) :: :ok
+  def reporter(tag) do
+    receive do
+      {:report, ^tag} -> report(tag, nil)
+    end
   end
 
   defp report(tag, last_sync) do
