@@ -108,15 +108,30 @@ defmodule PodDist.MixProject do
       xref: [exclude: [:telemetry]],
       description:
         "Erlang distribution on Kubernetes: pod-name node names, a watch-driven libcluster strategy, epmd-less mode.",
-      package: [
-        licenses: ["Apache-2.0"],
-        # What ships builds alone: the NIF compiler builds in native/, a Cargo workspace
-        # of the engine and the NIF only, with its own Cargo.lock. The root Cargo
-        # workspace (the simulator, the engine's tests against it, the benchmarks) is
-        # development tooling and stays out. The release test builds an application from
-        # exactly these files.
-        files: ~w(lib native mix.exs README.md CHANGELOG.md)
-      ]
+      package: package(),
+      docs: docs()
+    ]
+  end
+
+  # What ships builds alone: the NIF compiler builds in native/, a Cargo workspace of the
+  # engine and the NIF only, with its own Cargo.lock. The root Cargo workspace (the
+  # simulator, the engine's tests against it, the benchmarks) is development tooling and
+  # stays out, and so does any build output under native/. The release test builds an
+  # application from exactly these files (test/support/package.ex lists them as Hex does).
+  defp package do
+    [
+      licenses: ["Apache-2.0"],
+      files: ~w(lib native mix.exs README.md CHANGELOG.md LICENSE),
+      exclude_patterns: [~r"^native/target(/|$)"]
+    ]
+  end
+
+  # For `mix docs` (ex_doc is not a dependency: add it to build them).
+  defp docs do
+    [
+      main: "readme",
+      extras: ["README.md", "CHANGELOG.md", "LICENSE"],
+      source_ref: "v#{@version}"
     ]
   end
 

@@ -34,6 +34,9 @@ defmodule PodDist.Native do
 
   def subscribe(handle, pid, tag), do: load_and_call(:subscribe, [handle, pid, tag])
 
+  def subscribe_status(handle, pid, tag),
+    do: load_and_call(:subscribe_status, [handle, pid, tag])
+
   # Only reached while the NIF is not loaded: loading replaces every function above.
   defp load_and_call(function, args) do
     case load() do

@@ -70,12 +70,9 @@ defmodule PodDist.Strategy do
   bounded by `connect_timeout` (5 s).
 
   The other options (`namespaces`, `label_selector`, `field_selector`, `api_url`, ...)
-  are those of `PodDist.Watch`. When `:telemetry` is loaded, the strategy emits
-  `[:pod_dist, :strategy, :connect]` and `[:pod_dist, :strategy, :disconnect]` with
-  `%{duration: native_time}` and `%{node: node, result: term, topology: atom}`,
-  `[:pod_dist, :strategy, :discovery]` when a pod joins or leaves (`%{nodes: count}`,
-  `%{pod: name, change: :joined | :left, nodes: list, topology: atom}`), and
-  `[:pod_dist, :strategy, :api_error]` with `%{message: binary}`.
+  are those of `PodDist.Watch`. Its telemetry events (connects as spans, disconnects,
+  discoveries, API errors, and libcluster's own connect and disconnect events) are
+  listed in `PodDist.Telemetry`.
   """
   use GenServer
   require Logger
@@ -366,18 +363,29 @@ defmodule PodDist.Strategy do
 
     for node <- Enum.uniq(nodes), node != Node.self(), node not in connected do
       Task.start(fn ->
-        started = System.monotonic_time()
-        task = Task.async(fn -> apply(mod, fun, args ++ [node]) end)
+        {result, duration} =
+          PodDist.Telemetry.connect(state.topology, node, fn ->
+            task = Task.async(fn -> attempt(mod, fun, args ++ [node]) end)
 
-        result =
-          with nil <- Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill),
-               do: {:ok, :timeout}
+            case Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill) do
+              {:ok, outcome} -> outcome
+              _ -> {:ok, :timeout}
+            end
+          end)
 
-        send(strategy, {:connected, node, elem(result, 1), System.monotonic_time() - started})
+        send(strategy, {:connected, node, result, duration})
       end)
     end
 
     :ok
+  end
+
+  # A connect function that raises is reported (a telemetry exception event, a warning),
+  # not left to crash the connecting process unheard.
+  defp attempt(mod, fun, args) do
+    {:ok, apply(mod, fun, args)}
+  catch
+    kind, reason -> {:exception, kind, reason, __STACKTRACE__}
   end
 
   # As libcluster's `Cluster.Strategy.disconnect_nodes/4`: only nodes listed, not ourselves.
@@ -410,19 +418,13 @@ defmodule PodDist.Strategy do
         Logger.info("PodDist.Strategy #{state.topology}: disconnected from #{node}")
     end
 
-    telemetry([action], %{duration: duration}, %{
-      node: node,
-      result: result,
-      topology: state.topology
-    })
-  end
-
-  # :telemetry is optional: used when the application has it, never required.
-  defp telemetry(event, measurements, metadata) do
-    if Code.ensure_loaded?(:telemetry) do
-      apply(:telemetry, :execute, [[:pod_dist, :strategy | event], measurements, metadata])
-    end
+    # Connects are reported as a telemetry span by the process that ran them.
+    if action == :disconnect,
+      do: PodDist.Telemetry.disconnect(state.topology, node, result, duration)
 
     :ok
   end
+
+  defp telemetry(event, measurements, metadata),
+    do: PodDist.Telemetry.execute([:pod_dist, :strategy | event], measurements, metadata)
 end

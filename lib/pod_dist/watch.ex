@@ -124,8 +124,11 @@ defmodule PodDist.Watch do
   @doc "Starts (or joins) a watch. See the module docs for options."
   @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
   def start(options \\ []) do
-    with {:ok, resource} <- PodDist.Native.start_watch(options) do
-      {:ok, %__MODULE__{resource: resource}}
+    with {:ok, resource, started} <- PodDist.Native.start_watch(options) do
+      watch = %__MODULE__{resource: resource}
+      # One reporter per watch, whoever started it (a shared watch reports once).
+      if started == :new, do: PodDist.Telemetry.report_watch(watch)
+      {:ok, watch}
     end
   end
 

@@ -11,29 +11,29 @@ defmodule PodDist.ReleaseNetnsTest do
   @moduletag timeout: 300_000
   @example "examples/shop"
 
-  # A new application that depends on :pod_dist by `git:`, built the way a clean Docker
-  # stage builds it: a git repository of exactly the files pod_dist's package ships
-  # (mix.exs `package: [files: ...]`: no priv/, no development Cargo workspace, simulator
-  # or benchmarks), an empty _build and deps/, `mix deps.get` (Mix clones it into deps/)
-  # and one `MIX_ENV=prod mix release`. So the product builds from its files alone. (A
-  # `path:` dependency takes the same way through the NIF compiler.) Its cargo build
-  # shares this checkout's target dir, so dependencies are not compiled again.
+  # A new application that depends on :pod_dist by `path:` on a directory holding exactly
+  # the files of pod_dist's Hex package (`package/0` in mix.exs, listed as `mix hex.build`
+  # lists them: PodDist.Test.Package), built the way a clean Docker stage builds it: no
+  # priv/, no development Cargo workspace, simulator or benchmarks, an empty _build and
+  # deps/, one `MIX_ENV=prod mix release`. So the product builds from what it ships, and
+  # nothing it omits is needed. (A `git:` or Hex dependency takes the same way through
+  # the NIF compiler.) Its cargo build shares this checkout's target dir, so dependencies
+  # are not compiled again.
   setup_all do
     tmp = Path.join(System.tmp_dir!(), "pod_dist_release-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf!(tmp) end)
-    source = Path.join(tmp, "pod_dist")
+    package = PodDist.Test.Package.copy!(Path.join(tmp, "pod_dist"))
     app = Path.join(tmp, "shop")
-    Enum.each([source, app], &File.mkdir_p!/1)
+    File.mkdir_p!(app)
 
-    for entry <- Mix.Project.config()[:package][:files] do
-      File.mkdir_p!(Path.dirname(Path.join(source, entry)))
-      File.cp_r!(entry, Path.join(source, entry))
-    end
-
-    git = fn args -> {_, 0} = System.cmd("git", args, cd: source, stderr_to_stdout: true) end
-    git.(["init", "--quiet"])
-    git.(["add", "."])
-    git.(~w(-c user.name=test -c user.email=test@example.com commit --quiet -m sources))
+    # The package is the product alone, and says under which license.
+    assert File.exists?(Path.join(package, "LICENSE"))
+    assert File.exists?(Path.join(package, "native/Cargo.lock"))
+    refute File.exists?(Path.join(package, "priv"))
+    refute File.exists?(Path.join(package, "Cargo.toml"))
+    refute File.exists?(Path.join(package, ".cargo"))
+    refute File.exists?(Path.join(package, "test"))
+    refute File.exists?(Path.join(package, "native/target"))
 
     for entry <- ~w(mix.exs lib config rel),
         do: File.cp_r!(Path.join(@example, entry), Path.join(app, entry))
@@ -42,11 +42,7 @@ defmodule PodDist.ReleaseNetnsTest do
 
     File.write!(
       mix_exs,
-      String.replace(
-        File.read!(mix_exs),
-        ~s(path: "../.."),
-        "git: #{inspect("file://" <> source)}"
-      )
+      String.replace(File.read!(mix_exs), ~s(path: "../.."), "path: #{inspect(package)}")
     )
 
     mix = fn args ->
@@ -61,15 +57,6 @@ defmodule PodDist.ReleaseNetnsTest do
         stderr_to_stdout: true
       )
     end
-
-    {out, status} = mix.(["deps.get"])
-    assert status == 0, out
-    dep = Path.join(app, "deps/pod_dist")
-    assert File.exists?(Path.join(dep, "mix.exs")), out
-    refute File.exists?(Path.join(dep, "priv"))
-    # Nothing of the development workspace came along: the build below cannot lean on it.
-    refute File.exists?(Path.join(dep, "Cargo.toml"))
-    refute File.exists?(Path.join(dep, "test"))
 
     {out, status} = mix.(["release"])
     assert status == 0, out

@@ -129,18 +129,44 @@ defmodule PodDist.StrategyTest do
   end
 
   test "emits telemetry when :telemetry is loaded", %{sim: sim} do
-    Process.register(self(), :pod_dist_telemetry_test)
+    test = self()
+
+    events = [
+      [:pod_dist, :strategy, :connect, :start],
+      [:pod_dist, :strategy, :connect, :stop],
+      [:pod_dist, :strategy, :disconnect],
+      [:pod_dist, :strategy, :discovery]
+    ]
+
+    forward = fn event, measurements, metadata, _ ->
+      send(test, {:telemetry, event, measurements, metadata})
+    end
+
+    :ok = :telemetry.attach_many({__MODULE__, test}, events, forward, nil)
+    on_exit(fn -> :telemetry.detach({__MODULE__, test}) end)
     create_pod(sim, "default", "api-0", ip: "198.51.100.1")
     start_strategy(sim, node_basename: "app")
 
-    assert_receive {:telemetry, [:pod_dist, :strategy, :connect], %{duration: d},
-                    %{node: :"app@api-0", result: true, topology: :k8s}},
+    assert_receive {:telemetry, [:pod_dist, :strategy, :connect, :start],
+                    %{monotonic_time: _, system_time: _},
+                    %{node: :"app@api-0", topology: :k8s, telemetry_span_context: span}},
+                   5_000
+
+    assert_receive {:telemetry, [:pod_dist, :strategy, :connect, :stop],
+                    %{duration: d, monotonic_time: _},
+                    %{
+                      node: :"app@api-0",
+                      result: true,
+                      topology: :k8s,
+                      telemetry_span_context: ^span
+                    }},
                    5_000
 
     assert is_integer(d)
     delete_pod(sim, "default", "api-0")
 
-    assert_receive {:telemetry, [:pod_dist, :strategy, :disconnect], _, %{node: :"app@api-0"}},
+    assert_receive {:telemetry, [:pod_dist, :strategy, :disconnect], %{duration: _},
+                    %{node: :"app@api-0", result: true}},
                    5_000
 
     create_pod(sim, "default", "api-1", ip: "198.51.100.2")
@@ -148,6 +174,28 @@ defmodule PodDist.StrategyTest do
     assert_receive {:telemetry, [:pod_dist, :strategy, :discovery], %{nodes: 1},
                     %{pod: "api-1", change: :joined, nodes: [:"app@api-1"]}},
                    5_000
+  end
+
+  test "a connect that times out ends its span with result :timeout, libcluster's with an error",
+       %{sim: sim} do
+    test = self()
+
+    forward = fn event, measurements, metadata, _ ->
+      send(test, {:telemetry, event, measurements, metadata})
+    end
+
+    events = [[:pod_dist, :strategy, :connect, :stop], [:libcluster, :connect_node, :error]]
+    :ok = :telemetry.attach_many({__MODULE__, test}, events, forward, nil)
+    on_exit(fn -> :telemetry.detach({__MODULE__, test}) end)
+    create_pod(sim, "default", "dead", ip: "198.51.100.6")
+    start_strategy(sim, [node_basename: "app", connect_timeout: 200], PodDist.Test.SlowRecorder)
+
+    assert_receive {:telemetry, [:pod_dist, :strategy, :connect, :stop], _,
+                    %{node: :app@dead, result: :timeout}},
+                   5_000
+
+    assert_receive {:telemetry, [:libcluster, :connect_node, :error], %{duration: _},
+                    %{node: :app@dead, topology: :k8s, reason: :timeout}}
   end
 
   test "credentials not there yet: the strategy logs once, keeps running and starts later",

@@ -8,6 +8,14 @@ unless Code.ensure_loaded?(Cluster.Strategy.State) do
   end
 end
 
+# libcluster's presence, as PodDist.Telemetry detects it (it then emits libcluster's
+# connect and disconnect events too); none of its functions is called.
+unless Code.ensure_loaded?(Cluster.Strategy) do
+  defmodule Cluster.Strategy do
+    @moduledoc false
+  end
+end
+
 defmodule PodDist.Test.Recorder do
   @moduledoc """
   Connect/disconnect/list_nodes MFAs that report to a test process instead of acting,
@@ -34,15 +42,9 @@ defmodule PodDist.Test.SlowRecorder do
   def connect(test, node), do: send(test, {:connect, node}) && true
 end
 
-unless Code.ensure_loaded?(:telemetry) do
-  defmodule :telemetry do
-    @moduledoc false
-    # Stands in for the optional :telemetry dependency: forwards events to a registered test.
-    def execute(event, measurements, metadata) do
-      if pid = Process.whereis(:pod_dist_telemetry_test),
-        do: send(pid, {:telemetry, event, measurements, metadata})
+defmodule PodDist.Test.FailingConnect do
+  @moduledoc "A topology whose connect raises and which lists no node as connected."
 
-      :ok
-    end
-  end
+  def connect(node), do: raise("cannot connect to #{node}")
+  def list_nodes, do: []
 end

@@ -9,7 +9,7 @@ mod options;
 mod registry;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pod_dist_core::pod::{DistPort, PodRecord};
@@ -18,7 +18,7 @@ use pod_dist_core::watch::{Watch, WatchEvent};
 use rustler::{Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 
 mod atoms {
-    rustler::atoms! { ok, error, panic, pod_dist, ambiguous, not_synced, inet, inet6, own, shared }
+    rustler::atoms! { ok, error, panic, pod_dist, ambiguous, not_synced, inet, inet6, own, shared, new, synced, api_error, stopped }
 }
 
 /// The Elixir-side handle of a watch. Watches with equal options are shared; the
@@ -28,10 +28,11 @@ pub struct WatchHandle(Arc<Watch>);
 #[rustler::resource_impl]
 impl rustler::Resource for WatchHandle {}
 
-/// One subscriber of a watch. It keeps the watch alive while the subscribing process
-/// lives, and unsubscribes when that process goes down (a process monitor).
+/// One subscriber of a watch. It unsubscribes when the subscribing process goes down (a
+/// process monitor). It refers to the watch weakly: what keeps the watch alive, if
+/// anything, is the subscriber's closure (`subscribe`'s does, `subscribe_status`'s not).
 pub struct Subscription {
-    watch: Arc<Watch>,
+    watch: Weak<Watch>,
     id: u64,
 }
 
@@ -40,7 +41,9 @@ impl rustler::Resource for Subscription {
     const IMPLEMENTS_DOWN: bool = true;
 
     fn down<'a>(&'a self, _env: Env<'a>, _pid: LocalPid, _monitor: rustler::Monitor) {
-        self.watch.unsubscribe(self.id);
+        if let Some(watch) = self.watch.upgrade() {
+            watch.unsubscribe(self.id);
+        }
     }
 }
 
@@ -61,13 +64,15 @@ fn guarded<'a>(env: Env<'a>, f: impl FnOnce() -> Result<Term<'a>, String>) -> Te
     }
 }
 
-/// `start_watch(options)`: connects and starts (or joins) a watch.
+/// `start_watch(options)`: connects and starts (or joins) a watch: `{:ok, handle, :new}`
+/// for a watch started now, `{:ok, handle, :shared}` for one joined.
 #[rustler::nif(schedule = "DirtyIo")]
 fn start_watch<'a>(env: Env<'a>, options: Term<'a>) -> Term<'a> {
     guarded(env, || {
         let options = options::decode(options)?;
-        let watch = registry::watch(options)?;
-        Ok((atoms::ok(), ResourceArc::new(WatchHandle(watch))).encode(env))
+        let (watch, new) = registry::watch(options)?;
+        let started = if new { atoms::new() } else { atoms::shared() };
+        Ok((atoms::ok(), ResourceArc::new(WatchHandle(watch)), started).encode(env))
     })
 }
 
@@ -222,49 +227,147 @@ fn health(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
 /// change from now on, until it exits; meanwhile the subscription keeps the watch alive.
 #[rustler::nif]
 fn subscribe<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, tag: Term<'a>) -> Term<'a> {
+    guarded(env, || add_subscriber(env, &handle, pid, tag))
+}
+
+/// `subscribe_status(handle, pid, tag)`: `pid` hears the watch's status, with its health
+/// at that moment (the map `health` returns): `{:pod_dist, tag, {:synced, health}}` after
+/// every complete (re-)list (at once if the watch is synced already), `{:pod_dist, tag,
+/// {:api_error, message, health}}`, and `{:pod_dist, tag, :stopped}` when the watch
+/// stops. No pod changes, and the subscription does not keep the watch alive: it ends
+/// with the watch's last handle. For `PodDist.Telemetry`'s reporter, which must neither
+/// cost a message per pod change nor make watches immortal.
+#[rustler::nif]
+fn subscribe_status<'a>(env: Env<'a>, handle: ResourceArc<WatchHandle>, pid: LocalPid, tag: Term<'a>) -> Term<'a> {
     guarded(env, || {
-        let owned = OwnedEnv::new();
-        let tag_term = tag;
-        let tag = owned.save(tag);
         let id = handle.0.subscriber_id();
-        let domain = handle.0.cluster_domain().to_string();
         let subscription = ResourceArc::new(Subscription {
-            watch: handle.0.clone(),
+            watch: Arc::downgrade(&handle.0),
             id,
         });
         if subscription.monitor(Some(env), &pid).is_none() {
             return Err("the subscriber process is not alive".into());
         }
+        let status = Status::new(pid, tag);
+        let watch = Arc::downgrade(&handle.0);
         handle.0.subscribe_as(
             id,
             Box::new(move |event: &WatchEvent| {
-                // Owning the subscription here is what keeps the watch alive; the monitor's
-                // `down` removes this closure, and with it the last reference.
                 let _keep = &subscription;
-                // Runs on a tokio thread, never a scheduler, so sending is allowed; a failed
-                // send means the subscriber is dead, and it is dropped.
-                let mut message_env = OwnedEnv::new();
-                message_env
-                    .send_and_clear(&pid, |env| {
-                        (
-                            atoms::pod_dist(),
-                            owned.run(|tag_env| tag.load(tag_env).in_env(env)),
-                            encode::event(env, event, &domain),
-                        )
-                    })
-                    .is_ok()
+                let Some(watch) = watch.upgrade() else {
+                    return true;
+                };
+                match event {
+                    WatchEvent::Pod(_) => true,
+                    WatchEvent::Synced | WatchEvent::ApiError(_) => status.send(event, &watch.health()),
+                }
             }),
         );
-        // An error is published once, when it starts: one met before this subscription
-        // (a 403 at start, while the subscriber was being set up) is told now, or it would
-        // never be. Read after subscribing, so it may come twice but is never missed.
-        if let Some(message) = handle.0.current_error() {
-            let event = encode::event(env, &WatchEvent::ApiError(message), handle.0.cluster_domain());
-            // Failing only if the subscriber died meanwhile: its monitor cleans up.
-            let _ = env.send(&pid, (atoms::pod_dist(), tag_term, event));
+        if handle.0.is_synced() {
+            let health = handle.0.health();
+            let message = (atoms::synced(), encode::health(env, &health));
+            let _ = env.send(&pid, (atoms::pod_dist(), tag, message));
         }
         Ok(atoms::ok().encode(env))
     })
+}
+
+/// Where a status subscription's messages go; tells `:stopped` when dropped (with the
+/// watch's subscriber list, when the watch stops).
+struct Status {
+    pid: LocalPid,
+    tag: Option<(OwnedEnv, rustler::env::SavedTerm)>,
+}
+
+impl Status {
+    fn new(pid: LocalPid, tag: Term<'_>) -> Status {
+        let owned = OwnedEnv::new();
+        let saved = owned.save(tag);
+        Status {
+            pid,
+            tag: Some((owned, saved)),
+        }
+    }
+
+    /// Sends `{:pod_dist, tag, message}`; `false` once the receiver is dead. Called on a
+    /// tokio thread (a publish), never a scheduler.
+    fn send(&self, event: &WatchEvent, health: &pod_dist_core::watch::Health) -> bool {
+        let Some((owned, tag)) = &self.tag else {
+            return false;
+        };
+        OwnedEnv::new()
+            .send_and_clear(&self.pid, |env| {
+                let tag = owned.run(|tag_env| tag.load(tag_env).in_env(env));
+                let health = encode::health(env, health);
+                let message = match event {
+                    WatchEvent::ApiError(message) => (atoms::api_error(), message.as_str(), health).encode(env),
+                    _ => (atoms::synced(), health).encode(env),
+                };
+                (atoms::pod_dist(), tag, message)
+            })
+            .is_ok()
+    }
+}
+
+impl Drop for Status {
+    fn drop(&mut self) {
+        let (pid, tag) = (self.pid, self.tag.take());
+        // Dropped wherever the watch's last handle goes, a scheduler thread too, where no
+        // message may be sent from outside a process: the runtime sends it.
+        runtime().spawn(async move {
+            if let Some((owned, tag)) = tag {
+                let _ = OwnedEnv::new().send_and_clear(&pid, |env| {
+                    let tag = owned.run(|tag_env| tag.load(tag_env).in_env(env));
+                    (atoms::pod_dist(), tag, atoms::stopped())
+                });
+            }
+        });
+    }
+}
+
+fn add_subscriber<'a>(env: Env<'a>, handle: &WatchHandle, pid: LocalPid, tag: Term<'a>) -> Result<Term<'a>, String> {
+    let owned = OwnedEnv::new();
+    let tag_term = tag;
+    let tag = owned.save(tag);
+    let id = handle.0.subscriber_id();
+    let domain = handle.0.cluster_domain().to_string();
+    let subscription = ResourceArc::new(Subscription {
+        watch: Arc::downgrade(&handle.0),
+        id,
+    });
+    if subscription.monitor(Some(env), &pid).is_none() {
+        return Err("the subscriber process is not alive".into());
+    }
+    let keeper = handle.0.clone();
+    handle.0.subscribe_as(
+        id,
+        Box::new(move |event: &WatchEvent| {
+            // Owning the subscription and the watch here is what keeps them alive; the
+            // monitor's `down` removes this closure, and with it the last reference.
+            let _keep = (&subscription, &keeper);
+            // Runs on a tokio thread, never a scheduler, so sending is allowed; a failed
+            // send means the subscriber is dead, and it is dropped.
+            let mut message_env = OwnedEnv::new();
+            message_env
+                .send_and_clear(&pid, |env| {
+                    (
+                        atoms::pod_dist(),
+                        owned.run(|tag_env| tag.load(tag_env).in_env(env)),
+                        encode::event(env, event, &domain),
+                    )
+                })
+                .is_ok()
+        }),
+    );
+    // An error is published once, when it starts: one met before this subscription
+    // (a 403 at start, while the subscriber was being set up) is told now, or it would
+    // never be. Read after subscribing, so it may come twice but is never missed.
+    if let Some(message) = handle.0.current_error() {
+        let event = encode::event(env, &WatchEvent::ApiError(message), handle.0.cluster_domain());
+        // Failing only if the subscriber died meanwhile: its monitor cleans up.
+        let _ = env.send(&pid, (atoms::pod_dist(), tag_term, event));
+    }
+    Ok(atoms::ok().encode(env))
 }
 
 /// `panic_for_test()`: panics inside the guard, so tests can prove a bug in a NIF

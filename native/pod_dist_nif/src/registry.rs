@@ -13,8 +13,8 @@ use crate::options::Options;
 
 static WATCHES: Lazy<Mutex<HashMap<String, Weak<Watch>>>> = Lazy::new(Default::default);
 
-/// The watch for `options`, started if no live one matches.
-pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
+/// The watch for `options`, started if no live one matches; `true` if it was started now.
+pub fn watch(options: Options) -> Result<(Arc<Watch>, bool), String> {
     let resolved = runtime().block_on(connect::config(&options.connect))?;
     let namespaces = match options.namespaces.first() {
         None => vec![Some(resolved.default_namespace.clone())],
@@ -59,7 +59,7 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     let mut watches = WATCHES.lock().unwrap_or_else(|p| p.into_inner());
     watches.retain(|_, w| w.strong_count() > 0);
     if let Some(existing) = watches.get(&key).and_then(Weak::upgrade) {
-        return Ok(existing);
+        return Ok((existing, false));
     }
     // Fail fast on a configuration that cannot make a client at all.
     connect::client(resolved.config.clone())?;
@@ -72,5 +72,5 @@ pub fn watch(options: Options) -> Result<Arc<Watch>, String> {
     ));
     watch.set_origin(url, source);
     watches.insert(key, Arc::downgrade(&watch));
-    Ok(watch)
+    Ok((watch, true))
 }
