@@ -13,7 +13,7 @@ defmodule Mix.Tasks.Compile.PodDistNif do
   In `MIX_ENV=test` (pod_dist's own test builds: a dependency is compiled in its own
   environment, `:prod` unless the parent says otherwise) it adds `--features test-hooks`,
   the NIFs only tests call; `PodDist.Native` defines their stubs under the same
-  condition. `scripts/test-otp27` runs the same cargo command: keep them in step.
+  condition.
   """
   use Mix.Task.Compiler
 

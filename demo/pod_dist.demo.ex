@@ -194,10 +194,7 @@ defmodule Mix.Tasks.PodDist.Demo do
         kubectl -> elem(System.cmd(kubectl, ["kustomize", dir]), 0)
       end
 
-    path = Path.join(System.tmp_dir!(), "pod_dist_demo_#{System.unique_integer([:positive])}")
-    File.write!(path, yaml)
-    {json, 0} = System.cmd(PodDist.Simulator.binary(), ["manifest", path])
-    File.rm!(path)
+    {json, 0} = PodDist.Simulator.check_manifest(yaml)
     PodDist.Test.JSON.decode!(json)
   end
 

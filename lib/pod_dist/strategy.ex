@@ -38,6 +38,15 @@ defmodule PodDist.Strategy do
   builds every form (`pod.hosts`, next to the parser that reads them back); a pod without
   the form asked for (no IP, no `spec.subdomain`, ...) stands for no node.
 
+  | `host` | node name | none for |
+  |---|---|---|
+  | `:pod_name` | `app@web-0` (reaches pods of the node's own namespace) | a pod name that is not one DNS label |
+  | `:ip` | `app@10.42.2.46` | a pod without an IP, a hostNetwork pod (its IP is its node's) |
+  | `:dashed_ip` | `app@10-42-2-46.prod.pod.<domain>` (IPv6 `fd00--2e`; `0-0-0-0-0-0-0-1` when compression would start or end the label with `-`) | as `:ip` |
+  | `:hostname_fqdn` | `app@web-0.db.prod.svc.<domain>` | a pod without both `spec.hostname` and `spec.subdomain` (cluster DNS has no hostname record for it) |
+
+  `<domain>` is the watch's cluster domain, which `PodDist.Watch.health/1` reports.
+
   ## Which pods
 
   Pods that are Ready (`eligible: :running` for Running ones) and not terminating
@@ -46,6 +55,26 @@ defmodule PodDist.Strategy do
   join, so a rolling update does not mix releases. While this node's own pod is not
   eligible (not ready yet, or terminating), it does not connect to anyone. The own pod is
   found by this node's host name; `own_pod: "name"` says it explicitly.
+
+  ## Options
+
+  | option | default | meaning |
+  |---|---|---|
+  | `nodes` | `:epmd` (epmd-less mode: `:declared`) | which nodes a pod hosts: `:epmd` (ask its epmd), `:declared` (its `dist-<basename>` ports), `{:label, key}`, `{:annotation, key}` (comma-separated basenames), or a function of the pod |
+  | `node_basename` | none | one fixed basename for every pod (libcluster's Kubernetes strategy) |
+  | `host` | `:pod_name` | host part of node names: `:pod_name`, `:ip`, `:dashed_ip`, `:hostname_fqdn` (table above) |
+  | `eligible` | `:ready` | `:ready` or `:running` pods are connected |
+  | `keep_terminating` | `false` | keep terminating pods connected while they drain |
+  | `disconnect_deleted` | `true` | disconnect the nodes of deleted pods |
+  | `version_label` | none | only pods whose label equals this pod's (keeps releases apart) |
+  | `own_pod` | this node's host name | the pod this node runs in |
+  | `reconcile_interval` | `30_000` | ms between reconnects of dropped nodes (from the index: no API call) |
+  | `connect_timeout` | `5_000` | ms per connect attempt (and per epmd query); connects run concurrently |
+  | `namespaces`, `label_selector`, `field_selector`, `service`, `api_url`, `ca_file`, `token_file`, `service_account_dir`, `kubeconfig`, `cluster_domain` | | as for `PodDist.Watch` (validated by the same code) |
+
+  With `service` (the EndpointSlice source), `nodes: {:label, _}`, `nodes:
+  {:annotation, _}` and `version_label` are a configuration error: slices carry no pod
+  labels or annotations, and the error says they need the pods source.
 
   ## Our own node's life cycle
 

@@ -38,8 +38,10 @@ defmodule PodDist.Watch do
       address each pod's name resolves to and which pods exist. Set it only to a
       controller you trust, and restrict `create`/`update` on `endpointslices` in the
       namespace to it.
-    * `:api_url` - API server URL; with it, `:ca_file` and `:token_file` (or `:token`).
-      Which token goes where: the in-cluster API server (`KUBERNETES_SERVICE_HOST`, or
+    * `:api_url` - API server URL (default: in-cluster, then the kubeconfig); with it,
+      `:ca_file` (the CA bundle to verify the server; default the service account's
+      `ca.crt`) and `:token_file` (re-read on a 401 and every minute, for rotation) or
+      `:token` (a bearer token, never logged; prefer `:token_file`). Which token goes where: the in-cluster API server (`KUBERNETES_SERVICE_HOST`, or
       `kubernetes.default.svc`) gets the pod's service-account token when none is named;
       any other `:api_url` gets only the credentials named for it (`:token_file`,
       `:token`, or the token of a named `:service_account_dir`): when none is named and
@@ -195,14 +197,27 @@ defmodule PodDist.Watch do
   namespace (the first one watched; when watching all, the one of the credentials),
   would: `web-0` in that namespace, `web-0.prod`, `web-0.prod.pod`,
   `10-42-2-46.prod.pod.cluster.local`, `web-0.db.prod.svc.cluster.local` (`spec.hostname`
-  and `spec.subdomain`, or shorter prefixes of it), or an IP. The README's resolution
-  table has every rule. `{:error, :ambiguous}` when several pods share a hostname and
-  subdomain.
+  and `spec.subdomain`, or shorter prefixes of it), or an IP, a pod name standing where
+  DNS has a service name. `{:error, :ambiguous}` when several pods share a hostname and
+  subdomain. Every rule (`<domain>` is the cluster domain `health/1` reports):
+
+  | host (any letter case, trailing dot allowed) | reaches, in this order; nothing else |
+  |---|---|
+  | `web-0` | pod `web-0` of the watch's own namespace |
+  | `web-0.db` | the pod with `spec.hostname` `web-0` and `spec.subdomain` `db` in the own namespace; else pod `web-0` of namespace `db` |
+  | `web-0.prod.pod`, `web-0.prod.pod.<domain>` | pod `web-0` of namespace `prod` |
+  | `web-0.db.prod`, `web-0.db.prod.svc`, `web-0.db.prod.svc.<domain>` | the pod with hostname `web-0` and subdomain `db` in namespace `prod` |
+  | `10-42-2-46.prod.pod`, `...pod.<domain>` (`fd00--2e...` for IPv6) | the pod of namespace `prod` that owns 10.42.2.46 |
+  | `10.42.2.46`, `fd00::2e` | that IP, with the pod that owns it, if any |
+  | anything else | nothing (`PodDist.Epmd` then asks the stock resolver: `/etc/hosts`, DNS) |
 
   Kubernetes reuses pod IPs, so every IP has one owner: a live pod over a terminating
-  one over a Failed or Succeeded one, then the newest. A pod resolves while it owns
-  its address of `family`; a deleted pod stops resolving at once, a terminating one
-  still resolves (so its connections drain) until its IP is given to another pod.
+  one over a Failed or Succeeded one, then the newest `creationTimestamp`, whatever
+  order the list or the events came in. A pod resolves while it owns its address of
+  `family`; a deleted pod stops resolving at once, a terminating one still resolves (so
+  its connections drain) until its IP is given to another pod. A Failed or Succeeded pod
+  never answers by IP, and by name only while no other pod holds its IP; a hostNetwork
+  pod (its IP is its node's) answers by name, never by IP.
 
   Until the initial list is in, a host that may name a pod and is not found answers
   `{:error, :not_synced}` (never an IP, `localhost`, or a name no pod can have): it may

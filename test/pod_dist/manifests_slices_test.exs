@@ -6,20 +6,8 @@ defmodule PodDist.ManifestsSlicesTest do
 
   @dir "examples/kubernetes-slices"
 
-  defp kustomize! do
-    {yaml, 0} = System.cmd("kubectl", ["kustomize", @dir], stderr_to_stdout: true)
-    yaml
-  end
-
-  defp check(yaml) do
-    path = Path.join(System.tmp_dir!(), "manifest-#{System.unique_integer([:positive])}.yaml")
-    File.write!(path, yaml)
-    on_exit(fn -> File.rm(path) end)
-    System.cmd(PodDist.Simulator.binary(), ["manifest", path], stderr_to_stdout: true)
-  end
-
   test "every field exists in its kind's schema; no Role reads pods" do
-    {json, 0} = check(kustomize!())
+    {json, 0} = PodDist.Simulator.check_manifest(kustomize!(@dir))
     %{"objects" => objects} = PodDist.Test.JSON.decode!(json)
 
     assert Enum.sort(objects) == [
@@ -33,14 +21,15 @@ defmodule PodDist.ManifestsSlicesTest do
              "ServiceAccount/default/shop"
            ]
 
-    [role] = kustomize!() |> String.split("\n---\n") |> Enum.filter(&(&1 =~ ~r/^kind: Role$/m))
+    [role] =
+      kustomize!(@dir) |> String.split("\n---\n") |> Enum.filter(&(&1 =~ ~r/^kind: Role$/m))
 
     assert role =~
              "rules:\n- apiGroups:\n  - discovery.k8s.io\n  resources:\n  - endpointslices\n  verbs:\n  - get\n  - list\n  - watch"
 
     assert length(String.split(role, "- apiGroups:")) == 2
     assert String.ends_with?(String.trim(role), "- watch")
-    refute kustomize!() =~ "POD_DIST_LABEL_SELECTOR"
+    refute kustomize!(@dir) =~ "POD_DIST_LABEL_SELECTOR"
   end
 
   test "kubectl applies it; the pods' nodes and ports come from the slices", %{sim: sim} do
@@ -57,7 +46,7 @@ defmodule PodDist.ManifestsSlicesTest do
         resources: "endpointslices.discovery.k8s.io"
       )
 
-    {json, 0} = check(kustomize!())
+    {json, 0} = PodDist.Simulator.check_manifest(kustomize!(@dir))
 
     create_manifest_pods(sim, PodDist.Test.JSON.decode!(json)["pods"])
 

@@ -5,20 +5,8 @@ defmodule PodDist.ManifestsTest do
 
   @dir "examples/kubernetes"
 
-  defp check(yaml) do
-    path = Path.join(System.tmp_dir!(), "manifest-#{System.unique_integer([:positive])}.yaml")
-    File.write!(path, yaml)
-    on_exit(fn -> File.rm(path) end)
-    System.cmd(PodDist.Simulator.binary(), ["manifest", path], stderr_to_stdout: true)
-  end
-
-  defp kustomize!(dir) do
-    {yaml, 0} = System.cmd("kubectl", ["kustomize", dir], stderr_to_stdout: true)
-    yaml
-  end
-
   test "kubectl builds them and every field exists in its kind's schema" do
-    {json, 0} = check(kustomize!(@dir))
+    {json, 0} = PodDist.Simulator.check_manifest(kustomize!(@dir))
     %{"objects" => objects, "pods" => pods} = PodDist.Test.JSON.decode!(json)
 
     assert Enum.sort(objects) == [
@@ -52,14 +40,16 @@ defmodule PodDist.ManifestsTest do
     yaml = File.read!(Path.join(@dir, "deployment.yaml"))
 
     {error, 2} =
-      check(String.replace(yaml, "containerPort: 4371", "containerPorts: 4371", global: false))
+      PodDist.Simulator.check_manifest(
+        String.replace(yaml, "containerPort: 4371", "containerPorts: 4371", global: false)
+      )
 
     assert error =~ "Deployment/default/shop"
     assert error =~ ".spec.template.spec.containers[1].ports[0]"
   end
 
   test "the Deployments' pods run in the simulator and declare their nodes", %{sim: sim} do
-    {json, 0} = check(kustomize!(@dir))
+    {json, 0} = PodDist.Simulator.check_manifest(kustomize!(@dir))
 
     # Each container tells its node the port it declares, so no API call is needed at boot.
     for pod <- PodDist.Test.JSON.decode!(json)["pods"], container <- pod["spec"]["containers"] do

@@ -21,6 +21,12 @@ defmodule PodDist.SimCase do
     {:ok, sim: sim}
   end
 
+  @doc "The YAML `kubectl kustomize` builds from a directory of manifests."
+  def kustomize!(dir) do
+    {yaml, 0} = System.cmd("kubectl", ["kustomize", dir], stderr_to_stdout: true)
+    yaml
+  end
+
   @doc """
   Creates, in `default`, the pods `kube_sim manifest` derived from a manifest (its
   `"pods"`: one per Deployment, from its template), Running and Ready at 198.51.100.1, .2, ...

@@ -139,6 +139,22 @@ defmodule PodDist.Simulator do
     request(sim, :post, "/_sim/#{route}?" <> URI.encode_query(params), "")
   end
 
+  @doc """
+  Checks manifests offline with `kube_sim manifest` (every field against its kind's
+  schema); returns `{output, exit_status}`, on success a JSON report whose `"pods"` are
+  the pods the manifests' Deployments would create.
+  """
+  def check_manifest(yaml) do
+    path = Path.join(System.tmp_dir!(), "manifest-#{System.unique_integer([:positive])}.yaml")
+    File.write!(path, yaml)
+
+    try do
+      System.cmd(binary(), ["manifest", path], stderr_to_stdout: true)
+    after
+      File.rm(path)
+    end
+  end
+
   @doc "The path of the `kube_sim` binary, built with cargo if missing or stale."
   @spec binary() :: String.t()
   def binary do
