@@ -87,7 +87,14 @@ impl Plan {
     pub fn config(&self, base: &watcher::Config) -> watcher::Config {
         match (self.mode, self.quorum) {
             (ListMode::Streaming, _) => base.clone().streaming_lists(),
-            (ListMode::ListThenWatch, false) => base.clone().any_semantic(),
+            (ListMode::ListThenWatch, false) => {
+                let mut config = base.clone().any_semantic();
+                // kube drops `resourceVersion=0` from a list that has a limit (the watch
+                // cache would ignore the limit): that list would be a quorum read. The
+                // cache answers whole anyway.
+                config.page_size = None;
+                config
+            }
             (ListMode::ListThenWatch, true) => base.clone().list_semantic(ListSemantic::MostRecent),
         }
     }
@@ -279,6 +286,7 @@ mod tests {
         let mut plan = Plan::new(false);
         // Lists come from the watch cache...
         assert_eq!(plan.config(&base).list_semantic, ListSemantic::Any);
+        assert_eq!(plan.config(&base).page_size, None);
         // ...and a failed one is retried from it by the watcher itself.
         assert_eq!(plan.failed(&watcher::Error::InitialListFailed(api(503))), Next::Keep);
         assert_eq!(plan.config(&base).list_semantic, ListSemantic::Any);
