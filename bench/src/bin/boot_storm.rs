@@ -8,6 +8,8 @@
 //!
 //!     cargo run --release -p pod_dist_bench --bin boot_storm -- --pods 5000 --watches 200 --outage 30 --poll-seconds 60
 //!
+//! `--parts boot,poll,herd` (the default) picks the tables to measure.
+//!
 //! The simulator runs on its own runtime (threads named `kube-sim`), so its CPU time is
 //! told apart from the clients'. Clients and simulator share the machine's cores.
 
@@ -29,19 +31,22 @@ use pod_dist_core::watch::{Watch, WatchSpec};
 
 const NS: &str = "default";
 const SERVICE: &str = "bench-dist";
-const SIM_THREADS: &str = "kube-sim";
 
-/// A simulator on its own runtime.
+/// A simulator on its own runtime, whose threads' names start with `threads`.
 struct Sim {
     runtime: tokio::runtime::Runtime,
     sim: Arc<Simulator>,
+    threads: String,
 }
 
 impl Sim {
     async fn start(streaming_lists: StreamingLists, pods: usize, slices: bool) -> Sim {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // Each simulator's own names: the threads of one shut down may linger a while.
+        let threads = format!("ksim-{}-", STARTED.fetch_add(1, Ordering::Relaxed));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name(SIM_THREADS)
+            .thread_name(format!("{threads}w"))
             .enable_all()
             .build()
             .unwrap();
@@ -77,11 +82,11 @@ impl Sim {
             );
             sim.create_pod(NS, pod).unwrap();
         }
-        Sim { runtime, sim }
+        Sim { runtime, sim, threads }
     }
 
-    fn cpu() -> Duration {
-        threads_cpu_time(SIM_THREADS)
+    fn cpu(&self) -> Duration {
+        threads_cpu_time(&self.threads)
     }
 }
 
@@ -95,13 +100,27 @@ enum Client {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::from_env();
-    let (pods, watches, outage, poll_seconds) = (
+    let (pods, watches, outage, poll_seconds, parts) = (
         args.get("pods", 5_000usize),
         args.get("watches", 200usize),
         args.get("outage", 30u64),
         args.get("poll-seconds", 60u64),
+        args.get("parts", "boot,poll,herd".to_string()),
     );
+    let part = |name: &str| parts.split(',').any(|p| p == name);
     println!("boot_storm: {watches} watches starting within 1 s, {pods} pods");
+    if part("boot") {
+        boots(pods, watches).await;
+    }
+    if part("poll") {
+        polls(pods, watches, poll_seconds).await;
+    }
+    if part("herd") {
+        herds(pods, watches, outage).await;
+    }
+}
+
+async fn boots(pods: usize, watches: usize) {
     println!();
     println!("| source | client | server | requests | quorum reads | cached lists | streamed lists | objects sent | MB sent | synced p50 / p99 / max | simulator CPU |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
@@ -121,7 +140,9 @@ async fn main() {
             sim.runtime.shutdown_background();
         }
     }
+}
 
+async fn polls(pods: usize, watches: usize, poll_seconds: u64) {
     println!();
     println!("Poller: {watches} clients LISTing the pods every 5 s, {poll_seconds} s");
     println!();
@@ -132,7 +153,9 @@ async fn main() {
         poll(&sim, cached, watches, Duration::from_secs(poll_seconds)).await;
         sim.runtime.shutdown_background();
     }
+}
 
+async fn herds(pods: usize, watches: usize, outage: u64) {
     println!();
     println!("Herd: {watches} PodDist watches (pods, 1.32-like server) lose the API for {outage} s");
     println!();
@@ -260,7 +283,7 @@ async fn start_default_watchers(sim: &Simulator, slices: bool, n: usize, stop: A
 async fn boot(sim: &Sim, client: Client, server: StreamingLists, slices: bool, n: usize) {
     let stats = &sim.sim.shared().stats;
     stats.reset();
-    let cpu = Sim::cpu();
+    let cpu = sim.cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let (watches, mut synced) = match client {
         Client::PodDist => start_watches(&sim.sim, slices, n).await,
@@ -272,7 +295,7 @@ async fn boot(sim: &Sim, client: Client, server: StreamingLists, slices: bool, n
     // Let every watch move on from its list to its watch.
     wait_for("every watch open", || stats.snapshot().open_watches as usize >= n).await;
     let snapshot = stats.snapshot();
-    let cpu = Sim::cpu() - cpu;
+    let cpu = sim.cpu().saturating_sub(cpu);
     stop.store(true, Ordering::Relaxed);
     drop(watches);
     let requests: u64 = snapshot.requests.values().sum();
@@ -306,7 +329,7 @@ async fn boot(sim: &Sim, client: Client, server: StreamingLists, slices: bool, n
 async fn poll(sim: &Sim, cached: bool, n: usize, window: Duration) {
     let stats = &sim.sim.shared().stats;
     stats.reset();
-    let cpu = Sim::cpu();
+    let cpu = sim.cpu();
     let stop = Arc::new(AtomicBool::new(false));
     let mut pollers = Vec::new();
     for i in 0..n {
@@ -329,7 +352,7 @@ async fn poll(sim: &Sim, cached: bool, n: usize, window: Duration) {
     }
     tokio::time::sleep(window).await;
     let snapshot = stats.snapshot();
-    let cpu = Sim::cpu() - cpu;
+    let cpu = sim.cpu().saturating_sub(cpu);
     stop.store(true, Ordering::Relaxed);
     for poller in pollers {
         poller.abort();
@@ -353,7 +376,7 @@ async fn herd(sim: &Sim, n: usize, outage: Duration, throttled: bool) {
     let (watches, _) = start_watches(&sim.sim, false, n).await;
     wait_for("every watch open", || stats.snapshot().open_watches as usize >= n).await;
     stats.reset();
-    let cpu = Sim::cpu();
+    let cpu = sim.cpu();
     sim.sim.outage(Outage::Unavailable, outage);
     tokio::time::sleep(outage).await;
     sim.sim.shared().faults.recover();
@@ -365,7 +388,7 @@ async fn herd(sim: &Sim, n: usize, outage: Duration, throttled: bool) {
     wait_for("every watch open again", || stats.snapshot().open_watches as usize >= n).await;
     let again = back.elapsed();
     let snapshot = stats.snapshot();
-    let cpu = Sim::cpu() - cpu;
+    let cpu = sim.cpu().saturating_sub(cpu);
     drop(watches);
     println!(
         "| {} | {} | {} | {} | {} | {:.1} s | {:.2} s |",
