@@ -60,6 +60,7 @@ defmodule PodDist.Watch do
   A `429 Too Many Requests` (API Priority and Fairness shedding load) is waited out:
   the next request waits the response's `Retry-After`, at most 60 s, on top of the
   usual backoff; `health/1` says `error: :throttled` meanwhile.
+  """
 
   @enforce_keys [:resource]
   defstruct [:resource]
