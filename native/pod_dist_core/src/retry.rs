@@ -271,6 +271,39 @@ mod tests {
         seen
     }
 
+    fn throttled(retry_after_seconds: u32) -> watcher::Result<Event<u8>> {
+        let mut status = kube::core::Status::failure("Too many requests", "TooManyRequests").with_code(429);
+        status.details = Some(kube::core::response::StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes: Vec::new(),
+            retry_after_seconds,
+        });
+        Err(watcher::Error::InitialListFailed(kube::Error::Api(status.boxed())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_waits_its_retry_after_on_top_of_the_backoff_up_to_the_cap() {
+        let seen = timeline(vec![
+            throttled(10),
+            Ok(Event::Init),
+            throttled(3_600),
+            Ok(Event::Init),
+            throttled(0),
+            Ok(Event::Init),
+        ])
+        .await;
+        let times: Vec<Duration> = seen.iter().map(|(_, at)| *at).collect();
+        // 10 s + the first delay (1 s); the cap (60 s) + the second (3 s); then no
+        // Retry-After, and 63 s since the last failure: the schedule starts over (1 s).
+        assert_eq!(
+            times,
+            [MS(0), MS(11_000), MS(11_000), MS(74_000), MS(74_000), MS(75_000)]
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn paced_waits_after_errors_and_starts_over_only_on_answers() {
         let error = || Err(watcher::Error::NoResourceVersion);
