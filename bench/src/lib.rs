@@ -47,6 +47,26 @@ pub fn cpu_time() -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// CPU time (user + system) used by this process's threads whose name starts with
+/// `prefix` (a runtime's `thread_name`; Linux keeps 15 characters of it).
+pub fn threads_cpu_time(prefix: &str) -> Duration {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        ticks += field(11) + field(12);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
 /// Resident set size of this process in bytes, from `/proc/self/statm`.
 pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -74,5 +94,8 @@ pub fn kube_config(sim: &kube_sim::Simulator) -> kube::Config {
     let ca = rustls::pki_types::CertificateDer::from_pem_slice(sim.ca_pem().as_bytes()).unwrap();
     config.root_cert = Some(vec![ca.to_vec()]);
     config.auth_info.token = Some(sim.token().into());
+    // As the product's clients (connect::config): kube's own retries of 429/503/504
+    // would hide outages and throttling from the watch.
+    config.default_retry = false;
     config
 }

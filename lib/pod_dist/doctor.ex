@@ -162,6 +162,9 @@ defmodule PodDist.Doctor do
         :forbidden ->
           "grant access to #{source_resource(health)}: see the RBAC lines below"
 
+        :throttled ->
+          "the API server is shedding load (429, API Priority and Fairness): the watch waits its Retry-After before each retry; if it lasts, give this service account its own priority level (examples/kubernetes/flowschema.yaml)"
+
         _ ->
           "see the error above"
       end

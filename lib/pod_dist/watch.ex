@@ -58,6 +58,29 @@ defmodule PodDist.Watch do
   `{:error, reason}`. `check_options/1` validates them without starting anything.
 
   TLS verification of the API server cannot be turned off.
+
+  ## What it costs the API server
+
+  The initial state comes from the API server's watch cache, never from a quorum read
+  of etcd: on Kubernetes 1.32+ as a streaming list (one watch with
+  `sendInitialEvents=true`; the watch is synced, for `await_synced/2` and everything
+  that waits on it, at the bookmark that ends the initial events), on older servers as
+  a list with `resourceVersion=0` followed by a watch. Which one the server serves is
+  learnt once per watch: a server that rejects streaming lists costs one refused
+  request, one that accepts them but never ends the initial events is given up on after
+  10 s without an event. Only the list that follows a `410 Gone` (the watch fell too far
+  behind) is a quorum read, one per `410`.
+
+  Staleness: the watch cache lags etcd by the time an event takes to reach it
+  (milliseconds on a healthy control plane; behind an HA control plane, another API
+  server's cache may lag more). A first list from it can be that much older than the
+  cluster; the watch that follows starts from that list's resourceVersion and delivers
+  every change since, so the view is current once the watch's first events are in, as
+  it would be after a quorum read that a change raced.
+
+  A `429 Too Many Requests` (API Priority and Fairness shedding load) is waited out:
+  the next request waits the response's `Retry-After`, at most 60 s, on top of the
+  usual backoff; `health/1` says `error: :throttled` meanwhile.
   """
 
   @enforce_keys [:resource]
@@ -104,7 +127,9 @@ defmodule PodDist.Watch do
   What the watch's last failure was: the API server could not be reached, its
   certificate is not signed by the configured CA, it rejected the credentials (401) or
   denied access to pods (403), answered another HTTP status, no client could be made
-  from the configuration, or the watch itself died (a bug) and is being restarted.
+  from the configuration, the watch itself died (a bug) and is being restarted, or the
+  API server's priority and fairness answered `429 Too Many Requests` (`:throttled`: the
+  watch waits the server's `Retry-After`, at most 60 s, on top of its backoff).
   """
   @type error ::
           :unreachable
@@ -114,6 +139,7 @@ defmodule PodDist.Watch do
           | {:status, pos_integer()}
           | :client
           | :crashed
+          | :throttled
 
   @typedoc "What subscribers receive as `{:pod_dist, tag, event}`."
   @type event ::

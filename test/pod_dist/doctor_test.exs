@@ -68,6 +68,21 @@ defmodule PodDist.DoctorTest do
     assert %{error: :unreachable, service_account: nil} = PodDist.Watch.health(watch)
   end
 
+  test "a throttled watch says so as a term, and the doctor points to a priority level",
+       %{sim: sim} do
+    fault!(sim, "faults/throttle", retry_after: 30, seconds: 60)
+    {:ok, watch} = PodDist.Watch.start(PodDist.Simulator.watch_options(sim))
+    failed!(watch)
+    assert %{error: :throttled, last_error: message} = PodDist.Watch.health(watch)
+    assert message =~ "429 Too Many Requests"
+    assert message =~ "waiting 30 s (its Retry-After"
+
+    api = find(Doctor.run(config(sim, [])), "API server")
+    assert api.status == :fail
+    assert api.fix =~ "Retry-After"
+    assert api.fix =~ "examples/kubernetes/flowschema.yaml"
+  end
+
   test "an unreachable API server fails with what to check", %{sim: sim} do
     config = Keyword.put(config(sim, []), :api_url, "https://127.0.0.1:1")
     api = find(Doctor.run(config), "API server")

@@ -39,9 +39,12 @@ defmodule PodDist.WatchRecoveryTest do
   test "two users of the same options share one watch", %{sim: sim} do
     {first, tag1} = started(sim)
     {second, tag2} = started(sim)
-    # One list and one watch serve both.
+    # One streaming list (a single watch request) serves both.
     eventually(fn -> sim_stats(sim)["open_watches"] == 1 end)
-    assert sim_stats(sim)["requests"]["LIST /api/v1/namespaces/{namespace}/pods"] == 1
+    stats = sim_stats(sim)
+    assert stats["requests"]["WATCH /api/v1/namespaces/{namespace}/pods"] == 1
+    assert stats["streamed_reads"] == 1
+    refute Map.has_key?(stats["requests"], "LIST /api/v1/namespaces/{namespace}/pods")
 
     create_pod(sim, "default", "shared")
     assert {:added, %{name: "shared"}} = next_event(tag1)

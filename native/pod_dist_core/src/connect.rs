@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -222,9 +224,46 @@ fn read_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// A kube client for `config`, built inside the shared runtime's context as kube requires.
+/// Its `429` errors carry the response's `Retry-After` (see [`retry_after_in_status`]).
 pub fn client(config: kube::Config) -> Result<kube::Client, String> {
     let _entered = crate::runtime::runtime().enter();
-    kube::Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
+    Ok(builder
+        .with_layer(&tower::util::MapResponseLayer::new(retry_after_in_status))
+        .build())
+}
+
+/// A `429 Too Many Requests` with a `Retry-After` header, its body replaced by a
+/// `Status` whose `details.retryAfterSeconds` holds the header's delay. kube's client
+/// keeps only the body of an error (API Priority and Fairness sends plain text and the
+/// delay in the header alone); this is how the delay reaches the watch
+/// ([`crate::retry::retry_after`]). Other responses pass untouched.
+pub fn retry_after_in_status<B>(response: http::Response<B>) -> http::Response<Either<B, Full<Bytes>>> {
+    let seconds = (response.status() == http::StatusCode::TOO_MANY_REQUESTS)
+        .then(|| response.headers().get(http::header::RETRY_AFTER))
+        .flatten()
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u32>().ok());
+    let Some(seconds) = seconds else {
+        return response.map(Either::Left);
+    };
+    let status = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": format!("Too many requests (Retry-After: {seconds} s)"),
+        "reason": "TooManyRequests",
+        "details": { "retryAfterSeconds": seconds },
+        "code": 429,
+    });
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    http::Response::from_parts(parts, Either::Right(Full::new(Bytes::from(status.to_string()))))
 }
 
 #[cfg(test)]

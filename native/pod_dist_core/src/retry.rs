@@ -19,6 +19,11 @@
 //! noticed at the next retry, under a second later while the retries are in their first
 //! steps, at most 5 s later after that.
 //!
+//! A `429 Too Many Requests` (API Priority and Fairness shedding load) is waited out:
+//! the next request waits the server's `Retry-After` (at most [`RETRY_AFTER_CAP`]) on top
+//! of the backoff's delay, so a throttled fleet never comes back sooner than the server
+//! asked, and the backoff's jitter still spreads it over a second or more once it does.
+//!
 //! Jitter: the full upper half while the delays grow (an API server restart fails every
 //! node's watch at the same moment; these spread the retries over seconds), a 0.5 s band
 //! at the cap (wider would lower the mean delay, and raise the rate, for the same bound).
@@ -38,6 +43,9 @@ pub const FIRST: Duration = Duration::from_secs(1);
 pub const CAP: Duration = Duration::from_millis(4_950);
 /// How much shorter than [`CAP`] a delay at the cap may be drawn.
 pub const CAP_JITTER: Duration = Duration::from_millis(500);
+/// The longest `Retry-After` honoured: a server asking for more is asked again after
+/// this (plus the backoff), so a wrong header cannot stall a watch for hours.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 /// Each delay's ceiling is this many times the last one's, up to [`CAP`].
 const GROWTH: u32 = 3;
 /// A failure this long after the previous one starts the schedule over: the watch
@@ -55,6 +63,21 @@ pub fn delay(attempt: u32, random: f64) -> Duration {
     // NaN (no draw gives it, but `mul_f64` would panic on it) counts as 0.
     let random = if random.is_nan() { 0.0 } else { random.clamp(0.0, 1.0) };
     ceiling - band.mul_f64(random)
+}
+
+/// How long the server asked the client to wait before asking again (a `429`'s
+/// `Retry-After`, which [`crate::connect::client`]'s clients carry into the error's
+/// `Status`), capped at [`RETRY_AFTER_CAP`].
+pub fn retry_after(error: &watcher::Error) -> Option<Duration> {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status,
+        watcher::Error::WatchError(status) => status,
+        _ => return None,
+    };
+    let seconds = status.details.as_ref()?.retry_after_seconds;
+    (seconds > 0).then(|| Duration::from_secs(u64::from(seconds)).min(RETRY_AFTER_CAP))
 }
 
 /// Which attempt a failure at `now` is, given the previous failure's attempt and time.
@@ -136,8 +159,9 @@ where
         }
         let item = ready!(this.stream.poll_next_unpin(cx));
         match &item {
-            Some(Err(_)) => {
-                let delay = this.backoff.failed(Instant::now(), (this.random)());
+            Some(Err(error)) => {
+                let delay =
+                    this.backoff.failed(Instant::now(), (this.random)()) + retry_after(error).unwrap_or_default();
                 this.pause = Some(Box::pin(tokio::time::sleep(delay)));
             }
             // Init announces a list; it is no answer from the API.
@@ -245,6 +269,39 @@ mod tests {
             seen.push((label.to_string(), start.elapsed()));
         }
         seen
+    }
+
+    fn throttled(retry_after_seconds: u32) -> watcher::Result<Event<u8>> {
+        let mut status = kube::core::Status::failure("Too many requests", "TooManyRequests").with_code(429);
+        status.details = Some(kube::core::response::StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes: Vec::new(),
+            retry_after_seconds,
+        });
+        Err(watcher::Error::InitialListFailed(kube::Error::Api(status.boxed())))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_waits_its_retry_after_on_top_of_the_backoff_up_to_the_cap() {
+        let seen = timeline(vec![
+            throttled(10),
+            Ok(Event::Init),
+            throttled(3_600),
+            Ok(Event::Init),
+            throttled(0),
+            Ok(Event::Init),
+        ])
+        .await;
+        let times: Vec<Duration> = seen.iter().map(|(_, at)| *at).collect();
+        // 10 s + the first delay (1 s); the cap (60 s) + the second (3 s); then no
+        // Retry-After, and 63 s since the last failure: the schedule starts over (1 s).
+        assert_eq!(
+            times,
+            [MS(0), MS(11_000), MS(11_000), MS(74_000), MS(74_000), MS(75_000)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -26,7 +26,9 @@ use crate::index::{Family, PodChange, PodIndex, Resolution};
 use crate::pod::PodRecord;
 use crate::retry::{jitter, Backoff, Paced};
 use crate::wire::WirePod;
+use lists::Listing;
 
+pub mod lists;
 mod slice_source;
 
 /// What to watch: the namespaces (`None`: all) and optional selectors, or the
@@ -133,6 +135,10 @@ pub enum ErrorKind {
     Client,
     /// The watch itself died (a bug) and is being restarted.
     Crashed,
+    /// `429`: the API server's priority and fairness turned requests away; the watch
+    /// waits the server's `Retry-After` (see [`crate::retry::RETRY_AFTER_CAP`]) on top of
+    /// its backoff before the next.
+    Throttled,
 }
 
 struct State {
@@ -149,6 +155,9 @@ struct State {
     /// order they were published. Only publishers take it.
     publishing: Mutex<()>,
     next_subscriber: std::sync::atomic::AtomicU64,
+    /// Whether the server serves streaming lists, as far as the watch has learnt (see
+    /// [`lists`]); kept across namespaces and clients.
+    streaming: Arc<AtomicBool>,
     /// Set by [`Watch::panic_at_next_event`]: the watch panics at its next event. Behind
     /// the `test-hooks` feature, not `cfg(test)`: the tests that use it (the ExUnit suite
     /// through the NIF, and the simulator-backed tests in the root workspace) build this
@@ -428,7 +437,8 @@ async fn follow(client: Client, target: &Target, state: &State) {
             None => Api::<WirePod>::all(client.clone()),
         };
         let ns = ns.clone();
-        Paced::new(watcher::watcher(api, target.config.clone()).boxed())
+        let open: lists::Open<WirePod> = Box::new(move |config| watcher::watcher(api.clone(), config).boxed());
+        Paced::new(Listing::new(open, target.config.clone(), state.streaming.clone()))
             .map(move |event| (ns.clone(), event))
             .boxed()
     });
@@ -509,6 +519,7 @@ impl State {
             subscribers: Mutex::new(Arc::new(Vec::new())),
             publishing: Mutex::new(()),
             next_subscriber: std::sync::atomic::AtomicU64::new(1),
+            streaming: Arc::new(AtomicBool::new(true)),
             #[cfg(feature = "test-hooks")]
             panic_at_next_event: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -759,6 +770,7 @@ fn describe(error: &watcher::Error, subject: &Subject) -> (ErrorKind, String) {
     };
     let mut kind = match api_error.map(|s| s.code) {
         Some(401) => ErrorKind::Unauthorized,
+        Some(429) => ErrorKind::Throttled,
         Some(403) => ErrorKind::Forbidden,
         Some(code) => ErrorKind::Status(code),
         None => ErrorKind::Unreachable,
@@ -771,6 +783,15 @@ fn describe(error: &watcher::Error, subject: &Subject) -> (ErrorKind, String) {
             "{scope}: 403 Forbidden: {}. Fix: {}",
             status.message, subject.grant
         ),
+        Some(status) if status.code == 429 => {
+            let wait = crate::retry::retry_after(error).map_or_else(
+                || "no Retry-After given".to_string(),
+                |wait| format!("waiting {} s (its Retry-After, at most {} s) before the next", wait.as_secs(), crate::retry::RETRY_AFTER_CAP.as_secs()),
+            );
+            format!(
+                "{scope}: 429 Too Many Requests: the API server's priority and fairness is turning this service account's requests away; {wait}. Fix: if it lasts, give the service account its own priority level (examples/kubernetes/flowschema.yaml)"
+            )
+        }
         Some(status) => format!("{scope}: {} {}", status.code, status.message),
         None => {
             let cause = root_cause(error);

@@ -17,7 +17,7 @@ mod keys {
         api_url, credentials, namespaces, all, restarts, last_restart,
         added, changed, deleted, api_error, hosts, pod_name, dashed_ip, hostname_fqdn, dist_ports,
         error, service_account, cluster_domain, unreachable, certificate, unauthorized, forbidden,
-        status, client, crashed, any, source, service,
+        status, client, crashed, throttled, any, source, service,
         pending, running, succeeded, failed, unknown
     }
 }
@@ -211,6 +211,7 @@ fn error_kind(env: Env<'_>, kind: ErrorKind) -> Term<'_> {
         ErrorKind::Status(code) => (keys::status(), code).encode(env),
         ErrorKind::Client => keys::client().encode(env),
         ErrorKind::Crashed => keys::crashed().encode(env),
+        ErrorKind::Throttled => keys::throttled().encode(env),
     }
 }
 

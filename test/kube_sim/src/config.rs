@@ -20,6 +20,22 @@ pub struct Config {
     pub service_account_namespace: String,
     /// The service account's name.
     pub service_account_name: String,
+    /// How watches with `sendInitialEvents=true` (streaming lists) are answered.
+    pub streaming_lists: StreamingLists,
+}
+
+/// How the server answers a streaming list (a watch with `sendInitialEvents=true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StreamingLists {
+    /// As Kubernetes 1.32+ does (the `WatchList` feature on): the initial state, then a
+    /// BOOKMARK annotated `k8s.io/initial-events-end: "true"`.
+    #[default]
+    Served,
+    /// As older servers do (the feature off): `422 Invalid`, the parameter forbidden.
+    Rejected,
+    /// The initial state with no end bookmark, as a server (or proxy) that drops the
+    /// parameter and serves a plain watch from `resourceVersion=0` does.
+    Unannounced,
 }
 
 impl Default for Config {
@@ -32,6 +48,7 @@ impl Default for Config {
             extra_sans: Vec::new(),
             service_account_namespace: "default".into(),
             service_account_name: "pod-dist".into(),
+            streaming_lists: StreamingLists::Served,
         }
     }
 }

@@ -41,6 +41,12 @@ pub fn handle(shared: &Arc<Shared>, method: &Method, path: &str, query: Option<&
             faults.outage(kind, Duration::from_millis(number("ms").unwrap_or(seconds * 1000)));
             Some(json!({ "outage": action, "ms": number("ms").unwrap_or(seconds * 1000) }))
         }
+        (&Method::POST, "faults/throttle") => {
+            let retry_after = number("retry_after").unwrap_or(1);
+            let seconds = number("seconds").unwrap_or(60);
+            faults.throttle(retry_after, Duration::from_secs(seconds));
+            Some(json!({ "throttled": seconds, "retryAfter": retry_after }))
+        }
         (&Method::POST, "faults/recover") => Some(json!({ "recovered": true }).tap(|_| faults.recover())),
         (&Method::POST, "faults/compact") => Some(json!({ "compacted": true }).tap(|_| shared.store.compact())),
         (&Method::POST, "faults/cut-watches") => {

@@ -53,7 +53,7 @@ use crate::faults::Outage;
 use crate::status::ApiError;
 use crate::tls::CertAuthority;
 
-pub use crate::config::Config;
+pub use crate::config::{Config, StreamingLists};
 pub use crate::shared::Shared;
 
 /// A running simulator. Dropping it does not stop the listeners; they live as long as

@@ -151,6 +151,16 @@ impl ApiError {
         Self::invalid_of("Pod", "", name, message)
     }
 
+    /// 422 for a request whose options fail validation (a `ListOptions` parameter the
+    /// server forbids).
+    pub fn invalid_options(message: impl Into<String>) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            format!("ListOptions.meta.k8s.io \"\" is invalid: {}", message.into()),
+        )
+    }
+
     /// 422 for an object of any kind that fails validation.
     pub fn invalid_of(kind: &str, group: &str, name: &str, message: impl Into<String>) -> Self {
         let qualified = qualified(kind, group);

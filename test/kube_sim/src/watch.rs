@@ -130,6 +130,7 @@ impl Stream<'_> {
             (None, Some(change)) => event_line(kind, change.object_json()),
             (None, None) => event_line(kind, &serde_json::to_vec(object).unwrap_or_default()),
         };
+        self.shared.stats.objects(1);
         self.send(line).await
     }
 

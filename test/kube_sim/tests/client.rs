@@ -268,3 +268,85 @@ async fn outages_latency_and_broken_streams() {
     assert!(stream.next().await.is_none(), "a cut watch ends");
     assert_eq!(sim.shared().stats.snapshot().open_watches, 0);
 }
+
+#[tokio::test]
+async fn reads_are_counted_as_the_real_server_serves_them() {
+    let (sim, api) = sim_with(Config::default(), 3).await;
+    let reads = || {
+        let stats = sim.shared().stats.snapshot();
+        (stats.quorum_reads, stats.cached_reads, stats.streamed_reads)
+    };
+    // No resourceVersion: from etcd, each page.
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    api.list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(reads(), (2, 0, 0));
+    // resourceVersion=0: from the watch cache, whole.
+    let cached = api.list(&ListParams::default().match_any()).await.unwrap();
+    assert_eq!(cached.items.len(), 3);
+    assert_eq!(reads(), (2, 1, 0));
+    // A streaming list: the initial state, then the bookmark that ends it.
+    let mut stream = api.watch(&WatchParams::streaming_lists(), "0").await.unwrap().boxed();
+    for _ in 0..3 {
+        assert!(matches!(stream.try_next().await.unwrap(), Some(WatchEvent::Added(_))));
+    }
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Bookmark(bookmark)) => {
+            assert_eq!(
+                bookmark
+                    .metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str),
+                Some("true")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reads(), (2, 1, 1));
+}
+
+#[tokio::test]
+async fn an_older_server_rejects_streaming_lists() {
+    let config = Config {
+        streaming_lists: kube_sim::StreamingLists::Rejected,
+        ..Config::default()
+    };
+    let (_sim, api) = sim_with(config, 1).await;
+    match api.watch(&WatchParams::streaming_lists(), "0").await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+            assert!(
+                status.message.contains("sendInitialEvents is forbidden"),
+                "{}",
+                status.message
+            );
+        }
+        Ok(_) => panic!("a streaming list was served"),
+        Err(other) => panic!("{other}"),
+    }
+    // A plain watch is served.
+    let _stream = api.watch(&WatchParams::default(), "0").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_throttled_server_answers_429_with_retry_after() {
+    let (sim, api) = sim_with(Config::default(), 1).await;
+    sim.shared().faults.throttle(10, Duration::from_secs(60));
+    let client = client(&sim, sim.token());
+    let request = hyper::Request::get("/api/v1/namespaces/default/pods")
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "10");
+    match api.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 429),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sim.shared().stats.snapshot().count("THROTTLED"), 2);
+    sim.shared().faults.throttle(10, Duration::ZERO);
+    api.list(&ListParams::default()).await.unwrap();
+}

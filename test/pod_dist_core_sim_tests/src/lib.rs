@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use kube::Client;
 use kube_sim::Simulator;
 use pod_dist_core::connect::{self, ConnectOptions};
 use pod_dist_core::watch::{Watch, WatchSpec};
@@ -45,7 +44,8 @@ pub async fn start_watch_of(sim: &Simulator, service: Option<&str>) -> (Watch, t
         slice_managed_by: None,
         cluster_domain: "cluster.local".into(),
     };
-    let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
+    // The product's client: its 429 errors carry the Retry-After.
+    let make_client = move || connect::client(config.clone());
     (
         Watch::start(make_client, &spec, &tokio::runtime::Handle::current()),
         dir,

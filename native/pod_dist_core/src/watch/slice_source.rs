@@ -11,6 +11,7 @@ use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
+use super::lists::{Listing, Open};
 use super::{is_expired, ErrorKind, State, Subject, WatchEvent};
 use crate::index::PodChange;
 use crate::retry::Paced;
@@ -44,7 +45,8 @@ pub(super) async fn follow(
     state: &State,
 ) {
     let api = Api::<WireEndpointSlice>::namespaced(client, slices.namespace);
-    let mut events = Paced::new(watcher::watcher(api, config.clone()).boxed()).boxed();
+    let open: Open<WireEndpointSlice> = Box::new(move |config| watcher::watcher(api.clone(), config).boxed());
+    let mut events = Paced::new(Listing::new(open, config.clone(), state.streaming.clone())).boxed();
     let subject = Subject::slices(slices.namespace, slices.service);
     // A (re-)list arrives as Init, InitApply..., InitDone: the merge sees it whole.
     let mut listing: Vec<WireEndpointSlice> = Vec::new();

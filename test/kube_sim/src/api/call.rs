@@ -78,6 +78,21 @@ pub fn text(shared: &Shared, body: &'static str) -> Response<Body> {
     bytes_response(shared, 200, "text/plain", Bytes::from_static(body.as_bytes()))
 }
 
+/// `429 Too Many Requests` as API Priority and Fairness answers when a request's priority
+/// level is full: the delay in a `Retry-After` header, the body plain text.
+pub fn too_many_requests(shared: &Shared, retry_after_seconds: u64) -> Response<Body> {
+    let mut response = bytes_response(
+        shared,
+        429,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(b"Too many requests, please try again later.\n"),
+    );
+    response
+        .headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+    response
+}
+
 /// The `Status` response for an error.
 pub fn error(shared: &Shared, e: &ApiError) -> Response<Body> {
     json_response(shared, e.code, &e.to_status())

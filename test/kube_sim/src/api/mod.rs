@@ -58,6 +58,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, listener: Liste
             shared.stats.request("UNAVAILABLE", req.uri().path());
             return error(&shared, &ApiError::unavailable());
         }
+        if let Some(retry_after) = shared.faults.current_throttle() {
+            shared.stats.request("THROTTLED", req.uri().path());
+            return call::too_many_requests(&shared, retry_after);
+        }
         let public = matches!(req.uri().path(), "/version" | "/healthz" | "/livez" | "/readyz");
         let header = req.headers().get(AUTHORIZATION).and_then(|h| h.to_str().ok());
         match shared.auth.authenticate(header) {

@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde_json::{json, Value};
 
 use super::call::{bytes_response, json_response, parse_body, stream_response, Body, Call};
+use crate::config::StreamingLists;
+use crate::faults::Read;
 use crate::patch::{self, PatchKind};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::shared::{Shared, StoreOf};
@@ -135,8 +137,21 @@ where
             )))
         }
     };
-    let limit = call.param("limit").and_then(|l| l.parse().ok());
+    // Like kube-apiserver: a list with no resourceVersion (and each further page of it)
+    // reads etcd; one "not older than" a version (`0`: any) is answered from the watch
+    // cache, whole, whatever its limit.
+    let read = match version {
+        ListVersion::Latest if rv.is_some() && call.param("continue").is_none() => Read::Cached,
+        ListVersion::NotOlderThan(_) => Read::Cached,
+        _ => Read::Quorum,
+    };
+    let limit = match read {
+        Read::Cached => None,
+        _ => call.param("limit").and_then(|l| l.parse().ok()),
+    };
     let page = StoreOf::<T>::store_of(shared).list(&filter, version, limit, call.param("continue"))?;
+    shared.stats.read(read);
+    shared.stats.objects(page.items.len());
     let rv = page.rv.to_string();
     if table::wants_table(call.accept.as_deref()) {
         let include = IncludeObject::parse(call.param("includeObject"));
@@ -195,6 +210,13 @@ where
     let filter = filter::<T>(call, ns)?;
     let rv = resource_version(call)?;
     let send_initial = call.bool_param("sendInitialEvents");
+    if send_initial.is_some() && shared.config.streaming_lists == StreamingLists::Rejected {
+        // kube-apiserver before 1.32 (the WatchList feature off); before 1.27 the same
+        // 422 forbids resourceVersionMatch on a watch.
+        return Err(ApiError::invalid_options(
+            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled",
+        ));
+    }
     let bookmarks = call.flag("allowWatchBookmarks");
     if send_initial == Some(true) && (call.param("resourceVersionMatch") != Some("NotOlderThan") || !bookmarks) {
         return Err(ApiError::invalid(
@@ -208,6 +230,9 @@ where
         (None, None | Some(0)) => WatchStart::WithInitialState,
         (_, Some(v)) => WatchStart::After(v),
     };
+    if start == WatchStart::WithInitialState {
+        shared.stats.read(Read::Streamed);
+    }
     let feed = match StoreOf::<T>::store_of(&**shared).watch(start, &filter) {
         Ok(feed) => feed,
         // Like the watch cache: a too-old version opens the stream, then fails it.
@@ -221,7 +246,7 @@ where
     let options = WatchOptions {
         bookmarks,
         timeout: Duration::from_secs(timeout),
-        initial_events_end: send_initial == Some(true),
+        initial_events_end: send_initial == Some(true) && shared.config.streaming_lists == StreamingLists::Served,
         table: table::wants_table(call.accept.as_deref()).then(|| IncludeObject::parse(call.param("includeObject"))),
     };
     let (tx, rx) = futures::channel::mpsc::channel(256);
