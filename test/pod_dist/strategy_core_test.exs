@@ -328,6 +328,22 @@ defmodule PodDist.Strategy.CoreTest do
       assert length(core.pods["uid-peer"].nodes) == 16
     end
 
+    test "a naming that crashes is said once and tried again with backoff, not at each snapshot" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}])
+      {core, effects} = feed(core, {:naming_failed, peer.uid, "** (RuntimeError) boom"})
+      assert [{:log, :warning, message}, {:timer, first, {:name_again, uid} = again}] = effects
+      assert message =~ "naming pod peer failed: ** (RuntimeError) boom"
+      assert {_, []} = feed(core, {:index, [pod("me"), peer], true})
+
+      {core, [{:name, ^peer, []}]} = feed(core, again)
+      {core, [{:timer, second, ^again}]} = feed(core, {:naming_failed, uid, "boom"})
+      assert second > first
+      {core, _} = feed(core, again)
+      {_core, effects} = feed(core, named(peer, [:app@peer]))
+      assert {:connect, [:app@peer]} in effects
+    end
+
     test "short-lived names (remote shells, rpc, tooling) never become candidates" do
       names = ["app", "rem-1a2b-app", "rpc-9f3c-app", "maint_app", "maint-x", "remote"]
       {:ok, config} = Config.validate(nodes: fn _pod -> names end)

@@ -90,6 +90,9 @@ defmodule PodDist.Strategy.Core do
   # How long a node that hung up on us waits to be called back (see `{:nodedown, ...}`):
   # long enough for our watch to catch up with a termination its own watch saw first.
   @recall_hung_up 3_000
+  # Backoff between namings of a pod whose naming crashed.
+  @retry_naming 1_000
+  @retry_naming_max 60_000
 
   @typedoc "Our own node's life cycle (see the module docs)."
   @type life :: :waiting | :member | :leaving
@@ -100,7 +103,8 @@ defmodule PodDist.Strategy.Core do
           host: String.t(),
           nodes: [node()],
           naming: boolean(),
-          again: boolean()
+          again: boolean(),
+          failures: non_neg_integer()
         }
 
   @type t :: %__MODULE__{
@@ -136,6 +140,8 @@ defmodule PodDist.Strategy.Core do
           | {:nodeup, node(), PodDist.Watch.pod() | nil}
           | {:nodedown, node(), reason :: atom()}
           | {:named, uid :: String.t(), [node()]}
+          | {:naming_failed, uid :: String.t(), reason :: String.t()}
+          | {:name_again, uid :: String.t()}
           | {:reconnect, node()}
           | {:recall, node()}
           | {:let_go, uid :: String.t(), generation :: non_neg_integer()}
@@ -233,6 +239,8 @@ defmodule PodDist.Strategy.Core do
           # Named, or being named: nothing to ask (no epmd is polled at every snapshot).
           %{nodes: [_ | _]} -> {core, acc}
           %{naming: true} -> {core, acc}
+          # Its naming crashed: asked again at its backoff's end.
+          %{failures: failures} when failures > 0 -> {core, acc}
           _ -> with {core, e} <- name(core, pod), do: {core, acc ++ e}
         end
       end)
@@ -328,7 +336,15 @@ defmodule PodDist.Strategy.Core do
         # Every name the pod ever stood for is kept: it bounds the atoms a pod can make.
         new = Enum.take(nodes -- tracked.nodes, @max_nodes_per_pod - length(tracked.nodes))
         nodes = Enum.filter(nodes, &(&1 in tracked.nodes or &1 in new))
-        core = put_in(core.pods[uid], %{tracked | nodes: tracked.nodes ++ new, naming: false})
+
+        core =
+          put_in(core.pods[uid], %{
+            tracked
+            | nodes: tracked.nodes ++ new,
+              naming: false,
+              failures: 0
+          })
+
         joined = if new != [], do: [discovery(tracked.pod.name, :joined, nodes)], else: []
         connect = if core.life == :member and nodes != [], do: [{:connect, nodes}], else: []
         # Asked again while it ran: ask now, with the names just learnt as known.
@@ -337,6 +353,44 @@ defmodule PodDist.Strategy.Core do
         {core, joined ++ connect ++ again}
 
       # The pod left while it was being named.
+      _ ->
+        {core, []}
+    end
+  end
+
+  # A naming that crashed (a `nodes:` function raising, a name over 255 characters):
+  # said once, until one succeeds, and tried again later with backoff.
+  def handle(core, {:naming_failed, uid, reason}) do
+    case core.pods do
+      %{^uid => tracked} ->
+        failures = tracked.failures + 1
+
+        core =
+          put_in(core.pods[uid], %{tracked | naming: false, again: false, failures: failures})
+
+        delay = min(@retry_naming * Integer.pow(2, failures - 1), @retry_naming_max)
+
+        log =
+          if failures == 1,
+            do: [
+              {:log, :warning,
+               "naming pod #{tracked.pod.name} failed: #{reason}; retrying with backoff " <>
+                 "(check the nodes: and host: options)"}
+            ],
+            else: []
+
+        {core, log ++ [{:timer, delay, {:name_again, uid}}]}
+
+      _ ->
+        {core, []}
+    end
+  end
+
+  def handle(core, {:name_again, uid}) do
+    case core.pods do
+      %{^uid => %{naming: false} = tracked} ->
+        if eligible?(tracked.pod, core), do: name(core, uid), else: {core, []}
+
       _ ->
         {core, []}
     end
@@ -490,7 +544,15 @@ defmodule PodDist.Strategy.Core do
          [{:name, pod, tracked.nodes}]}
 
       _ ->
-        tracked = %{pod: pod, host: host_of(pod, core), nodes: [], naming: true, again: false}
+        tracked = %{
+          pod: pod,
+          host: host_of(pod, core),
+          nodes: [],
+          naming: true,
+          again: false,
+          failures: 0
+        }
+
         {put_in(core.pods[uid], tracked), [{:name, pod, []}]}
     end
   end
