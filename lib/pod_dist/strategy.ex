@@ -140,15 +140,18 @@ defmodule PodDist.Strategy do
   end
 
   @doc """
-  What a running strategy knows: its topology, validated config (without the token),
-  our own node's life cycle (`t:PodDist.Strategy.Core.life/0`) and our own pod as last
-  seen (`nil` until the index lists it). `PodDist.Doctor` reads the config from here.
+  What a running strategy knows: its topology, validated config (without the token;
+  `[]` while the NIF cannot load), our own node's life cycle
+  (`t:PodDist.Strategy.Core.life/0`), our own pod as last seen (`nil` until the index
+  lists it) and the node names of each pod it follows, by uid. `PodDist.Doctor` reads
+  the config and the names from here.
   """
   @spec info(GenServer.server(), timeout()) :: %{
           topology: atom(),
           config: keyword(),
           life: Core.life(),
-          own_pod: Watch.pod() | nil
+          own_pod: Watch.pod() | nil,
+          nodes: %{String.t() => [node()]}
         }
   def info(server, timeout \\ 5_000), do: GenServer.call(server, :info, timeout)
 
@@ -269,7 +272,9 @@ defmodule PodDist.Strategy do
 
   @impl true
   def handle_call(:info, _from, %{core: nil} = state),
-    do: {:reply, %{topology: state.topology, config: [], life: :waiting, own_pod: nil}, state}
+    do:
+      {:reply, %{topology: state.topology, config: [], life: :waiting, own_pod: nil, nodes: %{}},
+       state}
 
   def handle_call(:info, _from, state) do
     core = state.core
@@ -279,7 +284,8 @@ defmodule PodDist.Strategy do
        topology: state.topology,
        config: core.config,
        life: Core.life(core),
-       own_pod: core.own_pod
+       own_pod: core.own_pod,
+       nodes: Core.nodes(core)
      }, state}
   end
 

@@ -215,6 +215,10 @@ defmodule PodDist.Strategy.Core do
   @spec life(t()) :: life()
   def life(core), do: core.life
 
+  @doc "The node names of each pod followed, by uid."
+  @spec nodes(t()) :: %{String.t() => [node()]}
+  def nodes(core), do: Map.new(core.pods, fn {uid, tracked} -> {uid, tracked.nodes} end)
+
   @doc "Decides what to do about `event`."
   @spec handle(t(), event()) :: {t(), [effect()]}
   def handle(core, {:index, pods, synced}) do
