@@ -10,14 +10,17 @@ defmodule PodDist.Test.Membership do
 
   alias PodDist.Test.{Cluster, Node}
 
-  @doc "Starts recording, in `node`, every nodedown from now on, with net_kernel's reason."
+  @doc "Starts recording, in `node`, every nodedown from now on, with net_kernel's reason and when."
   def record_nodedowns!(node) do
     code = """
     pid = spawn(fn ->
       :net_kernel.monitor_nodes(true, [{:node_type, :all}, :nodedown_reason])
       loop = fn loop, downs ->
         receive do
-          {:nodedown, node, info} -> loop.(loop, [{node, info[:nodedown_reason]} | downs])
+          {:nodedown, node, info} ->
+            down = {node, info[:nodedown_reason], System.os_time(:millisecond)}
+            loop.(loop, [down | downs])
+
           {:downs, from} -> send(from, {:downs, Enum.reverse(downs)}) && loop.(loop, downs)
           _ -> loop.(loop, downs)
         end
@@ -31,7 +34,10 @@ defmodule PodDist.Test.Membership do
     :ok
   end
 
-  @doc "The nodedowns `node` saw since `record_nodedowns!/1`, in order: `[{node, reason}]`."
+  @doc """
+  The nodedowns `node` saw since `record_nodedowns!/1`, in order:
+  `[{node, reason, os_time_ms}]`.
+  """
   def nodedowns(node) do
     {:ok, downs} =
       Node.eval(node, """
@@ -118,5 +124,26 @@ defmodule PodDist.Test.Membership do
       )
 
     :ok
+  end
+
+  @doc """
+  The peers `node` is connected to, each with the IP its connection really goes to:
+  `%{peer => "ip"}`.
+  """
+  def peer_ips(node) do
+    {:ok, ips} =
+      Node.eval(node, """
+      for peer <- Node.list(), into: %{} do
+        ip =
+          with {:ok, info} <- :net_kernel.node_info(peer),
+               {:net_address, {ip, _port}, _, _, _} <- info[:address],
+               do: ip |> :inet.ntoa() |> to_string(),
+               else: (_ -> nil)
+
+        {peer, ip}
+      end
+      """)
+
+    ips
   end
 end
