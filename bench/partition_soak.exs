@@ -187,7 +187,13 @@ defmodule PartitionSoak do
     Process.sleep(1_500)
     downs = Membership.nodedowns(node)
     Node.stop(node)
-    world = %{world | live: Map.delete(world.live, pod), departed: [{node.name, downs} | world.departed]}
+
+    world = %{
+      world
+      | live: Map.delete(world.live, pod),
+        departed: [{node.name, downs} | world.departed]
+    }
+
     world = add_node(world)
     new = world.live["pod-#{world.next - 1}"]
     Membership.record_nodedowns!(new)
@@ -240,12 +246,19 @@ defmodule PartitionSoak do
 
     for {observer, {node, reason, at}} <- unexplained do
       before = for {t, op} <- world.log, t <= at, t > at - @blame_ms, do: {at - t, op}
-      IO.puts("  UNEXPLAINED #{observer} lost #{node} (#{reason}); ops before (ms ago): #{inspect(before)}")
+
+      IO.puts(
+        "  UNEXPLAINED #{observer} lost #{node} (#{reason}); ops before (ms ago): #{inspect(before)}"
+      )
     end
 
     mesh = Membership.mesh?(live)
     global = Membership.global_sees?(hd(live), live, :"soak_#{seed}")
-    IO.puts("mesh whole at the end: #{mesh}; a name registered with global seen by all: #{global}")
+
+    IO.puts(
+      "mesh whole at the end: #{mesh}; a name registered with global seen by all: #{global}"
+    )
+
     unexplained == [] and Map.get(world, :wrong, []) == [] and mesh and global
   end
 
