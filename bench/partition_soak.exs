@@ -14,12 +14,16 @@
 #
 #     MIX_ENV=test mix run bench/partition_soak.exs -- --nodes 6 --seconds 600 --seed 1
 #
+# `--ops departure,label_flip` runs only those operations; `--departures 8` stops after
+# that many departures (e.g. the cost of real departures alone:
+# `--nodes 4 --ops departure --departures 8 --seconds 600`).
+#
 # (MIX_ENV=test: it uses the multi-pod harness in test/support; needs root.)
 
 alias PodDist.Test.{Cluster, Membership, Node}
 
-%{nodes: count, seconds: seconds, seed: seed} =
-  PodDist.Test.Bench.options(nodes: 3, seconds: 10, seed: 0)
+%{nodes: count, seconds: seconds, seed: seed, ops: ops, departures: departures} =
+  PodDist.Test.Bench.options(nodes: 3, seconds: 10, seed: 0, ops: "all", departures: 0)
 
 seed = if seed == 0, do: System.unique_integer([:positive]), else: seed
 :rand.seed(:exsss, {seed, seed, seed})
@@ -79,17 +83,27 @@ defmodule PartitionSoak do
     :departure
   ]
 
-  def run(world, deadline) do
+  def run(world, deadline, ops, departures) do
     world = check(world)
 
-    if System.monotonic_time(:millisecond) > deadline do
-      world
-    else
-      op = Enum.random(@ops)
-      world = note(world, op)
-      world = op(op, world)
-      Process.sleep(:rand.uniform(500))
-      run(world, deadline)
+    ops =
+      if ops == "all",
+        do: @ops,
+        else: ops |> String.split(",") |> Enum.map(&String.to_existing_atom/1)
+
+    cond do
+      System.monotonic_time(:millisecond) > deadline ->
+        world
+
+      departures > 0 and length(world.departed) >= departures ->
+        world
+
+      true ->
+        op = Enum.random(ops)
+        world = note(world, op)
+        world = op(op, world)
+        Process.sleep(:rand.uniform(500))
+        run(world, deadline, Enum.join(ops, ","), departures)
     end
   end
 
@@ -269,7 +283,10 @@ defmodule PartitionSoak do
 end
 
 world = PartitionSoak.start(count)
-world = PartitionSoak.run(world, System.monotonic_time(:millisecond) + seconds * 1_000)
+
+world =
+  PartitionSoak.run(world, System.monotonic_time(:millisecond) + seconds * 1_000, ops, departures)
+
 # Past every recall (3 s) and the last operations' effects.
 Process.sleep(6_000)
 ok = PartitionSoak.report(world, seed, seconds)

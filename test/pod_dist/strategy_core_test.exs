@@ -136,6 +136,13 @@ defmodule PodDist.Strategy.CoreTest do
       refute :cut_outsiders in effects
     end
 
+    test "our pod not Ready yet vanishing from a synced index does not make us a member" do
+      me = pod("me", ready: false)
+      {core, _} = feed(core(), [{:index, [me, pod("peer")], true}])
+      {core, _} = feed(core, [{:deleted, me}, {:index, [pod("peer")], true}])
+      assert Core.life(core) == :waiting
+    end
+
     test "our pod Failed or Succeeded is evidence: we leave" do
       for phase <- [:failed, :succeeded] do
         me = pod("me")

@@ -230,8 +230,9 @@ defmodule PodDist.Strategy.Core do
     {core, effects} =
       cond do
         own -> own_pod(core, own)
-        # Synced and no pod of ours: not on Kubernetes, or named otherwise.
-        synced and core.life == :waiting -> {%{core | life: :member}, []}
+        # Synced and no pod of ours ever: not on Kubernetes, or named otherwise. (Ours
+        # out of the watch for a while changes nothing.)
+        synced and core.life == :waiting and core.own_pod == nil -> {%{core | life: :member}, []}
         true -> {core, []}
       end
 
