@@ -258,6 +258,13 @@ defmodule PartitionSoak do
     connections to a pod other than the one the name means: #{length(Map.get(world, :wrong, []))}
     """)
 
+    # A departure ideally costs each pair one nodedown: more says who fought, and why.
+    for {{observer, node}, downs} <- Enum.group_by(explained, fn {o, {n, _, _}} -> {o, n} end),
+        length(downs) > 1 do
+      reasons = Enum.map(downs, fn {_, {_, reason, _}} -> reason end)
+      IO.puts("  #{observer} lost #{node} #{length(downs)} times: #{inspect(reasons)}")
+    end
+
     for {observer, {node, reason, at}} <- unexplained do
       before = for {t, op} <- world.log, t <= at, t > at - @blame_ms, do: {at - t, op}
 
