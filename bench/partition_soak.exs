@@ -140,7 +140,7 @@ defmodule PartitionSoak do
   end
 
   defp op(:evicted_ip, world) do
-    name = "evicted-#{System.unique_integer([:positive])}"
+    name = "evicted-#{System.os_time(:microsecond)}"
     ip = world.ips[random_pod(world)]
     create_pod(world.cluster.sim, "default", name, ip: ip, labels: [app: "soak"])
     PodDist.SimCase.evict(world.cluster.sim, "default", name)
@@ -148,7 +148,7 @@ defmodule PartitionSoak do
   end
 
   defp op(:terminating_ip, world) do
-    name = "finished-#{System.unique_integer([:positive])}"
+    name = "finished-#{System.os_time(:microsecond)}"
     ip = world.ips[random_pod(world)]
     create_pod(world.cluster.sim, "default", name, ip: ip, labels: [app: "soak"])
     PodDist.SimCase.delete_pod(world.cluster.sim, "default", name, 5)
@@ -157,7 +157,7 @@ defmodule PartitionSoak do
 
   defp op(:forged_slice, world) do
     [named, other] = world.live |> Map.keys() |> Enum.take_random(2) |> pad()
-    name = "forged-#{System.unique_integer([:positive])}"
+    name = "forged-#{System.os_time(:microsecond)}"
 
     slice = %{
       metadata: %{name: name, labels: %{"kubernetes.io/service-name" => @service}},
@@ -201,6 +201,7 @@ defmodule PartitionSoak do
     Process.sleep(1_500)
     downs = Membership.nodedowns(node)
     Node.stop(node)
+    Cluster.remove_netns!(world.cluster, pod)
 
     world = %{
       world
@@ -292,11 +293,15 @@ end
 
 world = PartitionSoak.start(count)
 
-world =
-  PartitionSoak.run(world, System.monotonic_time(:millisecond) + seconds * 1_000, ops, departures)
+ok =
+  try do
+    deadline = System.monotonic_time(:millisecond) + seconds * 1_000
+    world = PartitionSoak.run(world, deadline, ops, departures)
+    # Past every recall (3 s) and the last operations' effects.
+    Process.sleep(6_000)
+    PartitionSoak.report(world, seed, seconds)
+  after
+    Cluster.stop(world.cluster)
+  end
 
-# Past every recall (3 s) and the last operations' effects.
-Process.sleep(6_000)
-ok = PartitionSoak.report(world, seed, seconds)
-Cluster.stop(world.cluster)
 unless ok, do: System.halt(1)

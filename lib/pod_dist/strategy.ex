@@ -77,7 +77,9 @@ defmodule PodDist.Strategy do
   by itself. The same holds when the NIF cannot load (under libcluster the strategy
   keeps running, logs the fix once and tries again with backoff) and when the watch
   cannot start. A naming that crashes (a `nodes:` function raising, a node name over
-  255 characters) is logged once with the reason and retried with backoff. Every `reconcile_interval` (30 s) the strategy reconnects nodes that
+  255 characters) is logged once with the reason and retried with backoff.
+
+  Every `reconcile_interval` (30 s) the strategy reconnects nodes that
   dropped, from the local index without any API call. Connects run concurrently, each
   bounded by `connect_timeout` (5 s).
 
@@ -183,14 +185,8 @@ defmodule PodDist.Strategy do
 
         Process.send_after(self(), {:load_nif, attempt + 1, reason}, backoff(attempt))
 
-        {:ok,
-         %{
-           topology: state.topology,
-           watch: nil,
-           core: nil,
-           unloaded: Map.delete(state, :config),
-           config: state.config
-         }}
+        # A closure: the config (the token too) does not show in a crash report.
+        {:ok, %{topology: state.topology, watch: nil, core: nil, unloaded: fn -> state end}}
     end
   end
 
@@ -291,7 +287,7 @@ defmodule PodDist.Strategy do
 
   @impl true
   def handle_info({:load_nif, attempt, last_reason}, %{core: nil} = state) do
-    case load_nif(Map.put(state.unloaded, :config, state.config), attempt, last_reason) do
+    case load_nif(state.unloaded.(), attempt, last_reason) do
       {:ok, state} -> {:noreply, state}
       {:stop, reason} -> {:stop, reason, state}
     end
