@@ -16,7 +16,12 @@ defmodule PodDist.Doctor do
   load, nothing else is checked: the file, and which build to run); the API server (reachable, credentials, TLS); RBAC (`get`, `list`, `watch` on
   pods) in each watched namespace; the pods seen, and which are eligible and why not;
   this node's own pod; then every candidate node: its name, how its host resolves,
-  whether its epmd (or declared port) answers, and whether it connects.
+  whether its epmd (or declared port) answers, and whether it is connected.
+
+  The doctor observes, it does not act: it never connects a node (a connect would make
+  a visible connection in a hidden-node topology, pull a leaving node back in, and let
+  `global` connect the rest transitively), and it names pods as the strategy does, with
+  the names the running strategy already knows and at most 16 per pod.
 
   It reads the configuration of the `PodDist.Strategy` running in this node, else the
   `POD_DIST_*` variables of `PodDist.Epmd`; `PodDist.doctor(config)` checks an
@@ -309,10 +314,12 @@ defmodule PodDist.Doctor do
     eligible = Enum.filter(pods, &(why_not(&1, config, own) == nil))
 
     {checked, skipped} = Enum.split(eligible, @max_candidates)
+    # The names the strategy knows are reused: asking again makes no new atoms for them.
+    known = known_names()
 
     nodes =
       checked
-      |> Task.async_stream(&{&1, Nodes.names(&1, config)},
+      |> Task.async_stream(&{&1, Nodes.names(&1, config, Map.get(known, &1.uid, []))},
         timeout: :infinity,
         max_concurrency: 8
       )
@@ -342,17 +349,17 @@ defmodule PodDist.Doctor do
 
     with {:ok, ip, port} <- address(epmd, name, host),
          :ok <- reachable(ip, port) do
-      case connect(node) do
-        true ->
-          check("node #{node}", :ok, "#{host} -> #{ip(ip)}, port #{port} answers, connected")
-
-        other ->
-          check(
-            "node #{node}",
-            :fail,
-            "#{host} -> #{ip(ip)}, port #{port} answers, connect: #{inspect(other)}",
-            "check the cookie (same RELEASE_COOKIE everywhere) and the TLS distribution settings"
-          )
+      if node in Node.list(:connected) do
+        check("node #{node}", :ok, "#{host} -> #{ip(ip)}, port #{port} answers, connected")
+      else
+        check(
+          "node #{node}",
+          :warn,
+          "#{host} -> #{ip(ip)}, port #{port} answers, not connected (the doctor does not connect)",
+          "the strategy connects eligible pods' nodes: see its log for failed connects " <>
+            "(then check the cookie, the same RELEASE_COOKIE everywhere, and the TLS " <>
+            "distribution settings); a node whose pod is leaving connects to nobody"
+        )
       end
     else
       {:error, step, why} ->
@@ -382,14 +389,6 @@ defmodule PodDist.Doctor do
     case :gen_tcp.connect(ip, port, [], @probe_timeout) do
       {:ok, socket} -> :gen_tcp.close(socket)
       {:error, why} -> {:error, "distribution port #{ip(ip)}:#{port}", why}
-    end
-  end
-
-  defp connect(node) do
-    cond do
-      node in Node.list() -> true
-      not Node.alive?() -> :not_distributed
-      true -> bounded(fn -> :net_kernel.connect_node(node) end)
     end
   end
 
@@ -450,18 +449,32 @@ defmodule PodDist.Doctor do
   # `PodDist.Strategy.info/2` (found by its initial call: it may run unnamed, under
   # libcluster's supervisor).
   defp discovered_config do
+    case strategy_info() do
+      %{config: [_ | _] = config} -> config
+      _ -> PodDist.Epmd.watch_options()
+    end
+  end
+
+  defp known_names do
+    case strategy_info() do
+      %{nodes: nodes} -> nodes
+      _ -> %{}
+    end
+  end
+
+  defp strategy_info do
     Enum.find_value(Process.list(), fn pid ->
       with {:dictionary, dictionary} <- Process.info(pid, :dictionary),
            {PodDist.Strategy, :init, 1} <- dictionary[:"$initial_call"] do
-        strategy_config(pid)
+        info(pid)
       else
         _ -> nil
       end
-    end) || PodDist.Epmd.watch_options()
+    end)
   end
 
-  defp strategy_config(pid) do
-    PodDist.Strategy.info(pid, 1_000).config
+  defp info(pid) do
+    PodDist.Strategy.info(pid, 1_000)
   catch
     :exit, _ -> nil
   end

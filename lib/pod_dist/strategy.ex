@@ -50,7 +50,9 @@ defmodule PodDist.Strategy do
   ## Which pods
 
   Pods that are Ready (`eligible: :running` for Running ones) and not terminating
-  (`keep_terminating: true` keeps draining pods connected). With
+  (`keep_terminating: true` keeps draining pods connected). A pod that loses readiness
+  keeps its connections (a readiness flap never partitions the cluster); a node of it
+  that drops is called back once the pod is Ready again. With
   `version_label: "app.kubernetes.io/version"`, only pods whose label equals this pod's
   join, so a rolling update does not mix releases. While this node's own pod is not
   eligible (not ready yet, or terminating), it does not connect to anyone. The own pod is
@@ -79,10 +81,17 @@ defmodule PodDist.Strategy do
   ## Our own node's life cycle
 
   `:waiting` (our pod is not eligible yet: nobody is connected), `:member` (our pod is
-  eligible, or the synced index has no pod of our host name), `:leaving` (our pod is
-  terminating) and `:gone` (our pod was deleted; a new pod of our name brings us back).
-  Leaving, the node disconnects every node outside its pod and refuses those that
-  come back; `info/2` tells where a running strategy is.
+  eligible, or the synced index has no pod of our host name) and `:leaving` (our pod is
+  terminating, `Failed` or `Succeeded`). Leaving, the node disconnects every node
+  outside its pod and refuses those that come back; it is final, as the VM is on its
+  way out (a new pod of our name is a new VM). `info/2` tells where a running strategy is.
+
+  Membership changes on evidence, never on absence: a pod (ours or a peer's) that
+  vanishes from the watch without having been seen terminating, `Failed` or `Succeeded`
+  keeps its connections. That is what happens when a pod's selected label is removed
+  and put back, when the headless Service is deleted and re-created or its selector
+  edited (slice source), and with `host: :ip` when an evicted or finished pod holds a
+  node's IP: our own pod is known by uid once found. See `PodDist.Strategy.Core`.
 
   Every connect, disconnect and listing of connected nodes goes through the topology's
   `connect`, `disconnect` and `list_nodes` functions, with the node appended to their
@@ -94,7 +103,12 @@ defmodule PodDist.Strategy do
 
   An API failure (unreachable, 401, 403, ...) never disconnects anybody: the cluster
   stays as it was, the failure is logged once with what to fix, and the watch resumes
-  by itself. Every `reconcile_interval` (30 s) the strategy reconnects nodes that
+  by itself. The same holds when the NIF cannot load (under libcluster the strategy
+  keeps running, logs the fix once and tries again with backoff) and when the watch
+  cannot start. A naming that crashes (a `nodes:` function raising, a node name over
+  255 characters) is logged once with the reason and retried with backoff.
+
+  Every `reconcile_interval` (30 s) the strategy reconnects nodes that
   dropped, from the local index without any API call. Connects run concurrently, each
   bounded by `connect_timeout` (5 s).
 
@@ -154,22 +168,57 @@ defmodule PodDist.Strategy do
   end
 
   @doc """
-  What a running strategy knows: its topology, validated config (without the token),
-  our own node's life cycle (`t:PodDist.Strategy.Core.life/0`) and our own pod as last
-  seen (`nil` until the index lists it). `PodDist.Doctor` reads the config from here.
+  What a running strategy knows: its topology, validated config (without the token;
+  `[]` while the NIF cannot load), our own node's life cycle
+  (`t:PodDist.Strategy.Core.life/0`), our own pod as last seen (`nil` until the index
+  lists it) and the node names of each pod it follows, by uid. `PodDist.Doctor` reads
+  the config and the names from here.
   """
   @spec info(GenServer.server(), timeout()) :: %{
           topology: atom(),
           config: keyword(),
           life: Core.life(),
-          own_pod: Watch.pod() | nil
+          own_pod: Watch.pod() | nil,
+          nodes: %{String.t() => [node()]}
         }
   def info(server, timeout \\ 5_000), do: GenServer.call(server, :info, timeout)
 
   @impl true
   def init(state) do
     Logger.metadata(topology: state.topology)
+    load_nif(state, 0, nil)
+  end
 
+  # The config is checked by the NIF: until it loads there is nothing to check nor to
+  # watch. Under libcluster's Cluster.Supervisor a raise here would stop every topology,
+  # and the application with it: say so once, and try again with backoff.
+  defp load_nif(state, attempt, last_reason) do
+    case PodDist.Native.load() do
+      :ok ->
+        configure(state)
+
+      {:error, {path, text}} ->
+        reason = "cannot load its NIF #{path}.so: #{text}"
+
+        if reason != last_reason do
+          fix = PodDist.Epmd.Fallback.nif(path, text, File.exists?("#{path}.so")).fix
+
+          Logger.error(
+            "PodDist.Strategy: #{reason}; nothing is connected or disconnected until it " <>
+              "can, retrying with backoff (up to every #{div(@retry_start_max_ms, 1000)} s). Fix: #{fix}"
+          )
+        end
+
+        Process.send_after(self(), {:load_nif, attempt + 1, reason}, backoff(attempt))
+
+        # A closure: the config (the token too) does not show in a crash report.
+        {:ok, %{topology: state.topology, watch: nil, core: nil, unloaded: fn -> state end}}
+    end
+  end
+
+  defp backoff(attempt), do: min(@retry_start_ms * Integer.pow(2, attempt), @retry_start_max_ms)
+
+  defp configure(state) do
     case Config.validate(state.config) do
       {:ok, config} ->
         # A closure: what it holds (the token too) does not show in a crash report.
@@ -184,7 +233,9 @@ defmodule PodDist.Strategy do
           list_nodes: Map.get(state, :list_nodes, {:erlang, :nodes, [:connected]}),
           watch: nil,
           tag: nil,
-          core: Core.new(config, config[:own_pod] || host(Node.self()))
+          core: Core.new(config, config[:own_pod] || host(Node.self())),
+          # monitor ref => uid of the pod being named
+          naming: %{}
         }
 
         {:ok, start_watch(state, fn -> Watch.start(watch_options) end, 0, nil)}
@@ -216,7 +267,7 @@ defmodule PodDist.Strategy do
         %{state | watch: watch, tag: tag}
 
       {:error, reason} ->
-        delay = min(@retry_start_ms * Integer.pow(2, attempt), @retry_start_max_ms)
+        delay = backoff(attempt)
 
         if reason != last_reason do
           Logger.error(
@@ -242,6 +293,11 @@ defmodule PodDist.Strategy do
   end
 
   @impl true
+  def handle_call(:info, _from, %{core: nil} = state),
+    do:
+      {:reply, %{topology: state.topology, config: [], life: :waiting, own_pod: nil, nodes: %{}},
+       state}
+
   def handle_call(:info, _from, state) do
     core = state.core
 
@@ -250,11 +306,19 @@ defmodule PodDist.Strategy do
        topology: state.topology,
        config: core.config,
        life: Core.life(core),
-       own_pod: core.own_pod
+       own_pod: core.own_pod,
+       nodes: Core.nodes(core)
      }, state}
   end
 
   @impl true
+  def handle_info({:load_nif, attempt, last_reason}, %{core: nil} = state) do
+    case load_nif(state.unloaded.(), attempt, last_reason) do
+      {:ok, state} -> {:noreply, state}
+      {:stop, reason} -> {:stop, reason, state}
+    end
+  end
+
   def handle_info({:start_watch, start, attempt, last_reason}, %{watch: nil} = state),
     do: {:noreply, start_watch(state, start, attempt, last_reason)}
 
@@ -291,6 +355,17 @@ defmodule PodDist.Strategy do
 
   def handle_info({:core, event}, state), do: {:noreply, run(state, event)}
 
+  # A naming that ended: it answered (`{:named, ...}` came first), or it crashed.
+  def handle_info({:DOWN, ref, :process, _pid, reason}, %{naming: naming} = state)
+      when is_map_key(naming, ref) do
+    {uid, naming} = Map.pop(naming, ref)
+    state = %{state | naming: naming}
+
+    if reason == :normal,
+      do: {:noreply, state},
+      else: {:noreply, run(state, {:naming_failed, uid, Exception.format_exit(reason)})}
+  end
+
   def handle_info({:connected, node, result, duration}, state) do
     report(state, :connect, node, result, duration)
     {:noreply, state}
@@ -315,11 +390,12 @@ defmodule PodDist.Strategy do
     strategy = self()
     config = state.core.config
 
-    Task.start(fn ->
-      send(strategy, {:core, {:named, pod.uid, Nodes.names(pod, config, known)}})
-    end)
+    {_pid, ref} =
+      spawn_monitor(fn ->
+        send(strategy, {:core, {:named, pod.uid, Nodes.names(pod, config, known)}})
+      end)
 
-    state
+    %{state | naming: Map.put(state.naming, ref, pod.uid)}
   end
 
   defp effect({:connect, nodes}, state), do: connect(state, nodes) && state

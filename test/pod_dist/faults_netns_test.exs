@@ -26,8 +26,10 @@ defmodule PodDist.FaultsNetnsTest do
     fault!(cluster.sim, "faults/unavailable", seconds: 60)
     fault!(cluster.sim, "faults/cut-watches", [])
 
-    # Meanwhile (the admin API still works) pod-c's object goes, and pod-d comes with a node.
-    Cluster.delete_pod!(cluster, "pod-c")
+    # Meanwhile (the admin API still works) pod-c is deleted (it terminates for 120 s,
+    # past the outage: a pod removed meanwhile vanishes without evidence, and its kubelet
+    # kills its VM), and pod-d comes with a node.
+    PodDist.SimCase.delete_pod(cluster.sim, "default", "pod-c", 120)
     Cluster.add_pod!(cluster, "pod-d")
     d = Cluster.start_node!(cluster, "app", "pod-d")
     Cluster.start_strategy!(cluster, d)
@@ -42,7 +44,7 @@ defmodule PodDist.FaultsNetnsTest do
 
     # Afterwards (each watch retries at least every 4.95 s) every index matches the server:
     # pod-c's node is let go, by the others and by itself, and pod-d's joins the mesh.
-    assert server_names(cluster) == ["pod-a", "pod-b", "pod-d"]
+    assert server_names(cluster) == ["pod-a", "pod-b", "pod-c", "pod-d"]
     everyone = [a, b, c, d]
     eventually(fn -> Enum.all?(everyone, &(index_names(&1) == server_names(cluster))) end, 60_000)
     eventually(fn -> disconnected?(c, [a, b, d]) end)

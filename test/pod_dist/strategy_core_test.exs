@@ -97,25 +97,178 @@ defmodule PodDist.Strategy.CoreTest do
       assert effects == [:cut_outsiders]
     end
 
-    test "our pod deleted: gone and leaving; a new pod of our name brings us back" do
+    test "our pod deleted with a grace never seen terminating: its last state is evidence" do
       me = pod("me")
       {core, _} = feed(core(), [{:index, [me], true}])
-      {core, effects} = feed(core, {:deleted, me})
-      assert Core.life(core) == :gone
+      {core, effects} = feed(core, {:deleted, %{me | terminating: true}})
+      assert Core.life(core) == :leaving
       assert :leave in effects
-
-      {core, _} = feed(core, {:added, pod("me", uid: "uid-me-2", ready: false)})
-      assert Core.life(core) == :waiting
-      {core, _} = feed(core, {:changed, pod("me"), pod("me", uid: "uid-me-2")})
-      assert Core.life(core) == :member
     end
 
-    test "disconnect_deleted: false keeps the cluster when our pod is deleted" do
+    test "disconnect_deleted: false leaves a deleted peer's nodes to go by themselves" do
+      peer = pod("peer")
+
+      {core, _} =
+        feed(core(disconnect_deleted: false), [
+          {:index, [pod("me"), peer], true},
+          named(peer, [:app@peer])
+        ])
+
+      {_core, effects} = feed(core, {:deleted, %{peer | terminating: true}})
+      assert [{:telemetry, [:discovery], _, %{change: :left}}] = effects
+    end
+  end
+
+  describe "evidence, never absence" do
+    test "our pod vanishing from the watch (a label removed, a Service re-created) is no reason to leave" do
       me = pod("me")
-      {core, _} = feed(core(disconnect_deleted: false), [{:index, [me], true}])
+      {core, _} = feed(core(), [{:index, [me, pod("peer")], true}])
       {core, effects} = feed(core, {:deleted, me})
-      assert Core.life(core) == :gone
+      assert Core.life(core) == :member
       refute :leave in effects
+      assert [{:log, :warning, message}] = effects
+      assert message =~ "vanished"
+      # It comes back: still a member, nothing left to do.
+      {core, effects} = feed(core, {:added, me})
+      assert Core.life(core) == :member
+      refute :leave in effects
+      assert {_, effects} = feed(core, {:index, [me, pod("peer")], true})
+      refute :cut_outsiders in effects
+    end
+
+    test "our pod not Ready yet vanishing from a synced index does not make us a member" do
+      me = pod("me", ready: false)
+      {core, _} = feed(core(), [{:index, [me, pod("peer")], true}])
+      {core, _} = feed(core, [{:deleted, me}, {:index, [pod("peer")], true}])
+      assert Core.life(core) == :waiting
+    end
+
+    test "our pod Failed or Succeeded is evidence: we leave" do
+      for phase <- [:failed, :succeeded] do
+        me = pod("me")
+        {core, _} = feed(core(), [{:index, [me], true}])
+        {core, effects} = feed(core, {:changed, me, %{me | phase: phase, ready: false}})
+        assert Core.life(core) == :leaving
+        assert :leave in effects
+      end
+    end
+
+    test "our pod deleted with a last state of terminating: we left already, once" do
+      me = pod("me")
+      {core, _} = feed(core(), [{:index, [me], true}])
+      {core, effects} = feed(core, {:changed, me, %{me | terminating: true}})
+      assert :leave in effects
+      {core, effects} = feed(core, {:deleted, %{me | terminating: true}})
+      assert Core.life(core) == :leaving
+      refute :leave in effects
+    end
+
+    test "host: :ip: another pod holding our IP, dead or terminating, never makes us leave" do
+      me = pod("me", ip: {198, 51, 100, 7})
+      old = pod("old", ip: {198, 51, 100, 7}, phase: :failed, ready: false)
+      dying = pod("dying", ip: {198, 51, 100, 7}, terminating: true)
+      {core, effects} = feed(core([host: :ip], "198.51.100.7"), {:index, [old, me, dying], true})
+      assert Core.life(core) == :member
+      assert core.own_pod.uid == me.uid
+      refute :leave in effects
+      # The same pods arriving one by one, in any order.
+      {core, effects} =
+        feed(core, [{:added, old}, {:changed, dying, dying}, {:deleted, dying}, {:deleted, old}])
+
+      assert Core.life(core) == :member
+      refute :leave in effects
+      refute :cut_outsiders in effects
+      # Before our pod is listed, the live one is ours whichever comes first.
+      {core, _} = feed(core([host: :ip], "198.51.100.7"), {:index, [dying, old, me], true})
+      assert core.own_pod.uid == me.uid
+    end
+
+    test "leaving is final: a pod of our name that is not terminating does not bring us back" do
+      me = pod("me")
+      {core, _} = feed(core(), [{:index, [me, pod("peer")], true}])
+      {core, _} = feed(core, {:changed, me, %{me | terminating: true}})
+
+      {core, _} =
+        feed(core, [{:deleted, %{me | terminating: true}}, {:added, pod("me", uid: "uid-me-2")}])
+
+      assert Core.life(core) == :leaving
+      {_core, effects} = feed(core, {:index, [pod("me", uid: "uid-me-2"), pod("peer")], true})
+      assert effects == [:cut_outsiders]
+    end
+
+    test "a peer that vanishes without evidence stays connected, and is no longer called back" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+      {core, effects} = feed(core, {:deleted, peer})
+      assert of(effects, :disconnect) == []
+      assert of(effects, :timer) == []
+      refute :cut_outsiders in effects
+      assert {_, []} = feed(core, {:nodeup, :app@peer, nil})
+      assert {_, []} = feed(core, {:nodedown, :app@peer, :connection_closed})
+      assert {_, []} = feed(core, {:nodedown, :app@peer, :disconnect})
+      # Back, it is named and connected as before.
+      {core, effects} = feed(core, {:added, peer})
+      assert [{:name, ^peer, []}] = effects
+      assert {_, [_, {:connect, [:app@peer]}]} = feed(core, named(peer, [:app@peer]))
+    end
+
+    test "a peer deleted with a last state of terminating or dead departs" do
+      for last <- [%{terminating: true}, %{phase: :failed, ready: false}] do
+        peer = pod("peer")
+        {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+        {_core, effects} = feed(core, {:deleted, Map.merge(peer, last)})
+
+        assert [{:telemetry, [:discovery], _, %{change: :left}}, {:timer, _, {:let_go, _, _}} | _] =
+                 effects
+      end
+    end
+
+    test "a peer that turns Failed departs" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+      {_core, effects} = feed(core, {:changed, peer, %{peer | phase: :failed, ready: false}})
+      assert [{:telemetry, [:discovery], _, %{change: :left}} | _] = effects
+    end
+
+    test "a departed uid that comes back not terminating never left: cleared, never cut" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+
+      {core, [_, {:timer, _, let_go} | _]} =
+        feed(core, {:changed, peer, %{peer | terminating: true}})
+
+      {core, _} = feed(core, {:changed, %{peer | terminating: true}, peer})
+      assert {core, []} = feed(core, {:nodeup, :app@peer, peer})
+      assert {_core, effects} = feed(core, let_go)
+      assert of(effects, :disconnect) in [[], [[]]]
+    end
+  end
+
+  describe "readiness" do
+    test "a Ready peer that loses readiness stays connected; a node that hung up is called back only once Ready" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
+      unready = %{peer | ready: false}
+      {core, effects} = feed(core, {:changed, peer, unready})
+      assert of(effects, :disconnect) == []
+      assert {_, []} = feed(core, {:nodeup, :app@peer, unready})
+
+      for reason <- [:connection_closed, :disconnect, :net_tick_timeout] do
+        {_core, effects} = feed(core, {:nodedown, :app@peer, reason})
+        # Nor later, whatever timer was set.
+        later = for {:timer, _, event} <- effects, do: event
+        assert of(effects ++ elem(feed(core, later), 1), :connect) == []
+      end
+
+      assert {_, []} = feed(core, [{:recall, :app@peer}, {:reconnect, :app@peer}])
+      {core, effects} = feed(core, {:index, [pod("me"), unready], true})
+      assert of(effects, :connect) == []
+
+      # Ready again: called back (at the next snapshot at the latest).
+      {_core, effects} =
+        feed(core, [{:changed, unready, peer}, {:index, [pod("me"), peer], true}])
+
+      assert {:connect, [:app@peer]} in effects
     end
   end
 
@@ -182,6 +335,22 @@ defmodule PodDist.Strategy.CoreTest do
       assert length(core.pods["uid-peer"].nodes) == 16
     end
 
+    test "a naming that crashes is said once and tried again with backoff, not at each snapshot" do
+      peer = pod("peer")
+      {core, _} = feed(core(), [{:index, [pod("me"), peer], true}])
+      {core, effects} = feed(core, {:naming_failed, peer.uid, "** (RuntimeError) boom"})
+      assert [{:log, :warning, message}, {:timer, first, {:name_again, uid} = again}] = effects
+      assert message =~ "naming pod peer failed: ** (RuntimeError) boom"
+      assert {_, []} = feed(core, {:index, [pod("me"), peer], true})
+
+      {core, [{:name, ^peer, []}]} = feed(core, again)
+      {core, [{:timer, second, ^again}]} = feed(core, {:naming_failed, uid, "boom"})
+      assert second > first
+      {core, _} = feed(core, again)
+      {_core, effects} = feed(core, named(peer, [:app@peer]))
+      assert {:connect, [:app@peer]} in effects
+    end
+
     test "short-lived names (remote shells, rpc, tooling) never become candidates" do
       names = ["app", "rem-1a2b-app", "rpc-9f3c-app", "maint_app", "maint-x", "remote"]
       {:ok, config} = Config.validate(nodes: fn _pod -> names end)
@@ -192,22 +361,27 @@ defmodule PodDist.Strategy.CoreTest do
   end
 
   describe "nodes that drop" do
-    test "one cut off here (or by a blip) is called back soon; one that hung up, seconds later" do
+    test "one lost to a blip is called back soon; one that hung up or global cut, seconds later" do
       peer = pod("peer")
       {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
 
-      for reason <- [:disconnect, :net_tick_timeout] do
-        assert {_, [{:timer, ms, {:reconnect, :app@peer}}]} =
+      assert {_, [{:timer, ms, {:reconnect, :app@peer}}]} =
+               feed(core, {:nodedown, :app@peer, :net_tick_timeout})
+
+      assert ms < 1_000
+
+      # It closed the connection itself, or our global cut it as a third node lost it:
+      # it may be leaving, its pod terminating before our watch says so. No connect
+      # now, only a later recall.
+      for reason <- [:disconnect, :connection_closed] do
+        assert {_, [{:timer, ms, {:recall, :app@peer}}]} =
                  feed(core, {:nodedown, :app@peer, reason})
 
-        assert ms < 1_000
+        assert ms >= 3_000
       end
 
-      # It closed the connection itself: it may be leaving, its pod terminating before
-      # our watch says so. No connect now, only a later recall.
       {core, effects} = feed(core, {:nodedown, :app@peer, :connection_closed})
-      assert [{:timer, ms, {:recall, :app@peer} = recall}] = effects
-      assert ms >= 3_000
+      assert [{:timer, _, {:recall, :app@peer} = recall}] = effects
       # Still eligible by then: connected again.
       assert {_, [{:connect, [:app@peer]}]} = feed(core, recall)
       # Its pod was seen terminating meanwhile: nobody is called.
@@ -233,7 +407,7 @@ defmodule PodDist.Strategy.CoreTest do
     test "a deleted pod's nodes get a grace, then are cut; a reconnect through global is refused" do
       peer = pod("peer")
       {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
-      {core, effects} = feed(core, {:deleted, peer})
+      {core, effects} = feed(core, {:deleted, %{peer | terminating: true}})
 
       assert [
                {:telemetry, [:discovery], %{nodes: 1}, %{change: :left}},
@@ -252,7 +426,7 @@ defmodule PodDist.Strategy.CoreTest do
     test "a StatefulSet pod recreated under the same name is welcome at once, even connecting first" do
       web = pod("web-0")
       {core, _} = feed(core(), [{:index, [pod("me"), web], true}, named(web, [:"app@web-0"])])
-      {core, [_, {:timer, _, let_go} | _]} = feed(core, {:deleted, web})
+      {core, [_, {:timer, _, let_go} | _]} = feed(core, {:deleted, %{web | terminating: true}})
 
       # The new pod's node connects before its pod is Ready (or named by us).
       new = pod("web-0", uid: "uid-web-0-new", ready: false)

@@ -39,9 +39,10 @@ defmodule PodDist.StrategyNetnsTest do
     set_running(cluster.sim, "default", "pod-d", Cluster.pod_ip(cluster, "pod-d"), true)
     eventually(fn -> mesh?([late | nodes]) end)
 
-    # Deleting a pod disconnects its nodes everywhere; they are not connected back.
+    # Deleting a pod (gracefully: it is terminating) disconnects its nodes everywhere;
+    # they are not connected back.
     [_, gone | rest] = nodes
-    Cluster.delete_pod!(cluster, "pod-b")
+    PodDist.SimCase.delete_pod(cluster.sim, "default", "pod-b", 30)
     eventually(fn -> Enum.all?([late | rest], &(gone.name not in Cluster.connected(&1))) end)
     Process.sleep(1_200)
     assert Enum.all?([late | rest], &(gone.name not in Cluster.connected(&1)))
@@ -127,5 +128,40 @@ defmodule PodDist.StrategyNetnsTest do
     assert report =~ ~r/\[ok\]   node #{b.name}: pod-b -> #{ip_b}, port \d+ answers, connected/
     # pod-c is Ready but runs no node: its epmd knows no name.
     assert report =~ "[warn] node in pod-c: no node name known for this pod"
+  end
+
+  test "PodDist.doctor observes: it connects nobody, and a node outside the cluster stays so" do
+    cluster = Cluster.start!(mode: :epmd)
+    for pod <- ["pod-a", "pod-b"], do: Cluster.add_pod!(cluster, pod, labels: [role: "core"])
+    Cluster.add_pod!(cluster, "pod-x")
+    [a, b] = nodes = for pod <- ["pod-a", "pod-b"], do: Cluster.start_node!(cluster, "app", pod)
+    for node <- nodes, do: Cluster.start_strategy!(cluster, node, label_selector: "role=core")
+    eventually(fn -> mesh?(nodes) end)
+
+    # x runs no strategy (as in a hidden-node topology, or a node leaving): the doctor,
+    # checking the cluster's config from it, connects it to nobody.
+    x = Cluster.start_node!(cluster, "app", "pod-x")
+
+    config = [
+      api_url: "https://198.51.100.254:6443",
+      ca_file: Path.join(cluster.sim.dir, "ca.crt"),
+      token_file: Path.join(cluster.sim.dir, "serviceaccount/token"),
+      namespaces: ["default"],
+      label_selector: "role=core"
+    ]
+
+    {:ok, report} =
+      Node.eval(x, "PodDist.Doctor.run(#{inspect(config)}) |> PodDist.Doctor.format()")
+
+    for {node, pod} <- [{a, "pod-a"}, {b, "pod-b"}] do
+      ip = Cluster.pod_ip(cluster, pod)
+
+      assert report =~
+               ~r/\[warn\] node #{node.name}: #{pod} -> #{ip}, port \d+ answers, not connected/
+    end
+
+    Process.sleep(500)
+    assert Cluster.connected(x) == []
+    assert mesh?(nodes)
   end
 end

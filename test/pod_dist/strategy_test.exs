@@ -22,7 +22,8 @@ defmodule PodDist.StrategyTest do
     start_supervised!(Supervisor.child_spec({PodDist.Strategy, [state]}, id: make_ref()))
   end
 
-  test "connects ready pods' nodes, waits for readiness, disconnects deleted pods", %{sim: sim} do
+  test "connects ready pods' nodes, waits for readiness, disconnects deleted (terminating) pods",
+       %{sim: sim} do
     create_pod(sim, "default", "api-0", ip: "198.51.100.1")
     create_pod(sim, "default", "api-1", ip: "198.51.100.2", ready: false)
     start_strategy(sim, node_basename: "app", reconcile_interval: 60_000)
@@ -33,7 +34,7 @@ defmodule PodDist.StrategyTest do
     set_running(sim, "default", "api-1", "198.51.100.2", true)
     assert_receive {:connect, :"app@api-1"}, 5_000
 
-    delete_pod(sim, "default", "api-0")
+    delete_pod(sim, "default", "api-0", 30)
     assert_receive {:disconnect, :"app@api-0"}, 5_000
   end
 
@@ -163,7 +164,7 @@ defmodule PodDist.StrategyTest do
                    5_000
 
     assert is_integer(d)
-    delete_pod(sim, "default", "api-0")
+    delete_pod(sim, "default", "api-0", 30)
 
     assert_receive {:telemetry, [:pod_dist, :strategy, :disconnect], %{duration: _},
                     %{node: :"app@api-0", result: true}},
@@ -217,6 +218,61 @@ defmodule PodDist.StrategyTest do
       end)
 
     assert [_] = Regex.scan(~r/cannot watch pods: .*late-ca\.crt/, log)
+  end
+
+  test "a naming that crashes is logged once, retried with backoff, and connects once it works",
+       %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1")
+    create_pod(sim, "default", "long", ip: "198.51.100.2")
+    calls = :counters.new(1, [])
+    broken = :atomics.new(1, [])
+    :atomics.put(broken, 1, 1)
+
+    nodes = fn
+      %{name: "long"} ->
+        :counters.add(calls, 1, 1)
+        # A user function that raises while broken.
+        if :atomics.get(broken, 1) == 1, do: raise("no basename for this pod"), else: ["app"]
+
+      _pod ->
+        ["app"]
+    end
+
+    log =
+      capture_log(fn ->
+        pid = start_strategy(sim, nodes: nodes, reconcile_interval: 100)
+        assert_receive {:connect, :"app@api-0"}, 5_000
+        # Retried (1 s, then 2 s), not at each 100 ms snapshot; one log line.
+        Process.sleep(3_500)
+        assert :counters.get(calls, 1) in 2..4
+        assert Process.alive?(pid)
+        :atomics.put(broken, 1, 0)
+        assert_receive {:connect, :app@long}, 10_000
+      end)
+
+    assert [_] = Regex.scan(~r/naming pod long failed: .*no basename for this pod/s, log)
+  end
+
+  test "a pod whose selected label is removed and put back is never disconnected", %{sim: sim} do
+    create_pod(sim, "default", "api-0", ip: "198.51.100.1", labels: [app: "shop"])
+    create_pod(sim, "default", "api-1", ip: "198.51.100.2", labels: [app: "shop"])
+
+    start_strategy(sim,
+      node_basename: "app",
+      label_selector: "app=shop",
+      own_pod: "api-0",
+      reconcile_interval: 100
+    )
+
+    assert_receive {:connect, :"app@api-1"}, 5_000
+
+    for pod <- ["api-1", "api-0"] do
+      patch_pod(sim, "default", pod, %{metadata: %{labels: %{app: nil}}})
+      Process.sleep(500)
+      patch_pod(sim, "default", pod, %{metadata: %{labels: %{app: "shop"}}})
+    end
+
+    refute_receive {:disconnect, _}, 2_500
   end
 
   test "an API outage or a 403 disconnects nobody and says how to fix it", %{sim: sim} do
@@ -296,8 +352,8 @@ defmodule PodDist.StrategyTest do
     # disconnect. api-0's pod is deleted next: its listed node is disconnected (after
     # the same grace).
     :ets.delete(PodDist.Test.Recorder, {self(), :"app@api-1"})
-    delete_pod(sim, "default", "api-1")
-    delete_pod(sim, "default", "api-0")
+    delete_pod(sim, "default", "api-1", 30)
+    delete_pod(sim, "default", "api-0", 30)
     assert_receive {:disconnect, :"app@api-0"}, 5_000
     refute_receive {:disconnect, :"app@api-1"}, 300
   end

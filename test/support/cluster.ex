@@ -205,7 +205,11 @@ defmodule PodDist.Test.Cluster do
     # A namespace lives on while a process is in it: its epmd goes first.
     if pid = Agent.get(cluster.agent, & &1.epmds[name]), do: kill(pid)
     ip(["netns", "del", netns(cluster, name)])
-    Agent.update(cluster.agent, &update_in(&1, [:pods], fn pods -> Map.delete(pods, name) end))
+
+    # Forgotten with its pod: stop/1 must not kill that PID again (it may be reused).
+    Agent.update(cluster.agent, fn state ->
+      %{state | pods: Map.delete(state.pods, name), epmds: Map.delete(state.epmds, name)}
+    end)
   end
 
   @doc """

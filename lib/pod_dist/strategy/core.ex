@@ -10,17 +10,38 @@ defmodule PodDist.Strategy.Core do
   `disconnect` and `list_nodes` functions. So every rule below is tested by feeding
   events and reading effects, without a Kubernetes API, a NIF or a second node.
 
+  ## Evidence, never absence
+
+  Membership changes on evidence about a pod's uid, never on a pod missing from the
+  watch. Evidence is a pod terminating (a `deletionTimestamp`, or its endpoint marked
+  terminating) or in phase `Failed`/`Succeeded`, seen in a change or as the last state
+  of a deletion. A pod that vanishes without it is not gone: with a label selector the
+  API server sends a deletion when a label is removed, and with the slice source a
+  re-created Service or an edited selector removes every endpoint for a while. A pod
+  really deleted without a grace period has its containers killed by its kubelet:
+  nothing needs to be cut for it.
+
   ## Our own node's life cycle
 
+  Our own pod is found by host name (`own_pod:` or the host of `Node.self()`), then known
+  by its uid: another pod with our host (an evicted or finished pod holding our IP with
+  `host: :ip`) never moves us. When several share our host before we know ours, a live
+  one is preferred over a terminating one over a dead one.
+
     * `:waiting`: our pod is not eligible yet (not Ready, another phase), or the index
-      has not listed it yet. Pods are tracked and named, nobody is connected.
+      has not listed it yet. Pods are tracked and named, nobody is connected. A member
+      whose pod loses readiness waits too: it keeps its connections, reaches out to
+      nobody new, and others do not call it back until it is Ready again.
     * `:member`: our pod is eligible, or the synced index has no pod of our host name
       (not on Kubernetes, or named otherwise: nothing to wait for). Eligible pods'
       nodes are connected.
-    * `:leaving`: our pod is terminating (unless `keep_terminating`). We leave once,
-      then cut every node outside our pod that connects again.
-    * `:gone`: our pod was deleted. As `:leaving`; a pod of our name that is not
-      terminating is a new one, and we are back (`:member` or `:waiting`).
+    * `:leaving`: our pod is terminating (unless `keep_terminating`), `Failed` or
+      `Succeeded`. We leave once, then cut every node outside our pod that connects
+      again. Leaving is final: a uid that terminates never stops terminating, and
+      leaving quiets `global` for the rest of the VM's life (it then ignores new
+      connections, as when the node stops), so the node never becomes a member again;
+      a new pod of our name runs in a new VM. Our pod vanishing without evidence
+      changes nothing: we stay, and say so once.
 
   ## Naming
 
@@ -33,18 +54,29 @@ defmodule PodDist.Strategy.Core do
 
   ## Nodes that drop
 
-  A node cut off here (by us or our `global`) or lost to a network blip is connected
-  again within 300 ms. A node that hung up on us is called back only 3 s later, if its
-  pod is still eligible then: it may be leaving, its pod terminating, which its own
-  watch saw before ours (watches of one API server lag each other under load), and a
-  node called back at once would be cut again, over and over.
+  Only nodes of pods that are eligible now are connected or called back. A Ready pod
+  that loses readiness keeps its connections (a readiness flap never partitions), but a
+  node of it that drops is called back only once the pod is eligible again.
+
+  A node lost to a network blip is connected again within 300 ms. A node that hung up
+  on us, or that our `global` cut because a third node lost it, is called back only 3 s
+  later, if its pod is still eligible then: it may be leaving, its pod terminating,
+  which its own watch saw before ours (watches of one API server lag each other under
+  load), and a node called back at once would be cut again, over and over: each
+  round costs every node a nodedown.
+
+  A pod that vanishes from the watch without evidence keeps its nodes connected; they
+  are just no longer called back if they drop.
 
   ## Departed pods
 
-  The nodes of a pod that left are let go after a second (they leave `global` by
-  themselves meanwhile, which keeps the others whole) and refused for a minute if
-  `global` connects them again through a third node. The refusal is keyed by the pod's
-  uid: a StatefulSet pod recreated under the same name is a new pod, and welcome.
+  The nodes of a pod that left (evidence about its uid) are let go after a second (they
+  leave `global` by themselves meanwhile, which keeps the others whole) and refused for
+  a minute if `global` connects them again through a third node. The refusal is keyed
+  by the pod's uid: a StatefulSet pod recreated under the same name is a new pod, and
+  welcome; a departed uid seen again not terminating never left, and is welcome too.
+  `disconnect_deleted: false` leaves the nodes of a pod deleted (with evidence) to go by
+  themselves.
   """
 
   alias PodDist.Strategy.Nodes
@@ -58,9 +90,12 @@ defmodule PodDist.Strategy.Core do
   # How long a node that hung up on us waits to be called back (see `{:nodedown, ...}`):
   # long enough for our watch to catch up with a termination its own watch saw first.
   @recall_hung_up 3_000
+  # Backoff between namings of a pod whose naming crashed.
+  @retry_naming 1_000
+  @retry_naming_max 60_000
 
   @typedoc "Our own node's life cycle (see the module docs)."
-  @type life :: :waiting | :member | :leaving | :gone
+  @type life :: :waiting | :member | :leaving
 
   @typedoc "A pod the core follows: eligible once, with the names it stood for."
   @type tracked :: %{
@@ -68,7 +103,8 @@ defmodule PodDist.Strategy.Core do
           host: String.t(),
           nodes: [node()],
           naming: boolean(),
-          again: boolean()
+          again: boolean(),
+          failures: non_neg_integer()
         }
 
   @type t :: %__MODULE__{
@@ -104,6 +140,8 @@ defmodule PodDist.Strategy.Core do
           | {:nodeup, node(), PodDist.Watch.pod() | nil}
           | {:nodedown, node(), reason :: atom()}
           | {:named, uid :: String.t(), [node()]}
+          | {:naming_failed, uid :: String.t(), reason :: String.t()}
+          | {:name_again, uid :: String.t()}
           | {:reconnect, node()}
           | {:recall, node()}
           | {:let_go, uid :: String.t(), generation :: non_neg_integer()}
@@ -177,28 +215,37 @@ defmodule PodDist.Strategy.Core do
   @spec life(t()) :: life()
   def life(core), do: core.life
 
+  @doc "The node names of each pod followed, by uid."
+  @spec nodes(t()) :: %{String.t() => [node()]}
+  def nodes(core), do: Map.new(core.pods, fn {uid, tracked} -> {uid, tracked.nodes} end)
+
   @doc "Decides what to do about `event`."
   @spec handle(t(), event()) :: {t(), [effect()]}
   def handle(core, {:index, pods, synced}) do
-    own = Enum.find(pods, &own_pod?(&1, core))
-    core = %{core | hosts: Map.new(pods, &{host_of(&1, core), &1.uid})}
+    own = find_own(pods, core)
+    # The best pod of each host wins (live over terminating over dead).
+    hosts = pods |> Enum.sort_by(&rank/1, :desc) |> Map.new(&{host_of(&1, core), &1.uid})
+    core = %{core | hosts: hosts, pods: refresh_tracked(core.pods, pods)}
 
     {core, effects} =
       cond do
         own -> own_pod(core, own)
-        # Synced and no pod of ours: not on Kubernetes, or named otherwise.
-        synced and core.life == :waiting -> {%{core | life: :member}, []}
+        # Synced and no pod of ours ever: not on Kubernetes, or named otherwise. (Ours
+        # out of the watch for a while changes nothing.)
+        synced and core.life == :waiting and core.own_pod == nil -> {%{core | life: :member}, []}
         true -> {core, []}
       end
 
     {core, named} =
       pods
-      |> Enum.filter(&eligible?(&1, core))
+      |> Enum.filter(&(eligible?(&1, core) and not impostor?(&1, core)))
       |> Enum.reduce({core, []}, fn pod, {core, acc} ->
         case core.pods[pod.uid] do
           # Named, or being named: nothing to ask (no epmd is polled at every snapshot).
           %{nodes: [_ | _]} -> {core, acc}
           %{naming: true} -> {core, acc}
+          # Its naming crashed: asked again at its backoff's end.
+          %{failures: failures} when failures > 0 -> {core, acc}
           _ -> with {core, e} <- name(core, pod), do: {core, acc ++ e}
         end
       end)
@@ -211,21 +258,24 @@ defmodule PodDist.Strategy.Core do
 
   def handle(core, {:deleted, pod}) do
     core = %{core | hosts: drop_host(core.hosts, host_of(pod, core), pod.uid)}
-
-    # Ours, unless a newer pod of our name is already there.
-    {core, own_effects} =
-      if own_pod?(pod, core) and (core.own_pod == nil or core.own_pod.uid == pod.uid),
-        do: gone(core),
-        else: {core, []}
-
+    {core, own_effects} = if own_uid?(pod, core), do: own_deleted(core, pod), else: {core, []}
     {tracked, pods} = Map.pop(core.pods, pod.uid)
     core = %{core | pods: pods}
 
-    if tracked != nil and tracked.nodes != [] and core.config[:disconnect_deleted] do
-      {core, depart} = depart(core, pod.uid, tracked.nodes)
-      {core, own_effects ++ [discovery(tracked.pod.name, :left, tracked.nodes) | depart]}
-    else
-      {core, own_effects}
+    cond do
+      tracked == nil or tracked.nodes == [] ->
+        {core, own_effects}
+
+      # Gone without evidence: its nodes stay connected, no longer called back.
+      not departure?(pod, core) ->
+        {core, own_effects}
+
+      core.config[:disconnect_deleted] ->
+        {core, depart} = depart(core, pod.uid, tracked.nodes)
+        {core, own_effects ++ [discovery(tracked.pod.name, :left, tracked.nodes) | depart]}
+
+      true ->
+        {core, own_effects ++ [discovery(tracked.pod.name, :left, tracked.nodes)]}
     end
   end
 
@@ -257,12 +307,17 @@ defmodule PodDist.Strategy.Core do
   # partitions when another node left; `:net_tick_timeout` after a network blip) it
   # is connected again soon, rather than at the next snapshot, and with `nodes: :epmd`
   # the pod's epmd is asked what runs there now.
+  #
+  # `:disconnect` of a node we follow is our `global`'s doing (we only cut nodes of pods
+  # that left): a third node lost it, most often because it is leaving. It waits as a
+  # node that hung up does: called back at once, it would be cut again by the leaving
+  # node, and `global` would spread each new loss to every node.
   def handle(core, {:nodedown, node, reason}) do
     cond do
-      known_uid(core, node) == nil ->
+      eligible_uid(core, node) == nil ->
         {core, []}
 
-      reason == :connection_closed ->
+      reason in [:connection_closed, :disconnect] ->
         {core, [{:timer, @recall_hung_up + jitter(node), {:recall, node}}]}
 
       true ->
@@ -271,11 +326,11 @@ defmodule PodDist.Strategy.Core do
   end
 
   def handle(core, {:recall, node}) do
-    if known_uid(core, node), do: recall(core, node, 0), else: {core, []}
+    if eligible_uid(core, node), do: recall(core, node, 0), else: {core, []}
   end
 
   def handle(core, {:reconnect, node}) do
-    if core.life == :member and known_uid(core, node),
+    if core.life == :member and eligible_uid(core, node),
       do: {core, [{:connect, [node]}]},
       else: {core, []}
   end
@@ -286,7 +341,15 @@ defmodule PodDist.Strategy.Core do
         # Every name the pod ever stood for is kept: it bounds the atoms a pod can make.
         new = Enum.take(nodes -- tracked.nodes, @max_nodes_per_pod - length(tracked.nodes))
         nodes = Enum.filter(nodes, &(&1 in tracked.nodes or &1 in new))
-        core = put_in(core.pods[uid], %{tracked | nodes: tracked.nodes ++ new, naming: false})
+
+        core =
+          put_in(core.pods[uid], %{
+            tracked
+            | nodes: tracked.nodes ++ new,
+              naming: false,
+              failures: 0
+          })
+
         joined = if new != [], do: [discovery(tracked.pod.name, :joined, nodes)], else: []
         connect = if core.life == :member and nodes != [], do: [{:connect, nodes}], else: []
         # Asked again while it ran: ask now, with the names just learnt as known.
@@ -295,6 +358,44 @@ defmodule PodDist.Strategy.Core do
         {core, joined ++ connect ++ again}
 
       # The pod left while it was being named.
+      _ ->
+        {core, []}
+    end
+  end
+
+  # A naming that crashed (a `nodes:` function raising, a name over 255 characters):
+  # said once, until one succeeds, and tried again later with backoff.
+  def handle(core, {:naming_failed, uid, reason}) do
+    case core.pods do
+      %{^uid => tracked} ->
+        failures = tracked.failures + 1
+
+        core =
+          put_in(core.pods[uid], %{tracked | naming: false, again: false, failures: failures})
+
+        delay = min(@retry_naming * Integer.pow(2, failures - 1), @retry_naming_max)
+
+        log =
+          if failures == 1,
+            do: [
+              {:log, :warning,
+               "naming pod #{tracked.pod.name} failed: #{reason}; retrying with backoff " <>
+                 "(check the nodes: and host: options)"}
+            ],
+            else: []
+
+        {core, log ++ [{:timer, delay, {:name_again, uid}}]}
+
+      _ ->
+        {core, []}
+    end
+  end
+
+  def handle(core, {:name_again, uid}) do
+    case core.pods do
+      %{^uid => %{naming: false} = tracked} ->
+        if eligible?(tracked.pod, core), do: name(core, uid), else: {core, []}
+
       _ ->
         {core, []}
     end
@@ -321,7 +422,7 @@ defmodule PodDist.Strategy.Core do
   # Ask the pod of a node that dropped what runs there now (with `nodes: :epmd`), and
   # connect the node again after `delay`.
   defp recall(core, node, delay) do
-    uid = known_uid(core, node)
+    uid = eligible_uid(core, node)
     {core, named} = if core.config[:nodes] == :epmd, do: name(core, uid), else: {core, []}
 
     reconnect =
@@ -337,9 +438,17 @@ defmodule PodDist.Strategy.Core do
   ## Pods
 
   defp pod_seen(core, pod) do
-    core = %{core | hosts: Map.put(core.hosts, host_of(pod, core), pod.uid)}
+    core = %{core | hosts: put_host(core.hosts, host_of(pod, core), pod)}
+    # A departed uid seen again without evidence never left.
+    core =
+      if departure?(pod, core),
+        do: core,
+        else: %{core | departed: Map.delete(core.departed, pod.uid)}
 
     cond do
+      impostor?(pod, core) ->
+        {core, []}
+
       own_pod?(pod, core) ->
         {core, effects} = own_pod(core, pod)
         # Our pod's other nodes are candidates too.
@@ -349,10 +458,14 @@ defmodule PodDist.Strategy.Core do
       eligible?(pod, core) ->
         track(core, pod)
 
-      pod.terminating and Map.has_key?(core.pods, pod.uid) ->
+      departure?(pod, core) and Map.has_key?(core.pods, pod.uid) ->
         {tracked, pods} = Map.pop(core.pods, pod.uid)
         {core, depart} = depart(%{core | pods: pods}, pod.uid, tracked.nodes)
         {core, [discovery(tracked.pod.name, :left, tracked.nodes) | depart]}
+
+      # Not eligible any more (readiness lost): connected still, not called back.
+      Map.has_key?(core.pods, pod.uid) ->
+        {put_in(core.pods[pod.uid].pod, pod), []}
 
       true ->
         {core, []}
@@ -370,17 +483,18 @@ defmodule PodDist.Strategy.Core do
     end
   end
 
-  # Our pod: the life cycle follows it.
+  # Our pod: the life cycle follows it. Leaving is final (see the module docs).
+  defp own_pod(%{life: :leaving} = core, pod), do: {%{core | own_pod: pod}, []}
+
   defp own_pod(core, pod) do
     was = core.life
     before = core.own_pod
     core = %{core | own_pod: pod}
 
     cond do
-      pod.terminating and not core.config[:keep_terminating] ->
+      departure?(pod, core) ->
         leave(core)
 
-      # A pod of our name that is not terminating is a new one (or ours, ready now).
       explain(pod, core.config, pod) == :eligible ->
         core = %{core | life: :member}
         # Eligibility of the others may depend on our pod (its version): judge again.
@@ -397,23 +511,28 @@ defmodule PodDist.Strategy.Core do
   defp version(pod, core),
     do: core.config[:version_label] && pod.labels[core.config[:version_label]]
 
-  defp leave(%{life: life} = core) when life in [:leaving, :gone], do: {core, []}
+  defp leave(%{life: :leaving} = core), do: {core, []}
 
   defp leave(core) do
+    state = if core.own_pod.terminating, do: "terminating", else: "#{core.own_pod.phase}"
+
     {%{core | life: :leaving},
-     [{:log, :info, "our pod is terminating; leaving the cluster"}, :leave]}
+     [{:log, :info, "our pod is #{state}; leaving the cluster for good"}, :leave]}
   end
 
-  defp gone(core) do
-    log = {:log, :info, "our own pod is gone; no longer reaching out"}
-
-    # Deleted without a grace period, our pod never looked terminating: leave now.
-    leave =
-      if core.life not in [:leaving, :gone] and core.config[:disconnect_deleted],
-        do: [:leave],
-        else: []
-
-    {%{core | life: :gone}, [log | leave]}
+  # Our pod's uid left the watch. With evidence (its last state terminating or dead) we
+  # have left already, or leave now; without, it only vanished: we stay.
+  defp own_deleted(core, pod) do
+    if departure?(pod, core) do
+      own_pod(core, pod)
+    else
+      {core,
+       [
+         {:log, :warning,
+          "our pod #{pod.name} vanished from the watch without terminating (a label " <>
+            "removed, the Service re-created or its selector edited?); staying in the cluster"}
+       ]}
+    end
   end
 
   # One naming per pod at a time: a second ask waits for the first answer. The pod
@@ -430,7 +549,15 @@ defmodule PodDist.Strategy.Core do
          [{:name, pod, tracked.nodes}]}
 
       _ ->
-        tracked = %{pod: pod, host: host_of(pod, core), nodes: [], naming: true, again: false}
+        tracked = %{
+          pod: pod,
+          host: host_of(pod, core),
+          nodes: [],
+          naming: true,
+          again: false,
+          failures: 0
+        }
+
         {put_in(core.pods[uid], tracked), [{:name, pod, []}]}
     end
   end
@@ -452,13 +579,16 @@ defmodule PodDist.Strategy.Core do
   # Every known node, if we are a member (the runner skips those connected); a node
   # leaving cuts again whoever came back (seen with a node that joined as we left).
   defp reach_out(%{life: :member} = core) do
-    case Enum.flat_map(core.pods, fn {_uid, tracked} -> tracked.nodes end) do
-      [] -> []
-      nodes -> [{:connect, nodes}]
-    end
+    nodes =
+      for {_uid, tracked} <- core.pods,
+          eligible?(tracked.pod, core),
+          node <- tracked.nodes,
+          do: node
+
+    if nodes == [], do: [], else: [{:connect, nodes}]
   end
 
-  defp reach_out(%{life: life}) when life in [:leaving, :gone], do: [:cut_outsiders]
+  defp reach_out(%{life: :leaving}), do: [:cut_outsiders]
   defp reach_out(_core), do: []
 
   ## Nodes
@@ -468,7 +598,7 @@ defmodule PodDist.Strategy.Core do
   defp unwelcome?(core, node, pod) do
     cond do
       same_pod?(core, node) -> false
-      core.life in [:leaving, :gone] -> true
+      core.life == :leaving -> true
       departed?(core, node, pod) -> true
       core.config[:keep_terminating] -> false
       true -> pod != nil and pod.terminating
@@ -490,8 +620,11 @@ defmodule PodDist.Strategy.Core do
     end
   end
 
-  defp known_uid(core, node) do
-    Enum.find_value(core.pods, fn {uid, tracked} -> if node in tracked.nodes, do: uid end)
+  # The uid of the pod `node` belongs to, if it is eligible now.
+  defp eligible_uid(core, node) do
+    Enum.find_value(core.pods, fn {uid, tracked} ->
+      if node in tracked.nodes and eligible?(tracked.pod, core), do: uid
+    end)
   end
 
   # An unknown node of a pod we follow with `nodes: :epmd`: its epmd has a new name
@@ -509,7 +642,67 @@ defmodule PodDist.Strategy.Core do
   ## Helpers
 
   defp eligible?(pod, core), do: explain(pod, core.config, core.own_pod) == :eligible
-  defp own_pod?(pod, core), do: host_of(pod, core) == core.own_host
+
+  # Evidence that a pod's uid is going away (see the module docs).
+  defp departure?(pod, core),
+    do:
+      (pod.terminating and not core.config[:keep_terminating]) or
+        pod.phase in [:failed, :succeeded]
+
+  # Our pod: by uid once known; before, a pod of our host name.
+  defp own_pod?(pod, %{own_pod: nil} = core), do: host_of(pod, core) == core.own_host
+  defp own_pod?(pod, core), do: pod.uid == core.own_pod.uid
+
+  defp own_uid?(pod, core), do: core.own_pod != nil and pod.uid == core.own_pod.uid
+
+  # Another pod with our host name: an evicted or finished pod holding our IP. Its
+  # names would be ours: it is neither us nor a peer. Before our pod is known, a live
+  # pod of our host name is taken for ours, others wait for the index to rank them.
+  defp impostor?(pod, %{own_pod: nil} = core),
+    do: host_of(pod, core) == core.own_host and rank(pod) > 0
+
+  defp impostor?(pod, core),
+    do: host_of(pod, core) == core.own_host and pod.uid != core.own_pod.uid
+
+  # Our pod in a snapshot: the known uid, or the best pod of our host name.
+  defp find_own(pods, %{own_pod: nil} = core) do
+    case Enum.filter(pods, &(host_of(&1, core) == core.own_host)) do
+      [] -> nil
+      mine -> Enum.min_by(mine, &rank/1)
+    end
+  end
+
+  defp find_own(pods, core), do: Enum.find(pods, &(&1.uid == core.own_pod.uid))
+
+  # Live (0) before terminating (1) before dead (2), as the index ranks IP owners.
+  defp rank(pod) do
+    cond do
+      pod.phase in [:failed, :succeeded] -> 2
+      pod.terminating -> 1
+      true -> 0
+    end
+  end
+
+  # Followed pods as the snapshot has them (eligibility is judged on the latest state).
+  defp refresh_tracked(tracked, pods) do
+    Enum.reduce(pods, tracked, fn %{uid: uid} = pod, acc ->
+      case acc do
+        %{^uid => t} -> Map.put(acc, uid, %{t | pod: pod})
+        _ -> acc
+      end
+    end)
+  end
+
+  defp put_host(hosts, host, pod) do
+    case hosts do
+      %{^host => uid} when uid != pod.uid ->
+        if rank(pod) == 0, do: Map.put(hosts, host, pod.uid), else: hosts
+
+      _ ->
+        Map.put(hosts, host, pod.uid)
+    end
+  end
+
   # A pod without an IP has no host in the IP forms yet.
   defp host_of(pod, core), do: Nodes.host(pod, core.config)
 
