@@ -113,7 +113,8 @@ defmodule PodDist.PartitionNetnsTest do
     # Past every recall (3 s) and departed-grace (1 s).
     Process.sleep(4_500)
 
-    downs = Map.new(nodes, &{&1.name, &1 |> nodedowns() |> Enum.map(&elem(&1, 0))})
+    downs =
+      Map.new(nodes, &{&1.name, &1 |> nodedowns() |> Enum.map(fn down -> elem(down, 0) end)})
 
     for peer <- [a, b, c],
         do: assert(Enum.sort(downs[peer.name]) == [d.name, e.name], inspect(downs))
