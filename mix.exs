@@ -121,7 +121,7 @@ defmodule PodDist.MixProject do
   defp package do
     [
       licenses: ["Apache-2.0"],
-      files: ~w(lib native mix.exs README.md CHANGELOG.md LICENSE),
+      files: ~w(lib native guides mix.exs README.md CHANGELOG.md LICENSE),
       exclude_patterns: [~r"^native/target(/|$)"]
     ]
   end
@@ -130,7 +130,7 @@ defmodule PodDist.MixProject do
   defp docs do
     [
       main: "readme",
-      extras: ["README.md", "CHANGELOG.md", "LICENSE"],
+      extras: ["README.md" | Path.wildcard("guides/*.md")] ++ ["CHANGELOG.md", "LICENSE"],
       source_ref: "v#{@version}"
     ]
   end
