@@ -389,6 +389,24 @@ defmodule PodDist.Strategy.CoreTest do
       assert {_, []} = feed(core, recall)
     end
 
+    test "a node that hung up or global cut is not reached out to by snapshots before its recall" do
+      me = pod("me")
+      peer = pod("peer")
+      index = {:index, [me, peer], true}
+      {core, _} = feed(core(), [index, named(peer, [:app@peer])])
+
+      for reason <- [:disconnect, :connection_closed] do
+        {core, [{:timer, _, recall}]} = feed(core, {:nodedown, :app@peer, reason})
+        # A third node that cannot connect to it yet (its watch lagging) makes global cut
+        # it again at each reconnect: snapshots every reconcile_interval must not start
+        # that fight over and over.
+        assert {core, []} = feed(core, index)
+        assert {core, [{:connect, [:app@peer]}]} = feed(core, recall)
+        # Recalled: snapshots reach out to it again.
+        assert {_, [{:connect, [:app@peer]}]} = feed(core, index)
+      end
+    end
+
     test "with :epmd, a node that hung up is named again only at its recall" do
       peer = pod("peer")
 

@@ -63,7 +63,10 @@ defmodule PodDist.Strategy.Core do
   later, if its pod is still eligible then: it may be leaving, its pod terminating,
   which its own watch saw before ours (watches of one API server lag each other under
   load), and a node called back at once would be cut again, over and over: each
-  round costs every node a nodedown.
+  round costs every node a nodedown. Until then no snapshot reaches out to it either:
+  `global` also cuts a node that a third node cannot connect to yet (a peer whose
+  watch, lagging, cannot resolve its name), and a snapshot every `reconcile_interval`
+  would start that fight again at each one.
 
   A pod that vanishes from the watch without evidence keeps its nodes connected; they
   are just no longer called back if they drop.
@@ -115,6 +118,7 @@ defmodule PodDist.Strategy.Core do
           pods: %{String.t() => tracked()},
           hosts: %{String.t() => String.t()},
           departed: %{String.t() => {[node()], non_neg_integer()}},
+          held: MapSet.t(node()),
           generation: non_neg_integer()
         }
 
@@ -128,6 +132,8 @@ defmodule PodDist.Strategy.Core do
             hosts: %{},
             # uid => {nodes, generation}: pods that left, whose nodes are refused
             departed: %{},
+            # nodes that hung up or that global cut, waiting for their recall
+            held: MapSet.new(),
             generation: 0
 
   @typedoc "What the core hears."
@@ -301,7 +307,8 @@ defmodule PodDist.Strategy.Core do
   # be leaving, its pod terminating, which its own watch saw before ours did. Called
   # back at once it would cut us again, over and over until our watch catches up, and
   # every nodeup makes `global` sync with it. So it is called back a few seconds later
-  # (if its pod is still eligible then), or by its pod's next change or snapshot.
+  # (if its pod is still eligible then), or by its pod's next change; snapshots skip it
+  # until then.
   #
   # Otherwise (`:disconnect` when we or our `global` cut it, to prevent overlapping
   # partitions when another node left; `:net_tick_timeout` after a network blip) it
@@ -318,7 +325,8 @@ defmodule PodDist.Strategy.Core do
         {core, []}
 
       reason in [:connection_closed, :disconnect] ->
-        {core, [{:timer, @recall_hung_up + jitter(node), {:recall, node}}]}
+        {%{core | held: MapSet.put(core.held, node)},
+         [{:timer, @recall_hung_up + jitter(node), {:recall, node}}]}
 
       true ->
         recall(core, node, jitter(node))
@@ -326,6 +334,7 @@ defmodule PodDist.Strategy.Core do
   end
 
   def handle(core, {:recall, node}) do
+    core = %{core | held: MapSet.delete(core.held, node)}
     if eligible_uid(core, node), do: recall(core, node, 0), else: {core, []}
   end
 
@@ -576,13 +585,15 @@ defmodule PodDist.Strategy.Core do
      ]}
   end
 
-  # Every known node, if we are a member (the runner skips those connected); a node
-  # leaving cuts again whoever came back (seen with a node that joined as we left).
+  # Every known node but those waiting for their recall, if we are a member (the runner
+  # skips those connected); a node leaving cuts again whoever came back (seen with a
+  # node that joined as we left).
   defp reach_out(%{life: :member} = core) do
     nodes =
       for {_uid, tracked} <- core.pods,
           eligible?(tracked.pod, core),
           node <- tracked.nodes,
+          not MapSet.member?(core.held, node),
           do: node
 
     if nodes == [], do: [], else: [{:connect, nodes}]
