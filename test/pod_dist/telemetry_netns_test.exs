@@ -119,7 +119,9 @@ defmodule PodDist.TelemetryNetnsTest do
     assert restart.measurements.restarts == 1
     assert restart.metadata.reason =~ "injected by a test"
 
-    Cluster.delete_pod!(cluster, "pod-b")
+    # Deleted with a grace period: the pod terminates, which is evidence (a force-deleted
+    # pod just vanishes, and its nodes are left to go by themselves).
+    PodDist.SimCase.delete_pod(cluster.sim, "default", "pod-b", 30)
     assert await(a, [:pod_dist, :strategy, :disconnect]).metadata.node == :"app@pod-b"
     assert await(a, [:libcluster, :disconnect_node, :ok]).metadata.node == :"app@pod-b"
 
