@@ -9,20 +9,8 @@ defmodule PodDist.StrategyNifTest do
        %{sim: sim} do
     epmd_port = 14_371
 
-    epmd =
-      Port.open({:spawn_executable, System.find_executable("epmd")},
-        args: ["-port", "#{epmd_port}"]
-      )
-
-    {:os_pid, epmd_pid} = Port.info(epmd, :os_pid)
-    on_exit(fn -> System.cmd("kill", [to_string(epmd_pid)]) end)
-
-    # pod_dist's code with an empty priv/: no pod_dist_nif.so where the VM looks.
-    lib = Path.join(System.tmp_dir!(), "no-nif-#{System.unique_integer([:positive])}/pod_dist")
-    File.mkdir_p!(Path.join(lib, "priv"))
-    File.cp_r!(Path.join(:code.lib_dir(:pod_dist), "ebin"), Path.join(lib, "ebin"))
-    on_exit(fn -> File.rm_rf!(Path.dirname(lib)) end)
-    Process.sleep(200)
+    start_epmd!(epmd_port)
+    lib = lib_without_nif!()
 
     node =
       Node.start!(sim, "nonif", "localhost",

@@ -174,6 +174,29 @@ defmodule PodDist.SimCase do
     :ok
   end
 
+  @doc "Starts an epmd of its own on `port` (stopped when the test exits)."
+  def start_epmd!(port) do
+    epmd =
+      Port.open({:spawn_executable, System.find_executable("epmd")}, args: ["-port", "#{port}"])
+
+    {:os_pid, epmd_pid} = Port.info(epmd, :os_pid)
+    ExUnit.Callbacks.on_exit(fn -> System.cmd("kill", [to_string(epmd_pid)]) end)
+    Process.sleep(200)
+    epmd
+  end
+
+  @doc """
+  pod_dist's code with an empty `priv/`: no pod_dist_nif.so where the VM looks. Returns
+  the application's directory (removed when the test exits).
+  """
+  def lib_without_nif! do
+    lib = Path.join(System.tmp_dir!(), "no-nif-#{System.unique_integer([:positive])}/pod_dist")
+    File.mkdir_p!(Path.join(lib, "priv"))
+    File.cp_r!(Path.join(:code.lib_dir(:pod_dist), "ebin"), Path.join(lib, "ebin"))
+    ExUnit.Callbacks.on_exit(fn -> File.rm_rf!(Path.dirname(lib)) end)
+    lib
+  end
+
   @doc "Polls `fun` every 50 ms until it returns a truthy value, up to `timeout` ms."
   def eventually(fun, timeout \\ 15_000) do
     poll(fun, System.monotonic_time(:millisecond) + timeout, timeout)
