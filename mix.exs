@@ -136,7 +136,10 @@ defmodule PodDist.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger | tooling_applications(Mix.env())]]
+    [
+      mod: {PodDist.Application, []},
+      extra_applications: [:logger | tooling_applications(Mix.env())]
+    ]
   end
 
   # The demo runs real nodes through the multi-pod test harness: both live in :test, and

@@ -344,7 +344,7 @@ defmodule PodDist.Doctor do
   defp candidate(_pod, names), do: for(node <- names, node != Node.self(), do: node_check(node))
 
   defp node_check(node) do
-    [name, host] = node |> Atom.to_string() |> String.split("@", parts: 2)
+    {name, host} = PodDist.NodeName.split(node)
     epmd = :net_kernel.epmd_module()
 
     with {:ok, ip, port} <- address(epmd, name, host),
@@ -436,7 +436,7 @@ defmodule PodDist.Doctor do
   defp own_host(config) do
     config[:own_pod] ||
       if Node.alive?(),
-        do: Node.self() |> Atom.to_string() |> String.split("@") |> List.last(),
+        do: PodDist.NodeName.host(Node.self()),
         else: hostname()
   end
 
@@ -446,8 +446,8 @@ defmodule PodDist.Doctor do
   end
 
   # The config of a PodDist.Strategy running in this node, through its public
-  # `PodDist.Strategy.info/2` (found by its initial call: it may run unnamed, under
-  # libcluster's supervisor).
+  # `PodDist.Strategy.info/2` (found through `PodDist.Strategy.running/0`: it may run
+  # unnamed, under libcluster's supervisor).
   defp discovered_config do
     case strategy_info() do
       %{config: [_ | _] = config} -> config
@@ -463,14 +463,7 @@ defmodule PodDist.Doctor do
   end
 
   defp strategy_info do
-    Enum.find_value(Process.list(), fn pid ->
-      with {:dictionary, dictionary} <- Process.info(pid, :dictionary),
-           {PodDist.Strategy, :init, 1} <- dictionary[:"$initial_call"] do
-        info(pid)
-      else
-        _ -> nil
-      end
-    end)
+    Enum.find_value(PodDist.Strategy.running(), &info/1)
   end
 
   defp info(pid) do

@@ -391,7 +391,7 @@ defmodule PodDist.Epmd do
   defp host_term(host), do: host
 
   defp own_host?(host) do
-    own = node() |> Atom.to_string() |> String.split("@") |> List.last()
+    own = PodDist.NodeName.host(node())
     String.downcase(to_string(host)) == String.downcase(own)
   end
 

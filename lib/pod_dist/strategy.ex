@@ -183,10 +183,28 @@ defmodule PodDist.Strategy do
         }
   def info(server, timeout \\ 5_000), do: GenServer.call(server, :info, timeout)
 
+  @doc """
+  The strategies running in this node (`PodDist.doctor/0` asks them for their config).
+  """
+  @spec running() :: [pid()]
+  def running do
+    for {pid, _topology} <- Registry.lookup(PodDist.Registry, __MODULE__), do: pid
+  rescue
+    # pod_dist's application not started (`mix run --no-start`, a bare code path).
+    ArgumentError -> []
+  end
+
   @impl true
   def init(state) do
     Logger.metadata(topology: state.topology)
+    register(state.topology)
     load_nif(state, 0, nil)
+  end
+
+  defp register(topology) do
+    Registry.register(PodDist.Registry, __MODULE__, topology)
+  rescue
+    ArgumentError -> :not_registered
   end
 
   # The config is checked by the NIF: until it loads there is nothing to check nor to
@@ -507,7 +525,7 @@ defmodule PodDist.Strategy do
     :ok
   end
 
-  defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
+  defp host(node), do: PodDist.NodeName.host(node)
 
   defp report(state, action, node, result, duration) do
     case {action, result} do

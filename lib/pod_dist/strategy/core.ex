@@ -724,8 +724,8 @@ defmodule PodDist.Strategy.Core do
     end
   end
 
-  defp host(node), do: node |> Atom.to_string() |> String.split("@") |> List.last()
-  defp basename(node), do: node |> Atom.to_string() |> String.split("@") |> hd()
+  defp host(node), do: PodDist.NodeName.host(node)
+  defp basename(node), do: PodDist.NodeName.basename(node)
 
   # Spread reconnects of nodes that dropped together, deterministically.
   defp jitter(node), do: 100 + :erlang.phash2(node, 200)

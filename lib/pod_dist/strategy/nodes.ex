@@ -53,7 +53,7 @@ defmodule PodDist.Strategy.Nodes do
   defp basenames(pod, {:annotation, key}, _timeout), do: split(Map.get(pod.annotations, key))
 
   defp basenames(pod, fun, _timeout) when is_function(fun, 1) do
-    pod |> fun.() |> List.wrap() |> Enum.map(&(&1 |> to_string() |> String.split("@") |> hd()))
+    pod |> fun.() |> List.wrap() |> Enum.map(&PodDist.NodeName.basename/1)
   end
 
   defp basenames(pod, :declared, _timeout) do
