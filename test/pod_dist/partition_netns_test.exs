@@ -5,7 +5,7 @@ defmodule PodDist.PartitionNetnsTest do
   # namespace. Needs root.
   use ExUnit.Case, async: false
 
-  import PodDist.SimCase, only: [eventually: 1, eventually: 2, fault!: 3, create_pod: 4]
+  import PodDist.SimCase, only: [eventually: 1, fault!: 3, create_pod: 4]
   import PodDist.Test.Membership
 
   alias PodDist.Test.Cluster

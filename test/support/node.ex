@@ -86,19 +86,30 @@ defmodule PodDist.Test.Node do
     Process.get({__MODULE__, :output, port}, []) |> Enum.reverse() |> Enum.join("\n")
   end
 
+  # Answers nobody waits for any more (their eval timed out) are dropped.
   defp collect_output(port) do
     receive do
-      {^port, {:data, {_, "KDREPL " <> _}}} = answer ->
-        # An answer nobody waited for: leave it for eval/3's caller.
-        send(self(), answer)
-
       {^port, {:data, {_, line}}} ->
-        keep_output(port, line)
+        line |> answer() |> elem(0) |> then(&keep_output(port, &1))
         collect_output(port)
     after
       0 -> :ok
     end
   end
+
+  # A console line: what the node printed, and the REPL's answer if one ends the line.
+  defp answer(line) do
+    case :binary.split(line, "KDREPL ") do
+      [output, answer] ->
+        [id, answer] = String.split(answer, " ", parts: 2)
+        {output, {id, answer}}
+
+      [output] ->
+        {output, nil}
+    end
+  end
+
+  defp keep_output(_port, ""), do: :ok
 
   defp keep_output(port, line),
     do:
@@ -213,18 +224,23 @@ defmodule PodDist.Test.Node do
   @doc "Evaluates Elixir `code` in the node; `{:ok, value}` or `{:error, {kind, reason}}`."
   def eval(%__MODULE__{port: port}, code, timeout \\ 15_000) do
     # Base64 keeps multi-line code on the one line the REPL reads.
-    Port.command(port, [Base.encode64(code), "\n"])
-    await_answer(port, timeout)
+    id = Integer.to_string(System.unique_integer([:positive]))
+    Port.command(port, [id, " ", Base.encode64(code), "\n"])
+    await_answer(port, id, timeout)
   end
 
-  defp await_answer(port, timeout) do
+  defp await_answer(port, id, timeout) do
     receive do
-      {^port, {:data, {:eol, "KDREPL " <> answer}}} ->
-        answer |> Base.decode64!() |> :erlang.binary_to_term()
-
       {^port, {:data, {_, line}}} ->
-        keep_output(port, line)
-        await_answer(port, timeout)
+        case answer(line) do
+          {output, {^id, answer}} ->
+            keep_output(port, output)
+            answer |> Base.decode64!() |> :erlang.binary_to_term()
+
+          {output, _none_or_stale} ->
+            keep_output(port, output)
+            await_answer(port, id, timeout)
+        end
 
       {^port, {:exit_status, status}} ->
         {:error, {:node_exited, status}}
