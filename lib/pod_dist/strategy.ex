@@ -16,19 +16,11 @@ defmodule PodDist.Strategy do
 
       children = [{PodDist.Strategy, label_selector: "app=shop"}]
 
-  Every node of every eligible pod is connected (which nodes, which pods and every
-  option: `PodDist.Strategy.Config`).
-
-  ## Our own node, and when things go wrong
-
-  Our node connects nobody until its pod is eligible, and leaves for good once its pod
-  terminates (it disconnects every node outside its pod and refuses those that come
-  back). Membership changes on evidence, never on absence: a pod that vanishes from the
-  watch without having been seen terminating, `Failed` or `Succeeded` keeps its
-  connections. An API failure never disconnects anybody; it is logged once with what to
-  fix. A NIF that cannot load, a watch that cannot start or a naming that crashes is
-  logged once and retried with backoff. `PodDist.Strategy.Core` has every rule, `info/2`
-  where a running strategy is, `PodDist.Telemetry` its events.
+  Every node of every eligible pod is connected. Our node connects nobody until its pod
+  is eligible, and leaves for good once its pod terminates. Membership changes on
+  evidence, never on absence; a Kubernetes failure never disconnects anybody: it is
+  logged once with what to fix, and retried. The options: `PodDist.Strategy.Config`;
+  the rules: `PodDist.Strategy.Core`; the events: `PodDist.Telemetry`.
   """
   use GenServer
   require Logger
@@ -67,12 +59,10 @@ defmodule PodDist.Strategy do
   end
 
   @doc """
-  What a running strategy knows: its topology, validated config (without the token;
-  `[]` until the NIF loads), our own node's life cycle (`t:PodDist.Strategy.Core.life/0`),
-  our own pod as last seen (`nil` until the index lists it) and the node names of each
-  pod it follows, by uid. `PodDist.Doctor` reads the config and the names from here.
+  What a running strategy knows (`t:PodDist.Strategy.Core.info/0`): `PodDist.Doctor`
+  reads its config and the names of each pod from here.
   """
-  @spec info(GenServer.server(), timeout()) :: %{topology: atom()} | Core.info()
+  @spec info(GenServer.server(), timeout()) :: Core.info()
   def info(server, timeout \\ 5_000), do: GenServer.call(server, :info, timeout)
 
   @doc "The strategies running in this node (`PodDist.doctor/0` asks them for their config)."
@@ -147,8 +137,7 @@ defmodule PodDist.Strategy do
   end
 
   @impl true
-  def handle_call(:info, _from, s),
-    do: {:reply, Map.put(Core.info(s.core), :topology, s.topology.name), s}
+  def handle_call(:info, _from, s), do: {:reply, Core.info(s.core), s}
 
   @impl true
   def handle_info(:start, s) do
@@ -186,8 +175,10 @@ defmodule PodDist.Strategy do
   defp perform({:connect, nodes}, s), do: Topology.connect(s.topology, nodes, timeout(s))
   defp perform({:disconnect, nodes}, s), do: Topology.disconnect(s.topology, nodes)
 
-  defp perform(:leave, s),
-    do: Topology.quiet_global() == :ok and perform(:disconnect_outsiders, s)
+  defp perform(:leave, s) do
+    Topology.quiet_global()
+    perform(:disconnect_outsiders, s)
+  end
 
   defp perform(:disconnect_outsiders, s), do: Topology.disconnect(s.topology, outsiders(s))
   defp perform({:log, level, message}, _s), do: Logger.log(level, message)

@@ -83,7 +83,7 @@ defmodule PodDist.Strategy.Core do
 
   ## Departed pods
 
-  The nodes of a pod that left (evidence about its uid) are let go after a second (they
+  The nodes of a pod that left (evidence about its uid) are disconnected after a second (they
   leave `global` by themselves meanwhile, which keeps the others whole) and refused for
   a minute if `global` connects them again through a third node. The refusal is keyed
   by the pod's uid: a StatefulSet pod recreated under the same name is a new pod, and
@@ -260,16 +260,28 @@ defmodule PodDist.Strategy.Core do
 
   @typedoc "What `info/1` tells."
   @type info :: %{
+          topology: atom(),
           config: keyword(),
           life: life(),
           own_pod: PodDist.Watch.pod() | nil,
           nodes: %{String.t() => [node()]}
         }
 
-  @doc "The config (`[]` before start), our life cycle, our pod as last seen, the names of each pod."
+  @doc """
+  The topology, the validated config (`[]` until the strategy starts; never the
+  token), our own node's life cycle, our own pod as last seen (`nil` until the index
+  lists it) and the node names of each pod followed, by uid.
+  """
   @spec info(t()) :: info()
-  def info(core),
-    do: %{config: core.config, life: core.life, own_pod: core.own_pod, nodes: nodes(core)}
+  def info(core) do
+    %{
+      topology: core.topology,
+      config: core.config,
+      life: core.life,
+      own_pod: core.own_pod,
+      nodes: nodes(core)
+    }
+  end
 
   @doc "The node names of each pod followed, by uid."
   @spec nodes(t()) :: %{String.t() => [node()]}
