@@ -80,7 +80,7 @@ defmodule PodDist.Strategy do
     register(state.topology)
     # A closure: the config (the token too) stays out of crash reports.
     s = %{topology: Topology.new(state), core: Core.new(state.topology), watch: nil, tag: nil}
-    start(Map.put(s, :start, fn -> state.config end))
+    start(Map.put(s, :start, {:config, fn -> state.config end}))
   end
 
   defp register(topology) do
@@ -91,14 +91,14 @@ defmodule PodDist.Strategy do
 
   # Loads the NIF and checks the config (once), then starts the watch. A config error
   # is a mistake to fix before deploying: said at once, by stopping.
-  defp start(%{core: %{config: []}} = s) do
+  defp start(%{start: {:config, config}} = s) do
     with :ok <- PodDist.Native.load(),
-         {:ok, config} <- Config.validate(s.start.()) do
+         {:ok, config} <- Config.validate(config.()) do
       options = Config.watch_options(config)
       own_host = config[:own_pod] || PodDist.NodeName.host(Node.self())
       # The token lives on in the watch only.
       core = Core.configure(s.core, Keyword.delete(config, :token), own_host)
-      start(%{s | core: core, start: fn -> Watch.start(options) end})
+      start(%{s | core: core, start: {:watch, fn -> Watch.start(options) end}})
     else
       {:error, {path, text}} ->
         fix = PodDist.Epmd.Fallback.nif(path, text, File.exists?("#{path}.so")).fix
@@ -109,8 +109,8 @@ defmodule PodDist.Strategy do
     end
   end
 
-  defp start(s) do
-    with {:ok, watch} <- s.start.() do
+  defp start(%{start: {:watch, start}} = s) do
+    with {:ok, watch} <- start.() do
       tag = Watch.subscribe(watch)
       await_synced(watch, tag)
       # Every nodeup is judged against the pods (hidden ones too: `global` connects

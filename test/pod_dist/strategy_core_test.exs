@@ -85,15 +85,18 @@ defmodule PodDist.Strategy.CoreTest do
       assert ca =~ "cannot watch pods: no CA file"
 
       {core, effects} = feed(Core.configure(core, [reconcile_interval: 500], "me"), :started)
-      assert [{:log, :info, "PodDist.Strategy: watching pods now"}, :refresh | _] = effects
-      assert {:timer, 500, :reconcile} in effects
+
+      assert [{:log, :info, "PodDist.Strategy: watching pods now"}, {:timer, 0, :reconcile}] =
+               effects
+
+      assert {_, [:refresh, {:timer, 500, :reconcile}]} = feed(core, :reconcile)
       # Started: a later failure starts its backoff anew, and says so.
       assert {_, [{:log, :error, _}, {:start, after: 1_000}]} =
                feed(core, {:watch_unavailable, "no token"})
     end
 
-    test "started at once: nothing to say; a snapshot now and every reconcile_interval" do
-      assert {core, [:refresh, {:timer, 30_000, :reconcile}]} = feed(core(), :started)
+    test "started at once: nothing to say; a snapshot next, then every reconcile_interval" do
+      assert {core, [{:timer, 0, :reconcile}]} = feed(core(), :started)
       assert {_, [:refresh, {:timer, 30_000, :reconcile}]} = feed(core, :reconcile)
     end
 

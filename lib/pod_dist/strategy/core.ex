@@ -312,8 +312,8 @@ defmodule PodDist.Strategy.Core do
         _ -> []
       end
 
-    {core, effects} = handle(%{core | start_failure: nil}, :reconcile)
-    {core, log ++ effects}
+    # The first snapshot comes as the next message: the strategy's init returns first.
+    {%{core | start_failure: nil}, log ++ [{:timer, 0, :reconcile}]}
   end
 
   def handle(core, :synced), do: {%{core | synced: true}, [:refresh]}
