@@ -38,11 +38,6 @@ defmodule PodDist.Strategy do
           meta: term()
         }
 
-  @doc false
-  @spec child_spec([state()] | keyword()) :: Supervisor.child_spec()
-  def child_spec(args),
-    do: %{id: __MODULE__, type: :worker, start: {__MODULE__, :start_link, [args]}}
-
   @doc """
   Starts the strategy: with `[state]` as libcluster's `Cluster.Supervisor` does, or with
   a keyword config (then connect and disconnect use `:net_kernel` and `:erlang`).
