@@ -126,7 +126,7 @@ defmodule PodDist.Strategy.CoreTest do
   end
 
   describe "life cycle" do
-    test "waits for our pod to be eligible, then reaches out to every named pod" do
+    test "waits for our pod to be eligible, then connects every named pod" do
       me = pod("me", ready: false)
       peer = pod("peer")
       {core, effects} = feed(core(), [{:index, [me, peer], true}])
@@ -165,7 +165,7 @@ defmodule PodDist.Strategy.CoreTest do
 
       {core, effects} = feed(core, [{:nodeup, :app@peer, pod("peer")}, {:nodeup, :worker@me, me}])
       assert of(effects, :disconnect) == [[:app@peer]]
-      # A naming answer or a reconnect timer reaches out to nobody now.
+      # A naming answer or a reconnect timer connects nobody now.
       {core, effects} = feed(core, [named(pod("peer"), [:app@peer]), {:reconnect, :app@peer}])
       assert of(effects, :connect) == []
       {_core, effects} = feed(core, {:index, [pod("peer")], true})
@@ -311,12 +311,12 @@ defmodule PodDist.Strategy.CoreTest do
       peer = pod("peer")
       {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
 
-      {core, [_, {:timer, _, let_go} | _]} =
+      {core, [_, {:timer, _, disconnect_departed} | _]} =
         feed(core, {:changed, peer, %{peer | terminating: true}})
 
       {core, _} = feed(core, {:changed, %{peer | terminating: true}, peer})
       assert {core, []} = feed(core, {:nodeup, :app@peer, peer})
-      assert {_core, effects} = feed(core, let_go)
+      assert {_core, effects} = feed(core, disconnect_departed)
       assert of(effects, :disconnect) in [[], [[]]]
     end
   end
@@ -449,7 +449,7 @@ defmodule PodDist.Strategy.CoreTest do
 
       # It closed the connection itself, or our global cut it as a third node lost it:
       # it may be leaving, its pod terminating before our watch says so. No connect
-      # now, only a later recall.
+      # now, only a later release.
       for reason <- [:disconnect, :connection_closed] do
         assert {_, [{:timer, ms, {:release, :app@peer}}]} =
                  feed(core, {:nodedown, :app@peer, reason})
@@ -458,43 +458,43 @@ defmodule PodDist.Strategy.CoreTest do
       end
 
       {core, effects} = feed(core, {:nodedown, :app@peer, :connection_closed})
-      assert [{:timer, _, {:release, :app@peer} = recall}] = effects
+      assert [{:timer, _, {:release, :app@peer} = release}] = effects
       # Still eligible by then: connected again.
-      assert {_, [{:connect, [:app@peer]}]} = feed(core, recall)
+      assert {_, [{:connect, [:app@peer]}]} = feed(core, release)
       # Its pod was seen terminating meanwhile: nobody is called.
       {core, _} = feed(core, {:changed, peer, %{peer | terminating: true}})
-      assert {_, []} = feed(core, recall)
+      assert {_, []} = feed(core, release)
     end
 
-    test "a node that hung up or global cut is not reached out to by snapshots before its recall" do
+    test "a node that hung up or global cut is not connected by snapshots before its release" do
       me = pod("me")
       peer = pod("peer")
       index = {:index, [me, peer], true}
       {core, _} = feed(core(), [index, named(peer, [:app@peer])])
 
       for reason <- [:disconnect, :connection_closed] do
-        {core, [{:timer, _, recall}]} = feed(core, {:nodedown, :app@peer, reason})
+        {core, [{:timer, _, release}]} = feed(core, {:nodedown, :app@peer, reason})
         # A third node that cannot connect to it yet (its watch lagging) makes global cut
         # it again at each reconnect: snapshots every reconcile_interval must not start
         # that fight over and over.
         assert {core, []} = feed(core, index)
-        assert {core, [{:connect, [:app@peer]}]} = feed(core, recall)
-        # Recalled: snapshots reach out to it again.
+        assert {core, [{:connect, [:app@peer]}]} = feed(core, release)
+        # Released: snapshots connect it again.
         assert {_, [{:connect, [:app@peer]}]} = feed(core, index)
       end
     end
 
-    test "with :epmd, a node that hung up is named again only at its recall" do
+    test "with :epmd, a node that hung up is named again only at its release" do
       peer = pod("peer")
 
       {core, _} =
         feed(core(nodes: :epmd), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
 
-      assert {core, [{:timer, _, recall}]} =
+      assert {core, [{:timer, _, release}]} =
                feed(core, {:nodedown, :app@peer, :connection_closed})
 
       assert {_, [{:name, %{uid: "uid-peer"}, [:app@peer]}, {:connect, [:app@peer]}]} =
-               feed(core, recall)
+               feed(core, release)
     end
   end
 
@@ -506,11 +506,11 @@ defmodule PodDist.Strategy.CoreTest do
 
       assert [
                {:telemetry, [:discovery], %{nodes: 1}, %{change: :left}},
-               {:timer, 1_000, let_go},
+               {:timer, 1_000, disconnect_departed},
                {:timer, 60_000, forget}
              ] = effects
 
-      {core, effects} = feed(core, let_go)
+      {core, effects} = feed(core, disconnect_departed)
       assert effects == [{:disconnect, [:app@peer]}]
       {core, effects} = feed(core, {:nodeup, :app@peer, nil})
       assert effects == [{:disconnect, [:app@peer]}]
@@ -521,14 +521,16 @@ defmodule PodDist.Strategy.CoreTest do
     test "a StatefulSet pod recreated under the same name is welcome at once, even connecting first" do
       web = pod("web-0")
       {core, _} = feed(core(), [{:index, [pod("me"), web], true}, named(web, [:"app@web-0"])])
-      {core, [_, {:timer, _, let_go} | _]} = feed(core, {:deleted, %{web | terminating: true}})
+
+      {core, [_, {:timer, _, disconnect_departed} | _]} =
+        feed(core, {:deleted, %{web | terminating: true}})
 
       # The new pod's node connects before its pod is Ready (or named by us).
       new = pod("web-0", uid: "uid-web-0-new", ready: false)
       {core, _} = feed(core, {:added, new})
       assert {_, []} = feed(core, {:nodeup, :"app@web-0", new})
       # The old pod's grace ends: the name is the new pod's now, nobody is cut.
-      assert {_, [{:disconnect, []}]} = feed(core, let_go)
+      assert {_, [{:disconnect, []}]} = feed(core, disconnect_departed)
     end
 
     test "a terminating pod's nodes are let go; a new node of it is refused unless keep_terminating" do

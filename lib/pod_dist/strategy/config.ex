@@ -65,7 +65,6 @@ defmodule PodDist.Strategy.Config do
   With `service` (the EndpointSlice source), `nodes: {:label, _}`, `nodes:
   {:annotation, _}` and `version_label` are a configuration error: slices carry no pod
   labels or annotations, and the error says they need the pods source.
-
   """
 
   @defaults [
@@ -95,12 +94,11 @@ defmodule PodDist.Strategy.Config do
   """
   @spec validate(term()) :: {:ok, keyword()} | {:error, String.t()}
   def validate(config) do
-    with {:ok, config} <- validate(config, PodDist.Epmd.mode()),
-         :ok <- PodDist.Watch.check_options(watch_options(config)) do
-      {:ok, config}
-    else
-      {:error, "PodDist.Strategy config" <> _} = error -> error
-      {:error, why} -> {:error, "PodDist.Strategy config: #{why}"}
+    with {:ok, config} <- validate(config, PodDist.Epmd.mode()) do
+      case PodDist.Watch.check_options(watch_options(config)) do
+        :ok -> {:ok, config}
+        {:error, why} -> {:error, "PodDist.Strategy config: #{why}"}
+      end
     end
   end
 
