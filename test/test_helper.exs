@@ -1,5 +1,3 @@
-# Build the simulator once, before any test starts one.
-PodDist.Simulator.binary()
 Logger.configure(level: :warning)
 # Who the strategy tests' recorder has "connected"; owned by this process, which outlives them.
 :ets.new(PodDist.Test.Recorder, [:public, :named_table, :set])

@@ -5,8 +5,8 @@ defmodule PodDist.Strategy.CoreTest do
   alias PodDist.Strategy.{Config, Core, Nodes}
 
   defp core(config \\ [], own_host \\ "me") do
-    {:ok, config} = Config.validate(Keyword.merge([node_basename: "app"], config))
-    Core.new(config, own_host)
+    {:ok, config} = Config.validate(Keyword.merge([node_basename: "app"], config), :epmd)
+    Core.configure(Core.new(:test), config, own_host)
   end
 
   defp pod(name, opts \\ []) do
@@ -36,7 +36,8 @@ defmodule PodDist.Strategy.CoreTest do
   # The host forms the native side builds for a pod (only the two these tests use).
   defp with_hosts(pod) do
     ip = pod.ip && pod.ip |> :inet.ntoa() |> to_string()
-    Map.put_new(pod, :hosts, %{pod_name: pod.name, ip: ip, dashed_ip: nil, hostname_fqdn: nil})
+    hosts = Map.new(Config.host_forms(), &{&1, nil})
+    Map.put_new(pod, :hosts, %{hosts | pod_name: pod.name, ip: ip})
   end
 
   # Feeds events in order; returns the core and every effect, in order.
@@ -50,8 +51,82 @@ defmodule PodDist.Strategy.CoreTest do
   defp of(effects, kind), do: for({^kind, value} <- effects, do: value)
   defp named(pod, nodes), do: {:named, pod.uid, nodes}
 
+  describe "starting" do
+    defp starts(effects), do: for({:start, after: ms} <- effects, do: ms)
+    defp logs(effects), do: for({:log, level, message} <- effects, do: {level, message})
+
+    test "a NIF that cannot load: said once, retried with backoff up to 30 s" do
+      failure = {:nif_unavailable, "priv/pod_dist_nif.so: not found", "run `mix compile`"}
+      {core, effects} = feed(Core.new(:k8s), List.duplicate(failure, 7))
+
+      assert starts(effects) == [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+      assert [{:error, message}] = logs(effects)
+      assert message =~ "PodDist.Strategy: cannot load its NIF priv/pod_dist_nif.so: not found"
+      assert message =~ "Fix: run `mix compile`"
+      # Nothing to decide from meanwhile: no config, nobody connected.
+      assert %{config: [], life: :waiting, own_pod: nil, nodes: %{}} = Core.info(core)
+    end
+
+    test "a watch that cannot start: said again only when the reason changes; a new backoff" do
+      {core, effects} =
+        feed(Core.new(:k8s), [
+          {:nif_unavailable, "x.so: missing", "build it"},
+          {:nif_unavailable, "x.so: missing", "build it"},
+          {:watch_unavailable, "no token"},
+          {:watch_unavailable, "no token"},
+          {:watch_unavailable, "no CA file"}
+        ])
+
+      assert starts(effects) == [1_000, 2_000, 1_000, 2_000, 4_000]
+
+      assert [_nif, {:error, "PodDist.Strategy: cannot watch pods: no token;" <> _}, {:error, ca}] =
+               logs(effects)
+
+      assert ca =~ "cannot watch pods: no CA file"
+
+      {core, effects} = feed(Core.configure(core, [reconcile_interval: 500], "me"), :started)
+
+      assert [{:log, :info, "PodDist.Strategy: watching pods now"}, {:timer, 0, :reconcile}] =
+               effects
+
+      assert {_, [:refresh, {:timer, 500, :reconcile}]} = feed(core, :reconcile)
+      # Started: a later failure starts its backoff anew, and says so.
+      assert {_, [{:log, :error, _}, {:start, after: 1_000}]} =
+               feed(core, {:watch_unavailable, "no token"})
+    end
+
+    test "started at once: nothing to say; a snapshot next, then every reconcile_interval" do
+      assert {core, [{:timer, 0, :reconcile}]} = feed(core(), :started)
+      assert {_, [:refresh, {:timer, 30_000, :reconcile}]} = feed(core, :reconcile)
+    end
+
+    test "synced, as the watch says before its health does: no pod of ours makes us a member" do
+      {core, [:refresh]} = feed(core(), :synced)
+      {core, _} = feed(core, {:index, [pod("peer")], false})
+      assert Core.life(core) == :member
+      # Not synced, nothing to go by: we wait.
+      {core, _} = feed(core(), {:index, [pod("peer")], false})
+      assert Core.life(core) == :waiting
+    end
+  end
+
+  describe "config, without the NIF" do
+    test "nodes: defaults by the epmd mode given; host forms are checked" do
+      assert {:ok, config} = Config.validate([], :epmdless)
+      assert config[:nodes] == :declared
+      assert {:ok, config} = Config.validate([], :epmd)
+      assert config[:nodes] == :epmd
+
+      assert {:error,
+              "PodDist.Strategy config :host: must be :pod_name, :ip, :dashed_ip or " <> _} =
+               Config.validate([host: :fqdn], :epmd)
+
+      for form <- Config.host_forms(), do: assert({:ok, _} = Config.validate([host: form], :epmd))
+    end
+  end
+
   describe "life cycle" do
-    test "waits for our pod to be eligible, then reaches out to every named pod" do
+    test "waits for our pod to be eligible, then connects every named pod" do
       me = pod("me", ready: false)
       peer = pod("peer")
       {core, effects} = feed(core(), [{:index, [me, peer], true}])
@@ -90,11 +165,11 @@ defmodule PodDist.Strategy.CoreTest do
 
       {core, effects} = feed(core, [{:nodeup, :app@peer, pod("peer")}, {:nodeup, :worker@me, me}])
       assert of(effects, :disconnect) == [[:app@peer]]
-      # A naming answer or a reconnect timer reaches out to nobody now.
+      # A naming answer or a reconnect timer connects nobody now.
       {core, effects} = feed(core, [named(pod("peer"), [:app@peer]), {:reconnect, :app@peer}])
       assert of(effects, :connect) == []
       {_core, effects} = feed(core, {:index, [pod("peer")], true})
-      assert effects == [:cut_outsiders]
+      assert effects == [:disconnect_outsiders]
     end
 
     test "our pod deleted with a grace never seen terminating: its last state is evidence" do
@@ -133,7 +208,7 @@ defmodule PodDist.Strategy.CoreTest do
       assert Core.life(core) == :member
       refute :leave in effects
       assert {_, effects} = feed(core, {:index, [me, pod("peer")], true})
-      refute :cut_outsiders in effects
+      refute :disconnect_outsiders in effects
     end
 
     test "our pod not Ready yet vanishing from a synced index does not make us a member" do
@@ -177,7 +252,7 @@ defmodule PodDist.Strategy.CoreTest do
 
       assert Core.life(core) == :member
       refute :leave in effects
-      refute :cut_outsiders in effects
+      refute :disconnect_outsiders in effects
       # Before our pod is listed, the live one is ours whichever comes first.
       {core, _} = feed(core([host: :ip], "198.51.100.7"), {:index, [dying, old, me], true})
       assert core.own_pod.uid == me.uid
@@ -193,7 +268,7 @@ defmodule PodDist.Strategy.CoreTest do
 
       assert Core.life(core) == :leaving
       {_core, effects} = feed(core, {:index, [pod("me", uid: "uid-me-2"), pod("peer")], true})
-      assert effects == [:cut_outsiders]
+      assert effects == [:disconnect_outsiders]
     end
 
     test "a peer that vanishes without evidence stays connected, and is no longer called back" do
@@ -202,7 +277,7 @@ defmodule PodDist.Strategy.CoreTest do
       {core, effects} = feed(core, {:deleted, peer})
       assert of(effects, :disconnect) == []
       assert of(effects, :timer) == []
-      refute :cut_outsiders in effects
+      refute :disconnect_outsiders in effects
       assert {_, []} = feed(core, {:nodeup, :app@peer, nil})
       assert {_, []} = feed(core, {:nodedown, :app@peer, :connection_closed})
       assert {_, []} = feed(core, {:nodedown, :app@peer, :disconnect})
@@ -218,8 +293,10 @@ defmodule PodDist.Strategy.CoreTest do
         {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
         {_core, effects} = feed(core, {:deleted, Map.merge(peer, last)})
 
-        assert [{:telemetry, [:discovery], _, %{change: :left}}, {:timer, _, {:let_go, _, _}} | _] =
-                 effects
+        assert [
+                 {:telemetry, [:discovery], _, %{change: :left}},
+                 {:timer, _, {:disconnect_departed, _, _}} | _
+               ] = effects
       end
     end
 
@@ -234,12 +311,12 @@ defmodule PodDist.Strategy.CoreTest do
       peer = pod("peer")
       {core, _} = feed(core(), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
 
-      {core, [_, {:timer, _, let_go} | _]} =
+      {core, [_, {:timer, _, disconnect_departed} | _]} =
         feed(core, {:changed, peer, %{peer | terminating: true}})
 
       {core, _} = feed(core, {:changed, %{peer | terminating: true}, peer})
       assert {core, []} = feed(core, {:nodeup, :app@peer, peer})
-      assert {_core, effects} = feed(core, let_go)
+      assert {_core, effects} = feed(core, disconnect_departed)
       assert of(effects, :disconnect) in [[], [[]]]
     end
   end
@@ -260,7 +337,7 @@ defmodule PodDist.Strategy.CoreTest do
         assert of(effects ++ elem(feed(core, later), 1), :connect) == []
       end
 
-      assert {_, []} = feed(core, [{:recall, :app@peer}, {:reconnect, :app@peer}])
+      assert {_, []} = feed(core, [{:release, :app@peer}, {:reconnect, :app@peer}])
       {core, effects} = feed(core, {:index, [pod("me"), unready], true})
       assert of(effects, :connect) == []
 
@@ -339,7 +416,7 @@ defmodule PodDist.Strategy.CoreTest do
       peer = pod("peer")
       {core, _} = feed(core(), [{:index, [pod("me"), peer], true}])
       {core, effects} = feed(core, {:naming_failed, peer.uid, "** (RuntimeError) boom"})
-      assert [{:log, :warning, message}, {:timer, first, {:name_again, uid} = again}] = effects
+      assert [{:log, :warning, message}, {:timer, first, {:retry_naming, uid} = again}] = effects
       assert message =~ "naming pod peer failed: ** (RuntimeError) boom"
       assert {_, []} = feed(core, {:index, [pod("me"), peer], true})
 
@@ -353,7 +430,7 @@ defmodule PodDist.Strategy.CoreTest do
 
     test "short-lived names (remote shells, rpc, tooling) never become candidates" do
       names = ["app", "rem-1a2b-app", "rpc-9f3c-app", "maint_app", "maint-x", "remote"]
-      {:ok, config} = Config.validate(nodes: fn _pod -> names end)
+      {:ok, config} = Config.validate([nodes: fn _pod -> names end], :epmd)
       assert Nodes.names(pod("p"), config) == [:app@p, :remote@p]
       assert Core.short_lived?("rem-1a2b-app")
       refute Core.short_lived?("remote")
@@ -372,52 +449,52 @@ defmodule PodDist.Strategy.CoreTest do
 
       # It closed the connection itself, or our global cut it as a third node lost it:
       # it may be leaving, its pod terminating before our watch says so. No connect
-      # now, only a later recall.
+      # now, only a later release.
       for reason <- [:disconnect, :connection_closed] do
-        assert {_, [{:timer, ms, {:recall, :app@peer}}]} =
+        assert {_, [{:timer, ms, {:release, :app@peer}}]} =
                  feed(core, {:nodedown, :app@peer, reason})
 
         assert ms >= 3_000
       end
 
       {core, effects} = feed(core, {:nodedown, :app@peer, :connection_closed})
-      assert [{:timer, _, {:recall, :app@peer} = recall}] = effects
+      assert [{:timer, _, {:release, :app@peer} = release}] = effects
       # Still eligible by then: connected again.
-      assert {_, [{:connect, [:app@peer]}]} = feed(core, recall)
+      assert {_, [{:connect, [:app@peer]}]} = feed(core, release)
       # Its pod was seen terminating meanwhile: nobody is called.
       {core, _} = feed(core, {:changed, peer, %{peer | terminating: true}})
-      assert {_, []} = feed(core, recall)
+      assert {_, []} = feed(core, release)
     end
 
-    test "a node that hung up or global cut is not reached out to by snapshots before its recall" do
+    test "a node that hung up or global cut is not connected by snapshots before its release" do
       me = pod("me")
       peer = pod("peer")
       index = {:index, [me, peer], true}
       {core, _} = feed(core(), [index, named(peer, [:app@peer])])
 
       for reason <- [:disconnect, :connection_closed] do
-        {core, [{:timer, _, recall}]} = feed(core, {:nodedown, :app@peer, reason})
+        {core, [{:timer, _, release}]} = feed(core, {:nodedown, :app@peer, reason})
         # A third node that cannot connect to it yet (its watch lagging) makes global cut
         # it again at each reconnect: snapshots every reconcile_interval must not start
         # that fight over and over.
         assert {core, []} = feed(core, index)
-        assert {core, [{:connect, [:app@peer]}]} = feed(core, recall)
-        # Recalled: snapshots reach out to it again.
+        assert {core, [{:connect, [:app@peer]}]} = feed(core, release)
+        # Released: snapshots connect it again.
         assert {_, [{:connect, [:app@peer]}]} = feed(core, index)
       end
     end
 
-    test "with :epmd, a node that hung up is named again only at its recall" do
+    test "with :epmd, a node that hung up is named again only at its release" do
       peer = pod("peer")
 
       {core, _} =
         feed(core(nodes: :epmd), [{:index, [pod("me"), peer], true}, named(peer, [:app@peer])])
 
-      assert {core, [{:timer, _, recall}]} =
+      assert {core, [{:timer, _, release}]} =
                feed(core, {:nodedown, :app@peer, :connection_closed})
 
       assert {_, [{:name, %{uid: "uid-peer"}, [:app@peer]}, {:connect, [:app@peer]}]} =
-               feed(core, recall)
+               feed(core, release)
     end
   end
 
@@ -429,11 +506,11 @@ defmodule PodDist.Strategy.CoreTest do
 
       assert [
                {:telemetry, [:discovery], %{nodes: 1}, %{change: :left}},
-               {:timer, 1_000, let_go},
+               {:timer, 1_000, disconnect_departed},
                {:timer, 60_000, forget}
              ] = effects
 
-      {core, effects} = feed(core, let_go)
+      {core, effects} = feed(core, disconnect_departed)
       assert effects == [{:disconnect, [:app@peer]}]
       {core, effects} = feed(core, {:nodeup, :app@peer, nil})
       assert effects == [{:disconnect, [:app@peer]}]
@@ -444,14 +521,16 @@ defmodule PodDist.Strategy.CoreTest do
     test "a StatefulSet pod recreated under the same name is welcome at once, even connecting first" do
       web = pod("web-0")
       {core, _} = feed(core(), [{:index, [pod("me"), web], true}, named(web, [:"app@web-0"])])
-      {core, [_, {:timer, _, let_go} | _]} = feed(core, {:deleted, %{web | terminating: true}})
+
+      {core, [_, {:timer, _, disconnect_departed} | _]} =
+        feed(core, {:deleted, %{web | terminating: true}})
 
       # The new pod's node connects before its pod is Ready (or named by us).
       new = pod("web-0", uid: "uid-web-0-new", ready: false)
       {core, _} = feed(core, {:added, new})
       assert {_, []} = feed(core, {:nodeup, :"app@web-0", new})
       # The old pod's grace ends: the name is the new pod's now, nobody is cut.
-      assert {_, [{:disconnect, []}]} = feed(core, let_go)
+      assert {_, [{:disconnect, []}]} = feed(core, disconnect_departed)
     end
 
     test "a terminating pod's nodes are let go; a new node of it is refused unless keep_terminating" do
@@ -470,7 +549,7 @@ defmodule PodDist.Strategy.CoreTest do
 
   describe "explain/3, the eligibility rule the doctor words" do
     test "each reason" do
-      {:ok, config} = Config.validate(node_basename: "app", version_label: "v")
+      {:ok, config} = Config.validate([node_basename: "app", version_label: "v"], :epmd)
       own = pod("me", labels: %{"v" => "2"})
 
       assert Core.explain(pod("a", labels: %{"v" => "2"}), config, own) == :eligible
@@ -479,7 +558,7 @@ defmodule PodDist.Strategy.CoreTest do
       assert Core.explain(pod("a", ready: false), config, own) == :not_ready
       assert Core.explain(pod("a", labels: %{"v" => "1"}), config, own) == :other_version
 
-      {:ok, running} = Config.validate(node_basename: "app", eligible: :running)
+      {:ok, running} = Config.validate([node_basename: "app", eligible: :running], :epmd)
       assert Core.explain(pod("a", ready: false), running, nil) == :eligible
       assert Core.explain(pod("a", phase: :pending), running, nil) == :not_running
     end

@@ -15,6 +15,13 @@ defmodule PodDist.SimCase do
     end
   end
 
+  # Built on first use, once per run: outside any test, whose timeout a cold build would
+  # overrun (setup_all has none).
+  setup_all do
+    Simulator.binary()
+    :ok
+  end
+
   setup context do
     {:ok, sim} = Simulator.start(Map.get(context, :sim_options, []))
     on_exit(fn -> Simulator.stop(sim) end)

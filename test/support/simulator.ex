@@ -155,9 +155,27 @@ defmodule PodDist.Simulator do
     end
   end
 
-  @doc "The path of the `kube_sim` binary, built with cargo if missing or stale."
+  @doc """
+  The path of the `kube_sim` binary, built with cargo (if missing or stale) on the first
+  call of a test run; concurrent first calls build it once.
+  """
   @spec binary() :: String.t()
   def binary do
+    case :persistent_term.get(__MODULE__, nil) do
+      nil -> :global.trans({__MODULE__, self()}, &built_binary/0, [node()])
+      path -> path
+    end
+  end
+
+  defp built_binary do
+    with nil <- :persistent_term.get(__MODULE__, nil) do
+      path = build()
+      :persistent_term.put(__MODULE__, path)
+      path
+    end
+  end
+
+  defp build do
     root = Path.expand("../..", __DIR__)
     # The checkout's target dir (.cargo/config.toml), which the NIF's build shares.
     target = System.get_env("CARGO_TARGET_DIR", Path.join(root, "target"))

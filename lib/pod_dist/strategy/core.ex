@@ -3,12 +3,22 @@ defmodule PodDist.Strategy.Core do
   The membership decisions of `PodDist.Strategy`, as a pure function:
   `handle(core, event) -> {core, effects}`.
 
-  The core hears what happens (pod events from the watch, snapshots of its index,
-  nodeups and nodedowns, naming results, its own timers) and answers with what to do
-  (name a pod, connect, disconnect, leave, set a timer, log, emit telemetry). It does
-  no I/O: `PodDist.Strategy` runs the effects, through the topology's `connect`,
-  `disconnect` and `list_nodes` functions. So every rule below is tested by feeding
-  events and reading effects, without a Kubernetes API, a NIF or a second node.
+  The core hears what happens (the strategy failing to start or starting, pod events
+  from the watch, snapshots of its index, nodeups and nodedowns, naming results, its
+  own timers) and answers with what to do (start again, name a pod, connect,
+  disconnect, leave, set a timer, log, emit telemetry). It does no I/O:
+  `PodDist.Strategy` runs the effects, through `PodDist.Strategy.Topology`. So every
+  rule below is tested by feeding events and reading effects, without a Kubernetes
+  API, a NIF or a second node.
+
+  ## Starting
+
+  A NIF that cannot load, or a watch that cannot start (credentials not mounted yet, a
+  missing CA file), never stops the strategy: under libcluster's `Cluster.Supervisor`
+  that would stop every topology, and the application with it. Each failure is logged
+  once (until it changes) and the start is tried again with backoff, 1 s doubling up
+  to 30 s. Meanwhile there is nothing to decide from: nobody is connected or
+  disconnected.
 
   ## Evidence, never absence
 
@@ -73,7 +83,7 @@ defmodule PodDist.Strategy.Core do
 
   ## Departed pods
 
-  The nodes of a pod that left (evidence about its uid) are let go after a second (they
+  The nodes of a pod that left (evidence about its uid) are disconnected after a second (they
   leave `global` by themselves meanwhile, which keeps the others whole) and refused for
   a minute if `global` connects them again through a third node. The refusal is keyed
   by the pod's uid: a StatefulSet pod recreated under the same name is a new pod, and
@@ -85,17 +95,21 @@ defmodule PodDist.Strategy.Core do
   alias PodDist.Strategy.Nodes
 
   # How long the nodes of a pod that left are refused if something connects them again.
-  @keep_departed_away 60_000
+  @refuse_departed 60_000
   # How long a departing pod's nodes get to leave by themselves before we cut them off.
   @leave_grace 1_000
-  # The names a pod may stand for, in all (they become atoms).
-  @max_nodes_per_pod 16
-  # How long a node that hung up on us waits to be called back (see `{:nodedown, ...}`):
-  # long enough for our watch to catch up with a termination its own watch saw first.
-  @recall_hung_up 3_000
+  # How long a node that hung up on us is held before it is connected again (see
+  # `{:nodedown, ...}`): long enough for our watch to catch up with a termination its
+  # own watch saw first.
+  @hold_hung_up 3_000
   # Backoff between namings of a pod whose naming crashed.
   @retry_naming 1_000
   @retry_naming_max 60_000
+  # Backoff between attempts to start (the NIF loading, the watch starting).
+  @retry_start 1_000
+  @retry_start_max 30_000
+  @retrying "nothing is connected or disconnected until it can, retrying with backoff " <>
+              "(up to every #{div(@retry_start_max, 1000)} s)"
 
   @typedoc "Our own node's life cycle (see the module docs)."
   @type life :: :waiting | :member | :leaving
@@ -111,6 +125,7 @@ defmodule PodDist.Strategy.Core do
         }
 
   @type t :: %__MODULE__{
+          topology: atom(),
           config: keyword(),
           own_host: String.t(),
           own_pod: PodDist.Watch.pod() | nil,
@@ -119,10 +134,13 @@ defmodule PodDist.Strategy.Core do
           hosts: %{String.t() => String.t()},
           departed: %{String.t() => {[node()], non_neg_integer()}},
           held: MapSet.t(node()),
-          generation: non_neg_integer()
+          generation: non_neg_integer(),
+          synced: boolean(),
+          start_failure: {{:nif | :watch, String.t()}, non_neg_integer()} | nil
         }
 
-  defstruct config: [],
+  defstruct topology: nil,
+            config: [],
             own_host: nil,
             own_pod: nil,
             life: :waiting,
@@ -132,13 +150,22 @@ defmodule PodDist.Strategy.Core do
             hosts: %{},
             # uid => {nodes, generation}: pods that left, whose nodes are refused
             departed: %{},
-            # nodes that hung up or that global cut, waiting for their recall
+            # nodes that hung up or that global cut, held before they are connected again
             held: MapSet.new(),
-            generation: 0
+            generation: 0,
+            # the watch said it synced (its health may say so only a moment later)
+            synced: false,
+            # {{what, reason}, attempt} while the strategy cannot start
+            start_failure: nil
 
   @typedoc "What the core hears."
   @type event ::
-          {:index, [PodDist.Watch.pod()], synced :: boolean()}
+          {:nif_unavailable, reason :: String.t(), fix :: String.t()}
+          | {:watch_unavailable, reason :: String.t()}
+          | :started
+          | :synced
+          | :reconcile
+          | {:index, [PodDist.Watch.pod()], synced :: boolean()}
           | {:added, PodDist.Watch.pod()}
           | {:changed, old :: PodDist.Watch.pod(), new :: PodDist.Watch.pod()}
           | {:deleted, PodDist.Watch.pod()}
@@ -147,40 +174,46 @@ defmodule PodDist.Strategy.Core do
           | {:nodedown, node(), reason :: atom()}
           | {:named, uid :: String.t(), [node()]}
           | {:naming_failed, uid :: String.t(), reason :: String.t()}
-          | {:name_again, uid :: String.t()}
+          | {:retry_naming, uid :: String.t()}
           | {:reconnect, node()}
-          | {:recall, node()}
-          | {:let_go, uid :: String.t(), generation :: non_neg_integer()}
+          | {:release, node()}
+          | {:disconnect_departed, uid :: String.t(), generation :: non_neg_integer()}
           | {:forget, uid :: String.t(), generation :: non_neg_integer()}
 
   @typedoc """
-  What the core asks for. `:connect` and `:disconnect` go through the topology's
-  functions, which skip nodes already connected (or not connected) as `list_nodes`
-  says; `:leave` leaves `global` quietly and disconnects every listed node outside
-  our pod; `:cut_outsiders` does the same without the `global` step; `:refresh` feeds
-  the index back as `{:index, pods, synced}`; `{:timer, ms, event}` feeds the event
-  back after `ms`.
+  What the core asks for. `{:start, after: ms}` tries to start again (load the NIF,
+  check the config, start the watch); `:connect` and `:disconnect` go through the
+  topology's functions, which skip nodes already connected (or not connected) as
+  `list_nodes` says; `:leave` leaves `global` quietly and disconnects every listed node
+  outside our pod (`outsiders/2`); `:disconnect_outsiders` does the same without the
+  `global` step; `:refresh` feeds the index back as `{:index, pods, synced}`;
+  `{:timer, ms, event}` feeds the event back after `ms`. Log messages are whole lines.
   """
   @type effect ::
-          {:name, PodDist.Watch.pod(), known :: [node()]}
+          {:start, after: pos_integer()}
+          | {:name, PodDist.Watch.pod(), known :: [node()]}
           | {:connect, [node()]}
           | {:disconnect, [node()]}
           | :leave
-          | :cut_outsiders
+          | :disconnect_outsiders
           | :refresh
           | {:timer, non_neg_integer(), event()}
-          | {:log, :info | :warning, String.t()}
+          | {:log, :info | :warning | :error, String.t()}
           | {:telemetry, [atom()], map(), map()}
 
   @typedoc "Why a pod is not eligible, or `:eligible`."
   @type verdict :: :eligible | :no_ip | :terminating | :not_ready | :not_running | :other_version
 
+  @doc "A new core for `topology`, not started yet (no config: it is checked at start)."
+  @spec new(atom()) :: t()
+  def new(topology), do: %__MODULE__{topology: topology}
+
   @doc """
-  A new core for a validated `PodDist.Strategy` config; `own_host` is the host part of
+  The core with its validated `PodDist.Strategy` config; `own_host` is the host part of
   our own pod's node names (`own_pod:` or the host of `Node.self()`).
   """
-  @spec new(keyword(), String.t()) :: t()
-  def new(config, own_host), do: %__MODULE__{config: config, own_host: own_host}
+  @spec configure(t(), keyword(), String.t()) :: t()
+  def configure(core, config, own_host), do: %{core | config: config, own_host: own_host}
 
   @doc """
   Whether `pod` is one to connect to, and if not why, under `config`, given our own
@@ -217,9 +250,38 @@ defmodule PodDist.Strategy.Core do
   @spec same_pod?(t(), node()) :: boolean()
   def same_pod?(core, node), do: host(node) == core.own_host
 
+  @doc "The nodes of `connected` outside our own pod: those that leaving disconnects."
+  @spec outsiders(t(), [node()]) :: [node()]
+  def outsiders(core, connected), do: Enum.reject(connected, &same_pod?(core, &1))
+
   @doc "Our own node's life cycle value."
   @spec life(t()) :: life()
   def life(core), do: core.life
+
+  @typedoc "What `info/1` tells."
+  @type info :: %{
+          topology: atom(),
+          config: keyword(),
+          life: life(),
+          own_pod: PodDist.Watch.pod() | nil,
+          nodes: %{String.t() => [node()]}
+        }
+
+  @doc """
+  The topology, the validated config (`[]` until the strategy starts; never the
+  token), our own node's life cycle, our own pod as last seen (`nil` until the index
+  lists it) and the node names of each pod followed, by uid.
+  """
+  @spec info(t()) :: info()
+  def info(core) do
+    %{
+      topology: core.topology,
+      config: core.config,
+      life: core.life,
+      own_pod: core.own_pod,
+      nodes: nodes(core)
+    }
+  end
 
   @doc "The node names of each pod followed, by uid."
   @spec nodes(t()) :: %{String.t() => [node()]}
@@ -227,7 +289,42 @@ defmodule PodDist.Strategy.Core do
 
   @doc "Decides what to do about `event`."
   @spec handle(t(), event()) :: {t(), [effect()]}
+  def handle(core, {:nif_unavailable, reason, fix}) do
+    start_failed(
+      core,
+      {:nif, reason},
+      "PodDist.Strategy: cannot load its NIF #{reason}; #{@retrying}. Fix: #{fix}"
+    )
+  end
+
+  def handle(core, {:watch_unavailable, reason}) do
+    start_failed(
+      core,
+      {:watch, reason},
+      "PodDist.Strategy: cannot watch pods: #{reason}; #{@retrying}"
+    )
+  end
+
+  def handle(core, :started) do
+    log =
+      case core.start_failure do
+        {{:watch, _}, _} -> [{:log, :info, "PodDist.Strategy: watching pods now"}]
+        _ -> []
+      end
+
+    # The first snapshot comes as the next message: the strategy's init returns first.
+    {%{core | start_failure: nil}, log ++ [{:timer, 0, :reconcile}]}
+  end
+
+  def handle(core, :synced), do: {%{core | synced: true}, [:refresh]}
+
+  # Every reconcile_interval: nodes that dropped are connected again, from the index
+  # (no API call, no epmd asked for pods already named).
+  def handle(core, :reconcile),
+    do: {core, [:refresh, {:timer, core.config[:reconcile_interval], :reconcile}]}
+
   def handle(core, {:index, pods, synced}) do
+    synced = synced or core.synced
     own = find_own(pods, core)
     # The best pod of each host wins (live over terminating over dead).
     hosts = pods |> Enum.sort_by(&rank/1, :desc) |> Map.new(&{host_of(&1, core), &1.uid})
@@ -244,7 +341,7 @@ defmodule PodDist.Strategy.Core do
 
     {core, named} =
       pods
-      |> Enum.filter(&(eligible?(&1, core) and not impostor?(&1, core)))
+      |> Enum.filter(&(eligible?(&1, core) and not shares_our_host?(&1, core)))
       |> Enum.reduce({core, []}, fn pod, {core, acc} ->
         case core.pods[pod.uid] do
           # Named, or being named: nothing to ask (no epmd is polled at every snapshot).
@@ -256,7 +353,7 @@ defmodule PodDist.Strategy.Core do
         end
       end)
 
-    {core, effects ++ named ++ reach_out(core)}
+    {core, effects ++ named ++ connect_known(core)}
   end
 
   def handle(core, {:added, pod}), do: pod_seen(core, pod)
@@ -288,15 +385,15 @@ defmodule PodDist.Strategy.Core do
   def handle(core, {:api_error, message}) do
     {core,
      [
-       {:log, :warning, "#{message}; keeping the cluster as it is"},
+       say(core, :warning, "#{message}; keeping the cluster as it is"),
        {:telemetry, [:api_error], %{}, %{message: message}}
      ]}
   end
 
   def handle(core, {:nodeup, node, pod}) do
     cond do
-      unwelcome?(core, node, pod) -> {core, [{:disconnect, [node]}]}
-      uid = unknown_of_tracked(core, node) -> name(core, uid)
+      refuse?(core, node, pod) -> {core, [{:disconnect, [node]}]}
+      uid = new_node_of(core, node) -> name(core, uid)
       true -> {core, []}
     end
   end
@@ -326,16 +423,16 @@ defmodule PodDist.Strategy.Core do
 
       reason in [:connection_closed, :disconnect] ->
         {%{core | held: MapSet.put(core.held, node)},
-         [{:timer, @recall_hung_up + jitter(node), {:recall, node}}]}
+         [{:timer, @hold_hung_up + jitter(node), {:release, node}}]}
 
       true ->
-        recall(core, node, jitter(node))
+        reconnect(core, node, jitter(node))
     end
   end
 
-  def handle(core, {:recall, node}) do
+  def handle(core, {:release, node}) do
     core = %{core | held: MapSet.delete(core.held, node)}
-    if eligible_uid(core, node), do: recall(core, node, 0), else: {core, []}
+    if eligible_uid(core, node), do: reconnect(core, node, 0), else: {core, []}
   end
 
   def handle(core, {:reconnect, node}) do
@@ -348,7 +445,7 @@ defmodule PodDist.Strategy.Core do
     case core.pods do
       %{^uid => tracked} ->
         # Every name the pod ever stood for is kept: it bounds the atoms a pod can make.
-        new = Enum.take(nodes -- tracked.nodes, @max_nodes_per_pod - length(tracked.nodes))
+        new = Enum.take(nodes -- tracked.nodes, Nodes.max_per_pod() - length(tracked.nodes))
         nodes = Enum.filter(nodes, &(&1 in tracked.nodes or &1 in new))
 
         core =
@@ -387,20 +484,23 @@ defmodule PodDist.Strategy.Core do
         log =
           if failures == 1,
             do: [
-              {:log, :warning,
-               "naming pod #{tracked.pod.name} failed: #{reason}; retrying with backoff " <>
-                 "(check the nodes: and host: options)"}
+              say(
+                core,
+                :warning,
+                "naming pod #{tracked.pod.name} failed: #{reason}; retrying with backoff " <>
+                  "(check the nodes: and host: options)"
+              )
             ],
             else: []
 
-        {core, log ++ [{:timer, delay, {:name_again, uid}}]}
+        {core, log ++ [{:timer, delay, {:retry_naming, uid}}]}
 
       _ ->
         {core, []}
     end
   end
 
-  def handle(core, {:name_again, uid}) do
+  def handle(core, {:retry_naming, uid}) do
     case core.pods do
       %{^uid => %{naming: false} = tracked} ->
         if eligible?(tracked.pod, core), do: name(core, uid), else: {core, []}
@@ -411,10 +511,10 @@ defmodule PodDist.Strategy.Core do
   end
 
   # The grace is over: cut off those still connected, unless the name is a new pod's now.
-  def handle(core, {:let_go, uid, generation}) do
+  def handle(core, {:disconnect_departed, uid, generation}) do
     case core.departed do
       %{^uid => {nodes, ^generation}} ->
-        {core, [{:disconnect, Enum.reject(nodes, &welcome_again?(core, &1, uid))}]}
+        {core, [{:disconnect, Enum.reject(nodes, &replaced?(core, &1, uid))}]}
 
       _ ->
         {core, []}
@@ -430,7 +530,7 @@ defmodule PodDist.Strategy.Core do
 
   # Ask the pod of a node that dropped what runs there now (with `nodes: :epmd`), and
   # connect the node again after `delay`.
-  defp recall(core, node, delay) do
+  defp reconnect(core, node, delay) do
     uid = eligible_uid(core, node)
     {core, named} = if core.config[:nodes] == :epmd, do: name(core, uid), else: {core, []}
 
@@ -444,6 +544,22 @@ defmodule PodDist.Strategy.Core do
     {core, named ++ reconnect}
   end
 
+  ## Starting
+
+  # Said once until the reason changes; a new kind of failure starts a new backoff.
+  defp start_failed(core, {what, _} = failure, message) do
+    attempt =
+      case core.start_failure do
+        {{^what, _}, attempt} -> attempt + 1
+        _ -> 0
+      end
+
+    delay = min(@retry_start * Integer.pow(2, attempt), @retry_start_max)
+    said? = match?({^failure, _}, core.start_failure)
+    log = if said?, do: [], else: [{:log, :error, message}]
+    {%{core | start_failure: {failure, attempt}}, log ++ [{:start, after: delay}]}
+  end
+
   ## Pods
 
   defp pod_seen(core, pod) do
@@ -455,7 +571,7 @@ defmodule PodDist.Strategy.Core do
         else: %{core | departed: Map.delete(core.departed, pod.uid)}
 
     cond do
-      impostor?(pod, core) ->
+      shares_our_host?(pod, core) ->
         {core, []}
 
       own_pod?(pod, core) ->
@@ -526,7 +642,7 @@ defmodule PodDist.Strategy.Core do
     state = if core.own_pod.terminating, do: "terminating", else: "#{core.own_pod.phase}"
 
     {%{core | life: :leaving},
-     [{:log, :info, "our pod is #{state}; leaving the cluster for good"}, :leave]}
+     [say(core, :info, "our pod is #{state}; leaving the cluster for good"), :leave]}
   end
 
   # Our pod's uid left the watch. With evidence (its last state terminating or dead) we
@@ -537,9 +653,12 @@ defmodule PodDist.Strategy.Core do
     else
       {core,
        [
-         {:log, :warning,
-          "our pod #{pod.name} vanished from the watch without terminating (a label " <>
-            "removed, the Service re-created or its selector edited?); staying in the cluster"}
+         say(
+           core,
+           :warning,
+           "our pod #{pod.name} vanished from the watch without terminating (a label " <>
+             "removed, the Service re-created or its selector edited?); staying in the cluster"
+         )
        ]}
     end
   end
@@ -580,15 +699,15 @@ defmodule PodDist.Strategy.Core do
 
     {%{core | departed: Map.put(core.departed, uid, {nodes, generation}), generation: generation},
      [
-       {:timer, @leave_grace, {:let_go, uid, generation}},
-       {:timer, @keep_departed_away, {:forget, uid, generation}}
+       {:timer, @leave_grace, {:disconnect_departed, uid, generation}},
+       {:timer, @refuse_departed, {:forget, uid, generation}}
      ]}
   end
 
-  # Every known node but those waiting for their recall, if we are a member (the runner
-  # skips those connected); a node leaving cuts again whoever came back (seen with a
-  # node that joined as we left).
-  defp reach_out(%{life: :member} = core) do
+  # Every known node but those held, if we are a member (the runner skips those
+  # connected); a node leaving cuts again whoever came back (seen with a node that
+  # joined as we left).
+  defp connect_known(%{life: :member} = core) do
     nodes =
       for {_uid, tracked} <- core.pods,
           eligible?(tracked.pod, core),
@@ -599,14 +718,14 @@ defmodule PodDist.Strategy.Core do
     if nodes == [], do: [], else: [{:connect, nodes}]
   end
 
-  defp reach_out(%{life: :leaving}), do: [:cut_outsiders]
-  defp reach_out(_core), do: []
+  defp connect_known(%{life: :leaving}), do: [:disconnect_outsiders]
+  defp connect_known(_core), do: []
 
   ## Nodes
 
   # A node that must not stay connected: we are leaving, its pod left or is terminating.
   # Nodes of our own pod (a remote shell) are always welcome.
-  defp unwelcome?(core, node, pod) do
+  defp refuse?(core, node, pod) do
     cond do
       same_pod?(core, node) -> false
       core.life == :leaving -> true
@@ -623,7 +742,7 @@ defmodule PodDist.Strategy.Core do
 
   defp departed?(core, _node, pod), do: Map.has_key?(core.departed, pod.uid)
 
-  defp welcome_again?(core, node, departed_uid) do
+  defp replaced?(core, node, departed_uid) do
     case core.hosts[host(node)] do
       nil -> false
       ^departed_uid -> false
@@ -640,7 +759,7 @@ defmodule PodDist.Strategy.Core do
 
   # An unknown node of a pod we follow with `nodes: :epmd`: its epmd has a new name
   # (not a remote shell or an rpc node, which come and go).
-  defp unknown_of_tracked(core, node) do
+  defp new_node_of(core, node) do
     host = host(node)
 
     if core.config[:nodes] == :epmd and not short_lived?(basename(node)) do
@@ -669,10 +788,10 @@ defmodule PodDist.Strategy.Core do
   # Another pod with our host name: an evicted or finished pod holding our IP. Its
   # names would be ours: it is neither us nor a peer. Before our pod is known, a live
   # pod of our host name is taken for ours, others wait for the index to rank them.
-  defp impostor?(pod, %{own_pod: nil} = core),
+  defp shares_our_host?(pod, %{own_pod: nil} = core),
     do: host_of(pod, core) == core.own_host and rank(pod) > 0
 
-  defp impostor?(pod, core),
+  defp shares_our_host?(pod, core),
     do: host_of(pod, core) == core.own_host and pod.uid != core.own_pod.uid
 
   # Our pod in a snapshot: the known uid, or the best pod of our host name.
@@ -729,6 +848,9 @@ defmodule PodDist.Strategy.Core do
 
   # Spread reconnects of nodes that dropped together, deterministically.
   defp jitter(node), do: 100 + :erlang.phash2(node, 200)
+
+  defp say(core, level, message),
+    do: {:log, level, "PodDist.Strategy #{core.topology}: #{message}"}
 
   defp discovery(pod_name, change, nodes),
     do:

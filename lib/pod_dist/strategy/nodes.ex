@@ -9,7 +9,11 @@ defmodule PodDist.Strategy.Nodes do
 
   # Names from a peer's epmd become atoms: only plausible ones, and not too many.
   @valid_basename ~r/\A[A-Za-z0-9_.-]{1,64}\z/
-  @max_nodes_per_pod 16
+  @max_per_pod 16
+
+  @doc "How many names a pod may stand for, in all (each becomes an atom)."
+  @spec max_per_pod() :: pos_integer()
+  def max_per_pod, do: @max_per_pod
 
   @doc """
   The node names `pod` stands for. `known` are the names it stood for before: they are
@@ -29,6 +33,26 @@ defmodule PodDist.Strategy.Nodes do
     end
   end
 
+  @doc """
+  Names `pod` in a process of its own (its epmd can be slow or hang) and calls `reply`
+  there with `{:named, uid, nodes}`, or `{:naming_failed, uid, reason}` if naming
+  crashed (a `nodes:` function raising, a name over 255 characters).
+  """
+  @spec name_async(PodDist.Watch.pod(), keyword(), [node()], (tuple() -> term())) :: pid()
+  def name_async(pod, config, known, reply) do
+    spawn(fn ->
+      {_pid, ref} = spawn_monitor(fn -> exit({:shutdown, names(pod, config, known)}) end)
+
+      receive do
+        {:DOWN, ^ref, :process, _, {:shutdown, nodes}} ->
+          reply.({:named, pod.uid, nodes})
+
+        {:DOWN, ^ref, :process, _, reason} ->
+          reply.({:naming_failed, pod.uid, Exception.format_exit(reason)})
+      end
+    end)
+  end
+
   defp names(pod, host, config, known) do
     known = Map.new(known, &{Atom.to_string(&1), &1})
 
@@ -37,7 +61,7 @@ defmodule PodDist.Strategy.Nodes do
     |> Enum.filter(&(valid_basename?(&1) and not PodDist.Strategy.Core.short_lived?(&1)))
     |> Enum.map(&"#{&1}@#{host}")
     |> Enum.uniq()
-    |> Enum.reduce({[], @max_nodes_per_pod - map_size(known)}, fn name, {nodes, budget} ->
+    |> Enum.reduce({[], @max_per_pod - map_size(known)}, fn name, {nodes, budget} ->
       case known do
         %{^name => node} -> {[node | nodes], budget}
         _ when budget > 0 -> {[String.to_atom(name) | nodes], budget - 1}
