@@ -62,6 +62,15 @@ defmodule PodDist.EpmdTest do
     # Not a pod: the stock resolver answers, on the default port.
     assert {:ok, {:ok, {127, 0, 0, 1}, 4370, 6}} =
              Node.eval(a, "PodDist.Epmd.address_please(~c\"x\", ~c\"localhost\", :inet)")
+
+    # The mode and the default port are settled at boot: the environment changed later
+    # moves neither (epmd mode would answer an IP alone).
+    assert {:ok, {:epmdless, {:ok, {127, 0, 1, 2}, 4370, 6}}} =
+             Node.eval(a, """
+             System.put_env("POD_DIST_MODE", "epmd")
+             System.put_env("POD_DIST_DIST_PORT", "9999")
+             {PodDist.Epmd.mode(), PodDist.Epmd.address_please(~c"other", ~c"pod-b", :inet)}
+             """)
   end
 
   test "epmd mode: heterogeneous basenames registered with epmd", %{sim: sim} do
