@@ -82,15 +82,16 @@ defmodule PodDist.Epmd do
   `PodDist.doctor/0` reports them (`problem/0`).
   """
 
-  alias PodDist.Epmd.{Boot, Env, Epmdless, LocalEpmd}
+  alias PodDist.Epmd.{Boot, Env, Epmdless, LocalEpmd, Mode}
 
   @typedoc "`:epmd` or `:epmdless`."
   @type mode :: :epmd | :epmdless
 
-  @typep name :: atom() | charlist() | String.t()
-  @typep host :: atom() | charlist() | String.t() | :inet.ip_address()
+  @typep name :: Mode.name()
+  @typep host :: Mode.host()
 
-  ## The erl_epmd callbacks: each hands over to the module of the mode chosen at boot.
+  ## The erl_epmd callbacks: each hands over to the module of the mode chosen at boot
+  ## (PodDist.Epmd.Mode is their contract).
 
   @doc false
   @spec start_link() :: {:ok, pid()} | :ignore | {:error, term()}
@@ -104,7 +105,7 @@ defmodule PodDist.Epmd do
   def register_node(name, port), do: register_node(name, port, :inet)
 
   @doc false
-  @spec register_node(name(), :inet.port_number(), :inet | :inet6) ::
+  @spec register_node(name(), :inet.port_number(), Mode.family()) ::
           {:ok, integer()} | {:error, term()}
   def register_node(name, port, family), do: mode_module().register_node(name, port, family)
 
@@ -113,19 +114,18 @@ defmodule PodDist.Epmd do
   def listen_port_please(name, host), do: mode_module().listen_port_please(name, host)
 
   @doc false
-  @spec address_please(name(), host(), :inet | :inet6) ::
+  @spec address_please(name(), host(), Mode.family()) ::
           {:ok, :inet.ip_address()}
           | {:ok, :inet.ip_address(), :inet.port_number(), pos_integer()}
           | {:error, term()}
   def address_please(name, host, family), do: mode_module().address_please(name, host, family)
 
   @doc false
-  @spec port_please(name(), host()) :: {:port, :inet.port_number(), pos_integer()} | :noport
+  @spec port_please(name(), host()) :: Mode.port_answer()
   def port_please(name, ip), do: port_please(name, ip, :infinity)
 
   @doc false
-  @spec port_please(name(), host(), timeout()) ::
-          {:port, :inet.port_number(), pos_integer()} | :noport | {:error, term()}
+  @spec port_please(name(), host(), timeout()) :: Mode.port_answer()
   def port_please(name, ip, timeout), do: mode_module().port_please(name, ip, timeout)
 
   @doc false

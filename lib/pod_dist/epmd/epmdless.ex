@@ -4,6 +4,8 @@ defmodule PodDist.Epmd.Epmdless do
   # port is the one its pod declares for it (PodDist.Epmd's moduledoc has the rules),
   # else the default port.
 
+  @behaviour PodDist.Epmd.Mode
+
   alias PodDist.Epmd.{Boot, Env, Fallback, ListenPort, Lookup}
   alias PodDist.Watch
 
@@ -11,11 +13,14 @@ defmodule PodDist.Epmd.Epmdless do
   # dist module skips port_please/2.
   @dist_version 6
 
+  @impl true
   def start_link, do: :ignore
 
   # No epmd to hand out a creation: -1 asks the VM for a random one.
+  @impl true
   def register_node(_name, _port, _family), do: {:ok, -1}
 
+  @impl true
   def listen_port_please(name, host) do
     name = to_charlist(name)
     env_port = Env.listen_port()
@@ -29,6 +34,7 @@ defmodule PodDist.Epmd.Epmdless do
     end
   end
 
+  @impl true
   def address_please(name, host, family) do
     case Lookup.find(host, &Watch.node_address(&1, &2, name, family)) do
       {:ok, ip, {port, _declared}} -> {:ok, ip, port, @dist_version}
@@ -38,6 +44,7 @@ defmodule PodDist.Epmd.Epmdless do
     end
   end
 
+  @impl true
   def port_please(name, ip, _timeout) do
     case Lookup.find(ip, &Watch.node_address(&1, &2, name, Lookup.family_of(ip))) do
       {:ok, _ip, {port, _declared}} -> {:port, port, @dist_version}
@@ -46,6 +53,7 @@ defmodule PodDist.Epmd.Epmdless do
   end
 
   # The nodes the pod declares: there is no epmd to ask.
+  @impl true
   def names(host) do
     case Lookup.find(host, &Watch.lookup(&1, &2, Lookup.family_of(host))) do
       {:ok, _ip, %{} = pod} -> {:ok, PodDist.Epmd.declared_nodes(pod)}
