@@ -310,4 +310,12 @@ defmodule PodDist.Watch do
           last_restart: String.t() | nil
         }
   def health(%__MODULE__{resource: r}), do: PodDist.Native.health(r)
+
+  ## For PodDist.Epmd, which starts before the application
+
+  @doc false
+  # Loads the NIF now if it is not yet: `{:error, {path, text}}` (the library's path
+  # without `.so`, and the loader's words) when it cannot be. Never raises.
+  @spec load_nif() :: :ok | {:error, {charlist(), charlist()}}
+  def load_nif, do: PodDist.Native.load()
 end
