@@ -10,10 +10,10 @@
 //! outside the lock that subscribing and unsubscribing take: encoding and sending
 //! events holds nothing a scheduler waits on.
 //!
-//! The parts, by job: [`supervisor`] (restarts, reconnects, the pod source's loop),
-//! [`relist`] (what each pod event does to the index), [`lists`] (how the initial
-//! state is listed), [`slice_source`] (the EndpointSlice source's loop), [`state`]
-//! (what the task shares with readers), [`subscribers`], [`health`] and [`failure`]
+//! The parts, by job: `supervisor` (restarts, reconnects, the pod source's loop),
+//! `relist` (what each pod event does to the index), [`lists`] (how the initial
+//! state is listed), `slice_source` (the EndpointSlice source's loop), `state`
+//! (what the task shares with readers), `subscribers`, `health` and `failure`
 //! (a failure's kind and its message).
 
 use std::sync::{Arc, RwLockReadGuard};
@@ -45,7 +45,7 @@ pub struct WatchSpec {
     /// only the first counts, and it must be named.
     pub namespaces: Vec<Option<String>>,
     /// The source: `None` watches pods; `Some(name)` watches the EndpointSlices of the
-    /// Service `name` in the first namespace (see [`slice_source`]), so the credentials
+    /// Service `name` in the first namespace (see `slice_source`), so the credentials
     /// need no access to pods. The selectors are for pods and then unused.
     pub service: Option<String>,
     /// With a [`WatchSpec::service`]: the `endpointslice.kubernetes.io/managed-by` value
