@@ -74,6 +74,8 @@ impl State {
         self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Never held across a publish (nor an await): a status subscriber reads the health
+    /// from inside its callback, and readers on schedulers take it too.
     pub(super) fn health(&self) -> MutexGuard<'_, Health> {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
