@@ -7,7 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::watcher::{self, Event};
 
 use super::failure::is_expired;
@@ -83,14 +82,6 @@ impl Relists {
             Err(error) if is_expired(&error) => Step::Wait,
             Err(error) => Step::Failed { namespace: ns, error },
         }
-    }
-}
-
-/// The metadata of the object an event carries, if it carries one.
-pub(super) fn metadata<K: k8s_openapi::Metadata<Ty = ObjectMeta>>(event: &Event<K>) -> Option<&ObjectMeta> {
-    match event {
-        Event::Apply(object) | Event::Delete(object) | Event::InitApply(object) => Some(object.metadata()),
-        Event::Init | Event::InitDone => None,
     }
 }
 
@@ -171,14 +162,6 @@ mod tests {
             relists.step(None, Ok(Event::Delete(nameless))),
             Step::Remove { namespace, name } if namespace == "a" && name == "a-1"
         ));
-        assert_eq!(
-            metadata(&Event::Apply(pod("a", "a-0")))
-                .unwrap()
-                .resource_version
-                .as_deref(),
-            Some("7")
-        );
-        assert!(metadata::<WirePod>(&Event::InitDone).is_none());
     }
 
     #[test]

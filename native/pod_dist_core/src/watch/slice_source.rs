@@ -70,10 +70,10 @@ pub(super) async fn follow(
             }
         };
         state.panic_if_asked();
+        state.saw(&event);
         match event {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(slice)) => {
-                state.saw(&slice.metadata);
                 if slices.trusted(&slice) {
                     listing.push(slice);
                 }
@@ -87,7 +87,6 @@ pub(super) async fn follow(
                 state.listed(changes, true);
             }
             Ok(Event::Apply(slice)) => {
-                state.saw(&slice.metadata);
                 // A slice that is no longer trusted (relabelled) is gone as far as we know.
                 let outcome = if slices.trusted(&slice) {
                     merge.apply(&slice, now())
@@ -98,7 +97,6 @@ pub(super) async fn follow(
                 apply(state, outcome.ops);
             }
             Ok(Event::Delete(slice)) => {
-                state.saw(&slice.metadata);
                 let outcome = merge.delete(&slice, now());
                 state.recovered();
                 apply(state, outcome.ops);

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::SystemTime;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::watcher;
+use k8s_openapi::Metadata;
+use kube::runtime::watcher::{self, Event};
 
 use super::failure::{describe, service_account, Subject};
 use super::health::{ErrorKind, Health};
@@ -155,9 +156,13 @@ impl State {
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| self.publish([WatchEvent::ApiError(reason)])));
     }
 
-    /// Notes the resourceVersion of an object the watch saw.
-    pub(super) fn saw(&self, metadata: &ObjectMeta) {
-        if let Some(rv) = &metadata.resource_version {
+    /// Notes the resourceVersion of the object an event carries, if it carries one.
+    pub(super) fn saw<K: Metadata<Ty = ObjectMeta>>(&self, event: &watcher::Result<Event<K>>) {
+        let object = match event {
+            Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => object,
+            Ok(Event::Init | Event::InitDone) | Err(_) => return,
+        };
+        if let Some(rv) = &object.metadata().resource_version {
             self.health().resource_version = Some(rv.clone());
         }
     }
@@ -234,6 +239,21 @@ mod tests {
         assert_eq!(lookups.try_recv(), Ok(Some(1)));
         assert!(matches!(changes.as_slice(), [PodChange::Added(pod)] if &*pod.name == "b"));
         assert_eq!(state.read_index().len(), 2);
+    }
+
+    #[test]
+    fn the_newest_resource_version_is_the_last_object_seen() {
+        let state = State::new(&spec());
+        let pod = |rv: &str| -> crate::wire::WirePod {
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": "a", "resourceVersion": rv } })).unwrap()
+        };
+        state.saw(&Ok(Event::InitApply(pod("5"))));
+        state.saw(&Ok(Event::Delete(pod("7"))));
+        state.saw(&Ok(Event::<crate::wire::WirePod>::InitDone));
+        state.saw(&Err::<Event<crate::wire::WirePod>, _>(
+            watcher::Error::NoResourceVersion,
+        ));
+        assert_eq!(state.health().resource_version.as_deref(), Some("7"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::failure::Subject;
 use super::health::ErrorKind;
 use super::lists::{self, Listing};
-use super::relist::{metadata, Relists, Step};
+use super::relist::{Relists, Step};
 use super::slice_source;
 use super::state::State;
 use super::{MakeClient, WatchEvent, WatchSpec};
@@ -153,9 +153,7 @@ async fn follow_pods(client: Client, target: &Target, state: &State) {
     let mut relists = Relists::new(target.namespaces.len());
     while let Some((ns, event)) = events.next().await {
         state.panic_if_asked();
-        if let Some(meta) = event.as_ref().ok().and_then(metadata) {
-            state.saw(meta);
-        }
+        state.saw(&event);
         let changes = match relists.step(ns, event) {
             Step::Wait => continue,
             Step::Listed {
