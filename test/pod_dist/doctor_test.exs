@@ -2,6 +2,7 @@ defmodule PodDist.DoctorTest do
   use PodDist.SimCase, async: true
 
   alias PodDist.{Doctor, Simulator}
+  alias PodDist.Doctor.Checks
 
   defp config(sim, extra),
     do: Simulator.watch_options(sim) ++ [node_basename: "app"] ++ extra
@@ -109,10 +110,10 @@ defmodule PodDist.DoctorTest do
     assert PodDist.Watch.await_synced(watch, 10_000)
     health = PodDist.Watch.health(watch)
     assert %{restarts: 0, last_restart: nil} = health
-    assert Doctor.restarts(health) == []
+    assert Checks.restarts(health) == []
 
     reason = "the watch panicked: boom; restarting it in 800 ms"
-    [check] = Doctor.restarts(%{health | restarts: 2, last_restart: reason})
+    [check] = Checks.restarts(%{health | restarts: 2, last_restart: reason})
     assert check.name == "watch"
     assert check.status == :warn
     assert check.detail =~ "restarted 2 times; last: #{reason}"

@@ -108,7 +108,7 @@ impl Plan {
             }
             // A streaming watcher restarts its streaming list by itself, from the cache.
             ListMode::Streaming => Next::Keep,
-            ListMode::ListThenWatch if super::is_expired(error) => {
+            ListMode::ListThenWatch if super::failure::is_expired(error) => {
                 self.quorum = true;
                 Next::Restart
             }

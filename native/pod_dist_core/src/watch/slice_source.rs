@@ -11,8 +11,11 @@ use futures::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
+use super::failure::{is_expired, Subject};
+use super::health::ErrorKind;
 use super::lists::{Listing, Open};
-use super::{is_expired, ErrorKind, State, Subject, WatchEvent};
+use super::state::State;
+use super::WatchEvent;
 use crate::index::PodChange;
 use crate::retry::Paced;
 use crate::slice_wire::WireEndpointSlice;
@@ -66,17 +69,11 @@ pub(super) async fn follow(
                 continue;
             }
         };
-        #[cfg(feature = "test-hooks")]
-        if state
-            .panic_at_next_event
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            panic!("injected by a test");
-        }
+        state.panic_if_asked();
+        state.saw(&event);
         match event {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(slice)) => {
-                state.saw(&slice.metadata);
                 if slices.trusted(&slice) {
                     listing.push(slice);
                 }
@@ -90,20 +87,18 @@ pub(super) async fn follow(
                 state.listed(changes, true);
             }
             Ok(Event::Apply(slice)) => {
-                state.saw(&slice.metadata);
                 // A slice that is no longer trusted (relabelled) is gone as far as we know.
                 let outcome = if slices.trusted(&slice) {
                     merge.apply(&slice, now())
                 } else {
                     merge.delete(&slice, now())
                 };
-                state.health().recovered();
+                state.recovered();
                 apply(state, outcome.ops);
             }
             Ok(Event::Delete(slice)) => {
-                state.saw(&slice.metadata);
                 let outcome = merge.delete(&slice, now());
-                state.health().recovered();
+                state.recovered();
                 apply(state, outcome.ops);
             }
             // A 410 only means "re-list", which the watcher is doing.
