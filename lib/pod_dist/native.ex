@@ -20,6 +20,9 @@ defmodule PodDist.Native do
   @spec check_options(keyword()) :: :ok
   def check_options(options), do: load_and_call(:check_options, [options])
 
+  @spec carries_labels(keyword()) :: boolean()
+  def carries_labels(options), do: load_and_call(:carries_labels, [options])
+
   @spec notify_synced(handle(), pid(), term(), non_neg_integer()) :: :ok
   def notify_synced(handle, pid, tag, timeout_ms),
     do: load_and_call(:notify_synced, [handle, pid, tag, timeout_ms])

@@ -186,6 +186,15 @@ defmodule PodDist.Watch do
   end
 
   @doc """
+  Whether the pods a watch with `options` gives carry labels and annotations: those of
+  the pods source do, those of the slice source (`:service`) do not. What reads pod
+  labels (a label selector, `PodDist.Strategy`'s `nodes: {:label, key}`) needs the
+  pods source. Bad options raise `ArgumentError`.
+  """
+  @spec labels?(keyword()) :: boolean()
+  def labels?(options), do: PodDist.Native.carries_labels(options)
+
+  @doc """
   Waits until the initial list is in, up to `timeout` milliseconds. Returns whether
   it is. The caller waits in a `receive` (the native side messages it), holding no
   scheduler.

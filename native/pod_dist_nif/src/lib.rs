@@ -73,6 +73,13 @@ fn check_options(_options: Options) -> Atom {
     atom::ok()
 }
 
+/// `carries_labels(options)`: whether a watch with `options` gives pods with labels and
+/// annotations (see [`Options::carries_labels`]).
+#[rustler::nif]
+fn carries_labels(options: Options) -> bool {
+    options.carries_labels()
+}
+
 /// `notify_synced(handle, pid, tag, timeout_ms)`: returns `:ok` at once; `pid` then gets
 /// `{tag, true}` when the initial list is in (at once if it is), or `{tag, false}` after
 /// `timeout_ms` or if the watch stops first. The wait runs on the tokio runtime, so the

@@ -32,6 +32,15 @@ pub struct Options {
     pub slice_managed_by: Option<String>,
 }
 
+impl Options {
+    /// Whether the records carry pod labels and annotations (and pod fields to select
+    /// on): the rule "slices carry no labels" lives here. The slice source's records
+    /// have none (the Service's selector picks the pods); only the pods source's do.
+    pub fn carries_labels(&self) -> bool {
+        self.service.is_none()
+    }
+}
+
 /// The key of a watch option; an atom of any other name is an unknown option.
 #[derive(NifUnitEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
@@ -134,13 +143,13 @@ impl<'a> Decoder<'a> for NamespaceList {
     }
 }
 
-/// What the slice source allows. Slices carry no pod labels or fields: the Service's
-/// selector picks the pods, and `:label_selector` or `:field_selector` need the pods source.
+/// What the slice source allows: `:label_selector` and `:field_selector` need records
+/// that carry labels (see [`Options::carries_labels`]).
 fn check_source(options: &Options) -> Result<(), String> {
     if options.slice_managed_by.is_some() && options.service.is_none() {
         return Err("option :slice_managed_by chooses whose EndpointSlices to read: give :service too".into());
     }
-    if options.service.is_none() {
+    if options.carries_labels() {
         return Ok(());
     }
     for (key, set) in [
