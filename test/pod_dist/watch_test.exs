@@ -20,7 +20,17 @@ defmodule PodDist.WatchTest do
       sim |> server_pods("default") |> Enum.map(& &1["metadata"]["uid"]) |> Enum.sort()
 
     assert Enum.sort(Enum.map(pods, & &1.uid)) == server_uids
-    assert %{synced: true, pods: 3, errors: 0, source: :pods, error: nil} = Watch.health(watch)
+    # The native record and the Elixir struct have the same fields.
+    assert Enum.sort(Map.keys(hd(pods))) ==
+             Enum.sort(Map.keys(%PodDist.Pod{uid: "", namespace: "", name: ""}))
+
+    health = Watch.health(watch)
+    assert %{synced: true, pods: 3, errors: 0, source: :pods, error: nil} = health
+
+    assert Enum.sort(Map.keys(health)) ==
+             Enum.sort(~w(synced last_sync resource_version errors last_error error
+                          service_account cluster_domain pods index_bytes api_url
+                          credentials namespaces source restarts last_restart)a)
   end
 
   test "the lookup NIFs take hosts as the distribution hands them over", %{sim: sim} do
@@ -132,6 +142,22 @@ defmodule PodDist.WatchTest do
     assert sim_stats(sim)["open_watches"] == 1
 
     send(subscriber, :stop)
+    eventually(fn -> sim_stats(sim)["open_watches"] == 0 end)
+  end
+
+  test "a subscriber that is not alive subscribes nothing and keeps nothing alive", %{sim: sim} do
+    dead = spawn(fn -> :ok end)
+    monitor = Process.monitor(dead)
+    assert_receive {:DOWN, ^monitor, :process, ^dead, _}
+
+    Task.async(fn ->
+      {:ok, watch} = Watch.start(Simulator.watch_options(sim))
+      true = Watch.await_synced(watch, 10_000)
+      assert is_reference(Watch.subscribe(watch, dead))
+    end)
+    |> Task.await()
+
+    :erlang.garbage_collect()
     eventually(fn -> sim_stats(sim)["open_watches"] == 0 end)
   end
 
