@@ -4,9 +4,9 @@ defmodule PodDist.Pod do
   record, the fields below in the same order); `PodDist.Watch.pods/1`, `lookup/3` and
   subscribers' events hand it out.
 
-  With the EndpointSlice source (`:service`), `labels` and `annotations` are empty, and
-  `hostname`, `subdomain`, `phase` are what the slice says (`:running` for a listed
-  endpoint).
+  With the EndpointSlice source (`:service`), a pod is what its endpoint says: `labels`
+  and `annotations` are empty (see `PodDist.Watch.labels?/1`), `phase` is `:running`
+  while the endpoint serves, else `:pending`.
   """
 
   @enforce_keys [:uid, :namespace, :name]
