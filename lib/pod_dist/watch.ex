@@ -165,7 +165,7 @@ defmodule PodDist.Watch do
   """
   @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
   def start(options \\ []) do
-    with {:ok, resource, started} <- PodDist.Native.start_watch(options) do
+    with {:ok, resource, started} <- with_options(&PodDist.Native.start_watch/1, options) do
       watch = %__MODULE__{resource: resource}
       # One reporter per watch, whoever started it (a shared watch reports once).
       if started == :new, do: PodDist.Telemetry.report_watch(watch)
@@ -192,7 +192,16 @@ defmodule PodDist.Watch do
   pods source. Bad options raise `ArgumentError`.
   """
   @spec labels?(keyword()) :: boolean()
-  def labels?(options), do: PodDist.Native.carries_labels(options)
+  def labels?(options), do: with_options(&PodDist.Native.carries_labels/1, options)
+
+  # Calls a NIF that takes options, raising what it raises (a bad option, a panic) again
+  # from here: the stacktrace of an exception raised in a NIF holds the NIF's arguments,
+  # and options may hold a token. One raised here holds none.
+  defp with_options(nif, options) do
+    nif.(options)
+  rescue
+    error -> raise error
+  end
 
   @doc """
   Waits until the initial list is in, up to `timeout` milliseconds. Returns whether

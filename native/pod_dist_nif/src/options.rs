@@ -83,37 +83,33 @@ fn keyword_list<'a>(term: Term<'a>) -> NifResult<Vec<(Term<'a>, Term<'a>)>> {
 }
 
 fn set(options: &mut Options, key: Key, name: &str, value: Term<'_>) -> NifResult<()> {
-    if key == Key::Namespaces {
-        options.namespaces = value.decode::<NamespaceList>()?.0;
-        return Ok(());
-    }
-    let text = match value.decode::<Option<String>>() {
-        Ok(text) => text,
-        // A token in the wrong type is still a secret: never echo it.
-        Err(_) if key == Key::Token => return Err(argument_error("option :token must be a string")),
-        Err(_) => {
-            return Err(argument_error(format!(
-                "option :{name} must be a string, got {value:?}"
-            )))
-        }
-    };
+    let text = || string(key, name, value);
     let nonempty = |text: Option<String>| text.filter(|s| !s.is_empty());
     let path = |text: Option<String>| text.map(PathBuf::from);
     match key {
-        Key::Namespaces => unreachable!("decoded above"),
-        Key::LabelSelector => options.label_selector = nonempty(text),
-        Key::FieldSelector => options.field_selector = nonempty(text),
-        Key::ClusterDomain => options.cluster_domain = nonempty(text),
-        Key::Service => options.service = nonempty(text),
-        Key::SliceManagedBy => options.slice_managed_by = nonempty(text),
-        Key::ApiUrl => options.connect.api_url = text,
-        Key::Token => options.connect.token = text,
-        Key::CaFile => options.connect.ca_file = path(text),
-        Key::TokenFile => options.connect.token_file = path(text),
-        Key::ServiceAccountDir => options.connect.service_account_dir = path(text),
-        Key::Kubeconfig => options.connect.kubeconfig = path(text),
+        Key::Namespaces => options.namespaces = value.decode::<NamespaceList>()?.0,
+        Key::LabelSelector => options.label_selector = nonempty(text()?),
+        Key::FieldSelector => options.field_selector = nonempty(text()?),
+        Key::ClusterDomain => options.cluster_domain = nonempty(text()?),
+        Key::Service => options.service = nonempty(text()?),
+        Key::SliceManagedBy => options.slice_managed_by = nonempty(text()?),
+        Key::ApiUrl => options.connect.api_url = text()?,
+        Key::Token => options.connect.token = text()?,
+        Key::CaFile => options.connect.ca_file = path(text()?),
+        Key::TokenFile => options.connect.token_file = path(text()?),
+        Key::ServiceAccountDir => options.connect.service_account_dir = path(text()?),
+        Key::Kubeconfig => options.connect.kubeconfig = path(text()?),
     }
     Ok(())
+}
+
+/// A string option's value, `None` for `nil`.
+fn string(key: Key, name: &str, value: Term<'_>) -> NifResult<Option<String>> {
+    value.decode::<Option<String>>().map_err(|_| match key {
+        // A token in the wrong type is still a secret: never echo it.
+        Key::Token => argument_error("option :token must be a string"),
+        _ => argument_error(format!("option :{name} must be a string, got {value:?}")),
+    })
 }
 
 /// `:namespaces`: `:all` (`[None]`), `nil` (empty: the credentials' own) or a list of
