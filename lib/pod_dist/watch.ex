@@ -60,7 +60,8 @@ defmodule PodDist.Watch do
   not a keyword list (an improper list too), an unknown option, a value of the wrong
   type, options that do not go together (`:label_selector` with `:service`), an address
   family other than `:inet` or `:inet6`, a handle that is not one. A token is never
-  echoed. `check_options/1` says the same without raising (`{:error, message}`) and
+  echoed, by the message or by the stacktrace (raised from this module, which lists no
+  option values). `check_options/1` says the same without raising (`{:error, message}`) and
   without starting anything.
 
   What the cluster answers is a value, never an exception: `start/1` returns
