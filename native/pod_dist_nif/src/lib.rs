@@ -105,10 +105,11 @@ fn notify_synced(handle: ResourceArc<WatchHandle>, pid: LocalPid, tag: Term<'_>,
 fn list_pods(env: Env<'_>, handle: ResourceArc<WatchHandle>) -> Term<'_> {
     let records = handle.0.pods();
     let domain = handle.0.cluster_domain();
+    // Each pod encoded as soon as it is built: its borrowed fields never pile up.
     records
         .iter()
-        .map(|record| Pod::new(record, domain))
-        .collect::<Vec<_>>()
+        .map(|record| Pod::new(record, domain).encode(env))
+        .collect::<Vec<Term>>()
         .encode(env)
 }
 
