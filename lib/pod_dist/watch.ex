@@ -12,7 +12,7 @@ defmodule PodDist.Watch do
       {:ok, watch} = PodDist.Watch.start(namespaces: ["prod"], label_selector: "app=api")
       true = PodDist.Watch.await_synced(watch, 5_000)
       PodDist.Watch.pods(watch)
-      #=> [%{name: "api-7d9c", namespace: "prod", ip: {10, 42, 2, 46}, ready: true, ...}]
+      #=> [%PodDist.Pod{name: "api-7d9c", namespace: "prod", ip: {10, 42, 2, 46}, ready: true, ...}]
 
   ## Options
 
@@ -54,8 +54,24 @@ defmodule PodDist.Watch do
       the search list of `/etc/resolv.conf` inside a pod (`<namespace>.svc.<domain>
       svc.<domain> <domain>`), else `"cluster.local"`. `health/1` says which is used.
 
-  Options are a keyword list; anything else (an improper list too) is refused with
-  `{:error, reason}`. `check_options/1` validates them without starting anything.
+  ## Errors
+
+  A bad argument raises `ArgumentError` with a message that names it: options that are
+  not a keyword list (an improper list too), an unknown option, a value of the wrong
+  type, options that do not go together (`:label_selector` with `:service`), an address
+  family other than `:inet` or `:inet6`, a handle that is not one. A token is never
+  echoed, by the message or by the stacktrace (raised from this module, which lists no
+  option values). `check_options/1` says the same without raising (`{:error, message}`) and
+  without starting anything.
+
+  What the cluster answers is a value, never an exception: `start/1` returns
+  `{:error, message}` when no client can be made (no credentials found, an `:api_url`
+  that is no URL, a pod's service-account token that would go to another server); the
+  lookups return `:error` or `{:error, :ambiguous | :not_synced}`; a failing API shows
+  in `health/1` and as `{:api_error, message}` events while the watch retries.
+
+  A bug in the native code (a Rust panic) raises `ErlangError` with `:nif_panicked`
+  (the panic's message goes to the VM's standard error); the VM and the watch live on.
 
   TLS verification of the API server cannot be turned off.
 
@@ -89,39 +105,11 @@ defmodule PodDist.Watch do
   @typedoc "A handle on a running watch."
   @type t :: %__MODULE__{resource: reference()}
 
-  @typedoc "An indexed pod."
-  @type pod :: %{
-          uid: String.t(),
-          namespace: String.t(),
-          name: String.t(),
-          ip: :inet.ip_address() | nil,
-          ips: [:inet.ip_address()],
-          hostname: String.t() | nil,
-          subdomain: String.t() | nil,
-          node_name: String.t() | nil,
-          phase: :pending | :running | :succeeded | :failed | :unknown,
-          ready: boolean(),
-          terminating: boolean(),
-          labels: %{String.t() => String.t()},
-          annotations: %{String.t() => String.t()},
-          ports: [%{name: String.t() | nil, port: :inet.port_number(), container: String.t()}],
-          hosts: hosts(),
-          dist_ports: [{String.t() | :any, :inet.port_number()}]
-        }
+  @typedoc "An indexed pod: a `t:PodDist.Pod.t/0`."
+  @type pod :: PodDist.Pod.t()
 
-  @typedoc """
-  The host part of a pod's node names in each form (see `PodDist.Strategy`'s `:host`),
-  `nil` where the pod has none: `pod_name` for a name that is not one DNS label,
-  `ip` and `dashed_ip` for a pod without an IP or on the host network (its IP is its
-  node's), `hostname_fqdn` unless the pod has both `spec.hostname` and `spec.subdomain`
-  (cluster DNS has no hostname record for it otherwise). Each resolves back to the pod.
-  """
-  @type hosts :: %{
-          pod_name: String.t() | nil,
-          ip: String.t() | nil,
-          dashed_ip: String.t() | nil,
-          hostname_fqdn: String.t() | nil
-        }
+  @typedoc "The host part of a pod's node names in each form: `t:PodDist.Pod.hosts/0`."
+  @type hosts :: PodDist.Pod.hosts()
 
   @typedoc """
   What the watch's last failure was: the API server could not be reached, its
@@ -141,18 +129,44 @@ defmodule PodDist.Watch do
           | :crashed
           | :throttled
 
+  @typedoc """
+  How a watch is doing (see `health/1`); `source` is `:pods`, or `{:service, name}` for
+  the EndpointSlices of a Service.
+  """
+  @type health :: %{
+          synced: boolean(),
+          last_sync: non_neg_integer() | nil,
+          resource_version: String.t() | nil,
+          errors: non_neg_integer(),
+          last_error: String.t() | nil,
+          error: error() | nil,
+          service_account: {String.t(), String.t()} | nil,
+          cluster_domain: String.t(),
+          pods: non_neg_integer(),
+          index_bytes: non_neg_integer(),
+          api_url: String.t() | nil,
+          credentials: String.t() | nil,
+          namespaces: [String.t()] | :all,
+          source: :pods | {:service, String.t()},
+          restarts: non_neg_integer(),
+          last_restart: String.t() | nil
+        }
+
   @typedoc "What subscribers receive as `{:pod_dist, tag, event}`."
   @type event ::
-          {:added, pod()}
-          | {:changed, old :: pod(), new :: pod()}
-          | {:deleted, pod()}
+          {:added, PodDist.Pod.t()}
+          | {:changed, old :: PodDist.Pod.t(), new :: PodDist.Pod.t()}
+          | {:deleted, PodDist.Pod.t()}
           | :synced
           | {:api_error, String.t()}
 
-  @doc "Starts (or joins) a watch. See the module docs for options."
+  @doc """
+  Starts (or joins) a watch. See the module docs for options; bad ones raise
+  `ArgumentError`. `{:error, message}` when no client can be made from them.
+  """
   @spec start(keyword()) :: {:ok, t()} | {:error, String.t()}
   def start(options \\ []) do
-    with {:ok, resource, started} <- PodDist.Native.start_watch(options) do
+    with {:ok, resource, started} <- with_options(&PodDist.Native.start_watch/1, options) do
       watch = %__MODULE__{resource: resource}
       # One reporter per watch, whoever started it (a shared watch reports once).
       if started == :new, do: PodDist.Telemetry.report_watch(watch)
@@ -162,11 +176,33 @@ defmodule PodDist.Watch do
 
   @doc """
   `:ok` if `start/1` would accept `options` (it may still fail to connect), else
-  `{:error, reason}`. The one validator of watch options: `PodDist.Strategy` and
-  `PodDist.Epmd` use it too.
+  `{:error, message}` with the message of the `ArgumentError` `start/1` would raise.
+  The one validator of watch options: `PodDist.Strategy` and `PodDist.Epmd` use it too.
   """
   @spec check_options(term()) :: :ok | {:error, String.t()}
-  def check_options(options), do: PodDist.Native.check_options(options)
+  def check_options(options) do
+    PodDist.Native.check_options(options)
+  rescue
+    error in ArgumentError -> {:error, Exception.message(error)}
+  end
+
+  @doc """
+  Whether the pods a watch with `options` gives carry labels and annotations: those of
+  the pods source do, those of the slice source (`:service`) do not. What reads pod
+  labels (a label selector, `PodDist.Strategy`'s `nodes: {:label, key}`) needs the
+  pods source. Bad options raise `ArgumentError`.
+  """
+  @spec labels?(keyword()) :: boolean()
+  def labels?(options), do: with_options(&PodDist.Native.carries_labels/1, options)
+
+  # Calls a NIF that takes options, raising what it raises (a bad option, a panic) again
+  # from here: the stacktrace of an exception raised in a NIF holds the NIF's arguments,
+  # and options may hold a token. One raised here holds none.
+  defp with_options(nif, options) do
+    nif.(options)
+  rescue
+    error -> raise error
+  end
 
   @doc """
   Waits until the initial list is in, up to `timeout` milliseconds. Returns whether
@@ -176,31 +212,27 @@ defmodule PodDist.Watch do
   @spec await_synced(t(), non_neg_integer()) :: boolean()
   def await_synced(%__MODULE__{resource: r}, timeout) when is_integer(timeout) and timeout >= 0 do
     tag = make_ref()
+    :ok = PodDist.Native.notify_synced(r, self(), tag, timeout)
 
-    case PodDist.Native.notify_synced(r, self(), tag, timeout) do
-      :ok ->
-        # The answer always comes, at `timeout` at the latest; the margin only guards
-        # against a runtime that stopped.
-        receive do
-          {^tag, synced} -> synced
-        after
-          timeout + 5_000 -> false
-        end
-
-      {:error, _} ->
-        false
+    # The answer always comes, at `timeout` at the latest; the margin only guards
+    # against a runtime that stopped.
+    receive do
+      {^tag, synced} -> synced
+    after
+      timeout + 5_000 -> false
     end
   end
 
   @doc "Every indexed pod, sorted by namespace and name, from one consistent snapshot."
-  @spec pods(t()) :: [pod()]
+  @spec pods(t()) :: [PodDist.Pod.t()]
   def pods(%__MODULE__{resource: r}), do: PodDist.Native.list_pods(r)
 
   @doc """
   Sends `{:pod_dist, tag, event}` to `pid` for every change from now on, where `tag`
   is the returned reference. The subscription keeps the watch running for as long
-  as `pid` lives, even if no handle on it is left, and ends when `pid` exits. If the
-  watch is failing when `pid` subscribes, the current `{:api_error, message}` comes first.
+  as `pid` lives, even if no handle on it is left, and ends when `pid` exits (a `pid`
+  that is not alive subscribes nothing). If the watch is failing when `pid` subscribes,
+  the current `{:api_error, message}` comes first.
   """
   @spec subscribe(t(), pid()) :: reference()
   def subscribe(%__MODULE__{resource: r}, pid \\ self()) when is_pid(pid) do
@@ -258,7 +290,9 @@ defmodule PodDist.Watch do
   Like `resolve/3`, also returning the pod (or `nil` for an IP no live pod owns).
   """
   @spec lookup(t(), host(), family()) ::
-          {:ok, :inet.ip_address(), pod() | nil} | :error | {:error, :ambiguous | :not_synced}
+          {:ok, :inet.ip_address(), PodDist.Pod.t() | nil}
+          | :error
+          | {:error, :ambiguous | :not_synced}
   def lookup(%__MODULE__{resource: r}, host, family \\ :inet) when family in [:inet, :inet6],
     do: PodDist.Native.lookup(r, to_host(host), family)
 
@@ -292,23 +326,7 @@ defmodule PodDist.Watch do
   with backoff; `last_restart` says why, and stays after the watch has recovered. A
   restarted watch is not `synced` until it has listed every namespace again.
   """
-  @spec health(t()) :: %{
-          synced: boolean(),
-          last_sync: non_neg_integer() | nil,
-          resource_version: String.t() | nil,
-          errors: non_neg_integer(),
-          last_error: String.t() | nil,
-          error: error() | nil,
-          service_account: {String.t(), String.t()} | nil,
-          cluster_domain: String.t(),
-          pods: non_neg_integer(),
-          index_bytes: non_neg_integer(),
-          api_url: String.t() | nil,
-          credentials: String.t() | nil,
-          namespaces: [String.t()] | :all,
-          restarts: non_neg_integer(),
-          last_restart: String.t() | nil
-        }
+  @spec health(t()) :: health()
   def health(%__MODULE__{resource: r}), do: PodDist.Native.health(r)
 
   ## For PodDist.Epmd, which starts before the application

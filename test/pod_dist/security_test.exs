@@ -27,13 +27,19 @@ defmodule PodDist.SecurityTest do
         assert {:api_error, unauthorized} = next_event(tag, 10_000) |> skip_pods(tag)
         Process.sleep(300)
 
+        # A token of the wrong type: refused without echoing it, stacktrace included.
+        charlist_token = Keyword.put(options, :token, String.to_charlist(token))
+        start_error = raised(fn -> Watch.start(charlist_token) end)
+        assert start_error =~ "(ArgumentError) option :token must be a string"
+
         texts = [
           forbidden,
           unauthorized,
           inspect(Watch.health(watch)),
           inspect(:sys.get_state(pid)),
           PodDist.Doctor.format(PodDist.Doctor.run(options ++ [node_basename: "app"])),
-          inspect(Watch.start(Keyword.put(options, :token, String.to_charlist(token)))),
+          start_error,
+          inspect(Watch.check_options(charlist_token)),
           inspect(PodDist.Strategy.Config.validate(token: String.to_charlist(token)))
         ]
 
@@ -44,6 +50,14 @@ defmodule PodDist.SecurityTest do
 
     assert log =~ "403"
     refute log =~ token
+  end
+
+  # The ArgumentError `fun` raises, formatted with its stacktrace.
+  defp raised(fun) do
+    fun.()
+    flunk("expected an ArgumentError")
+  rescue
+    error in ArgumentError -> Exception.format(:error, error, __STACKTRACE__)
   end
 
   test "a CA that did not sign the API server's certificate fails closed", %{sim: sim} do

@@ -10,6 +10,7 @@ defmodule PodDist.WatchTest do
     assert Watch.await_synced(watch, 10_000)
 
     pods = Watch.pods(watch)
+    assert [%PodDist.Pod{}, %PodDist.Pod{}, %PodDist.Pod{}] = pods
     assert Enum.map(pods, & &1.name) == ["pod-0", "pod-1", "pod-2"]
     assert Enum.map(pods, & &1.ip) == [{127, 1, 0, 1}, {127, 1, 0, 2}, {127, 1, 0, 3}]
     assert Enum.all?(pods, &(&1.ready and &1.phase == :running and &1.namespace == "default"))
@@ -19,7 +20,17 @@ defmodule PodDist.WatchTest do
       sim |> server_pods("default") |> Enum.map(& &1["metadata"]["uid"]) |> Enum.sort()
 
     assert Enum.sort(Enum.map(pods, & &1.uid)) == server_uids
-    assert %{synced: true, pods: 3, errors: 0} = Watch.health(watch)
+    # The native record and the Elixir struct have the same fields.
+    assert Enum.sort(Map.keys(hd(pods))) ==
+             Enum.sort(Map.keys(%PodDist.Pod{uid: "", namespace: "", name: ""}))
+
+    health = Watch.health(watch)
+    assert %{synced: true, pods: 3, errors: 0, source: :pods, error: nil} = health
+
+    assert Enum.sort(Map.keys(health)) ==
+             Enum.sort(~w(synced last_sync resource_version errors last_error error
+                          service_account cluster_domain pods index_bytes api_url
+                          credentials namespaces source restarts last_restart)a)
   end
 
   test "the lookup NIFs take hosts as the distribution hands them over", %{sim: sim} do
@@ -28,14 +39,19 @@ defmodule PodDist.WatchTest do
 
     for host <- ["pod-1", ~c"pod-1", :"pod-1"] do
       assert {:ok, {127, 1, 0, 2}} = PodDist.Native.address(r, host, :inet)
-      assert {:ok, {127, 1, 0, 2}, %{name: "pod-1"}} = PodDist.Native.lookup(r, host, :inet)
+
+      assert {:ok, {127, 1, 0, 2}, %PodDist.Pod{name: "pod-1"}} =
+               PodDist.Native.lookup(r, host, :inet)
     end
 
     # Seeded pods declare no ports: no epmd-less port of their own.
     assert {:ok, {127, 1, 0, 2}, nil} = PodDist.Native.node_address(r, ~c"pod-1", "app", :inet)
     assert {:ok, {127, 1, 0, 2}, nil} = PodDist.Native.node_address(r, "pod-1", :app, :inet)
     assert {:ok, {127, 1, 0, 2}, nil} = PodDist.Native.node_address(r, "pod-1", 42, :inet)
-    assert {:error, _} = PodDist.Native.address(r, "pod-1", :inet4)
+
+    assert_raise ArgumentError, "family must be :inet or :inet6", fn ->
+      PodDist.Native.address(r, "pod-1", :inet4)
+    end
 
     for garbage <- [[1, :x], [0x110000], <<0xFF>>, 42, {1, 2}, [?p | ?q]] do
       assert :error = PodDist.Native.address(r, garbage, :inet)
@@ -85,7 +101,7 @@ defmodule PodDist.WatchTest do
     tag = Watch.subscribe(watch)
 
     create_pod(sim, "default", "web-1")
-    assert {:added, %{name: "web-1", ip: nil, phase: :pending}} = next_event(tag)
+    assert {:added, %PodDist.Pod{name: "web-1", ip: nil, phase: :pending}} = next_event(tag)
 
     set_running(sim, "default", "web-1", "127.0.5.1")
     assert {:changed, %{ready: false}, %{ready: true, ip: {127, 0, 5, 1}}} = next_event(tag)
@@ -129,6 +145,22 @@ defmodule PodDist.WatchTest do
     eventually(fn -> sim_stats(sim)["open_watches"] == 0 end)
   end
 
+  test "a subscriber that is not alive subscribes nothing and keeps nothing alive", %{sim: sim} do
+    dead = spawn(fn -> :ok end)
+    monitor = Process.monitor(dead)
+    assert_receive {:DOWN, ^monitor, :process, ^dead, _}
+
+    Task.async(fn ->
+      {:ok, watch} = Watch.start(Simulator.watch_options(sim))
+      true = Watch.await_synced(watch, 10_000)
+      assert is_reference(Watch.subscribe(watch, dead))
+    end)
+    |> Task.await()
+
+    :erlang.garbage_collect()
+    eventually(fn -> sim_stats(sim)["open_watches"] == 0 end)
+  end
+
   test "without the compiled NIF, calls fail with an error that says what to do" do
     app = Path.join(System.tmp_dir!(), "kd-no-nif-#{System.unique_integer([:positive])}/pod_dist")
 
@@ -151,25 +183,37 @@ defmodule PodDist.WatchTest do
     assert output =~ "run `mix compile`"
   end
 
-  test "a panic inside a NIF comes back as an error tuple and the VM lives on" do
-    assert {:error, {:panic, "deliberate panic to test the NIF guard"}} =
-             PodDist.Native.panic_for_test()
+  test "a panic inside a NIF raises ErlangError :nif_panicked, and the VM and the NIF live on" do
+    for _ <- 1..2 do
+      error = assert_raise ErlangError, fn -> PodDist.Native.panic_for_test() end
+      assert error.original == :nif_panicked
+    end
 
-    assert {:error, {:panic, _}} = PodDist.Native.panic_for_test()
+    assert :ok = Watch.check_options(namespaces: :all)
   end
 
-  test "unknown options and bad values are refused with a reason" do
-    assert {:error, "unknown option :namespace"} = Watch.start(namespace: "x")
+  test "unknown options and bad values raise ArgumentError naming the key; check_options tells" do
+    assert_raise ArgumentError, "unknown option :namespace", fn -> Watch.start(namespace: "x") end
 
-    assert {:error, "option :namespaces must be a list of strings or :all"} =
-             Watch.start(namespaces: [:x])
+    assert_raise ArgumentError, "option :namespaces must be a list of strings or :all", fn ->
+      Watch.start(namespaces: [:x])
+    end
 
     # Improper lists, in a value or as the options themselves: a reason, not a panic.
-    assert {:error, "option :namespaces must be a list of strings or :all"} =
-             Watch.start(namespaces: ["a" | "b"])
+    assert_raise ArgumentError, "option :namespaces must be a list of strings or :all", fn ->
+      Watch.start(namespaces: ["a" | "b"])
+    end
 
-    assert {:error, "options must be a keyword list"} = Watch.start([{:namespaces, :all} | :x])
-    assert {:error, "options must be a keyword list"} = Watch.start(%{namespaces: :all})
+    assert_raise ArgumentError, "options must be a keyword list", fn ->
+      Watch.start([{:namespaces, :all} | :x])
+    end
+
+    assert_raise ArgumentError, "options must be a keyword list", fn ->
+      Watch.start(%{namespaces: :all})
+    end
+
+    assert {:error, "unknown option :namespace"} = Watch.check_options(namespace: "x")
+    assert {:error, "options must be a keyword list"} = Watch.check_options([{:a, 1} | :x])
     assert {:error, "options must be a keyword list"} = Watch.check_options([:namespaces])
     assert {:error, "option :token must be a string"} = Watch.check_options(token: ~c"secret")
 

@@ -138,7 +138,7 @@ defmodule PodDist.Strategy.Config do
   # Slices carry no pod labels or annotations: what reads them needs the pods source.
   defp check_source(config, mode) do
     needs_pods =
-      config[:service] &&
+      not PodDist.Watch.labels?(watch_options(config)) &&
         Enum.find([:nodes, :version_label], &reads_pod_metadata?(&1, config[&1]))
 
     case needs_pods do
