@@ -108,6 +108,9 @@ defmodule PodDist.Epmd.Boot do
         {:error, reason} -> {:error, Fallback.watch(reason)}
       end
     end
+  rescue
+    # A bad POD_DIST_* value: the message names the option.
+    error in ArgumentError -> {:error, Fallback.watch(Exception.message(error))}
   catch
     kind, reason -> {:error, Fallback.watch(Exception.format_banner(kind, reason))}
   end

@@ -12,7 +12,9 @@ defmodule PodDist.Epmd.Lookup do
   @doc """
   Asks the index through `ask.(watch, host)` (one of `PodDist.Watch`'s lookups). `:later`
   for net_kernel before the first list (see `in_net_kernel?/0`); `:error` when the index
-  has no answer, or there is no index: the caller falls back to the stock resolver.
+  has no answer, there is no index, or the lookup raised (a bug in the native code raises
+  `:nif_panicked`; a host the NIF cannot take, `ArgumentError`): the caller falls back to
+  the stock resolver, as it would without PodDist.
   """
   @spec find(term(), (PodDist.Watch.t(), PodDist.Watch.host() -> term())) ::
           answer() | :later | :error
@@ -21,6 +23,8 @@ defmodule PodDist.Epmd.Lookup do
       %PodDist.Watch{} = watch -> find(watch, host_term(host), ask, true)
       nil -> :error
     end
+  rescue
+    _ -> :error
   end
 
   defp find(watch, host, ask, may_wait?) do
