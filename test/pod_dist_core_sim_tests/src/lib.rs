@@ -27,6 +27,15 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// otherwise); and the folder holding its service-account token (it is read again: keep
 /// it).
 pub async fn start_watch_of(sim: &Simulator, service: Option<&str>) -> (Watch, tempfile::TempDir) {
+    start_watch_managed_by(sim, service, None).await
+}
+
+/// As [`start_watch_of`], trusting the slices of `slice_managed_by` when given.
+pub async fn start_watch_managed_by(
+    sim: &Simulator,
+    service: Option<&str>,
+    slice_managed_by: Option<&str>,
+) -> (Watch, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     sim.write_service_account(dir.path()).unwrap();
     let options = ConnectOptions {
@@ -41,7 +50,7 @@ pub async fn start_watch_of(sim: &Simulator, service: Option<&str>) -> (Watch, t
         label_selector: None,
         field_selector: None,
         service: service.map(Into::into),
-        slice_managed_by: None,
+        slice_managed_by: slice_managed_by.map(Into::into),
         cluster_domain: "cluster.local".into(),
     };
     // The product's client: its 429 errors carry the Retry-After.

@@ -7,7 +7,7 @@ use kube_sim::{fixtures, Config, Simulator};
 use pod_dist_core::index::{Family, Resolution};
 use pod_dist_core::pod::PodRecord;
 use pod_dist_core::watch::{ErrorKind, Health, Watch, WatchEvent};
-use pod_dist_core_sim_tests::{eventually, start_watch_of};
+use pod_dist_core_sim_tests::{eventually, start_watch_managed_by, start_watch_of};
 
 /// A watch of the slices of Service `shop-dist` in `default`, as the service account.
 async fn start_watch(sim: &Simulator) -> (Watch, tempfile::TempDir) {
@@ -251,31 +251,9 @@ async fn slices_the_endpoint_slice_controller_did_not_write_speak_for_nobody() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn slices_of_another_manager_are_read_when_named_but_never_for_another_namespace() {
-    use kube::Client;
-    use pod_dist_core::connect::{self, ConnectOptions};
-    use pod_dist_core::watch::WatchSpec;
-
     let sim = Simulator::start(Config::default()).await.unwrap();
     only_slices(&sim);
-    let dir = tempfile::tempdir().unwrap();
-    sim.write_service_account(dir.path()).unwrap();
-    let options = ConnectOptions {
-        api_url: Some(sim.url()),
-        service_account_dir: Some(dir.path().into()),
-        ..Default::default()
-    };
-    let config = connect::config(&options).await.unwrap().config;
-    let spec = WatchSpec {
-        namespaces: vec![Some("default".into())],
-        home: Some("default".into()),
-        label_selector: None,
-        field_selector: None,
-        service: Some("shop-dist".into()),
-        slice_managed_by: Some("mesh-controller.example.com".into()),
-        cluster_domain: "cluster.local".into(),
-    };
-    let make_client = move || Client::try_from(config.clone()).map_err(|e| e.to_string());
-    let watch = Watch::start(make_client, &spec, &tokio::runtime::Handle::current());
+    let (watch, _dir) = start_watch_managed_by(&sim, Some("shop-dist"), Some("mesh-controller.example.com")).await;
     assert!(watch.synced(Duration::from_secs(10)).await);
 
     // The mesh's slice: one pod of its namespace, and one endpoint naming a pod of
