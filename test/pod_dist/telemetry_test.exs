@@ -20,9 +20,11 @@ defmodule PodDist.TelemetryTest do
     # The handles live in this task, until it is told to end.
     holder =
       Task.async(fn ->
-        {:ok, _} = Watch.start(Simulator.watch_options(sim))
+        {:ok, first} = Watch.start(Simulator.watch_options(sim))
         # A second user of the same watch: no second reporter.
-        {:ok, _} = Watch.start(Simulator.watch_options(sim))
+        {:ok, second} = Watch.start(Simulator.watch_options(sim))
+        # Kept where no garbage collection frees them before the task ends.
+        send(self(), {:handles, first, second})
 
         receive do
           :done -> :ok

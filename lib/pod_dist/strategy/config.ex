@@ -94,17 +94,24 @@ defmodule PodDist.Strategy.Config do
   """
   @spec validate(term()) :: {:ok, keyword()} | {:error, String.t()}
   def validate(config) do
-    with {:ok, config} <- validate(config, PodDist.Epmd.mode()) do
-      case PodDist.Watch.check_options(watch_options(config)) do
-        :ok -> {:ok, config}
-        {:error, why} -> {:error, "PodDist.Strategy config: #{why}"}
-      end
+    with {:ok, config} <- validate(config, PodDist.Epmd.mode()),
+         options = watch_options(config),
+         :ok <- check_watch(options) do
+      check_source(config, PodDist.Watch.labels?(options))
+    end
+  end
+
+  defp check_watch(options) do
+    case PodDist.Watch.check_options(options) do
+      :ok -> :ok
+      {:error, why} -> {:error, "PodDist.Strategy config: #{why}"}
     end
   end
 
   @doc """
   The config with defaults filled in (`nodes:` defaults by `mode`, the epmd mode), or
-  `{:error, message}`. Watch options are left to `validate/1`.
+  `{:error, message}`. Watch options, and whether the source gives what the config
+  reads (labels, annotations), are left to `validate/1`.
   """
   @spec validate(term(), :epmd | :epmdless) :: {:ok, keyword()} | {:error, String.t()}
   def validate(config, mode) do
@@ -124,7 +131,7 @@ defmodule PodDist.Strategy.Config do
   defp validate_strategy(config, mode) do
     config
     |> Keyword.take(@strategy_keys)
-    |> Enum.find_value(check_source(config, mode), fn {key, value} ->
+    |> Enum.find_value({:ok, with_default_nodes(config, mode)}, fn {key, value} ->
       case check(key, value) do
         :ok ->
           nil
@@ -135,15 +142,15 @@ defmodule PodDist.Strategy.Config do
     end)
   end
 
-  # Slices carry no pod labels or annotations: what reads them needs the pods source.
-  defp check_source(config, mode) do
+  # What reads pod labels or annotations needs a source whose pods carry them
+  # (`PodDist.Watch.labels?/1` says which does).
+  defp check_source(config, labels?) do
     needs_pods =
-      not PodDist.Watch.labels?(watch_options(config)) &&
-        Enum.find([:nodes, :version_label], &reads_pod_metadata?(&1, config[&1]))
+      not labels? && Enum.find([:nodes, :version_label], &reads_pod_metadata?(&1, config[&1]))
 
     case needs_pods do
       falsy when falsy in [nil, false] ->
-        {:ok, with_default_nodes(config, mode)}
+        {:ok, config}
 
       key ->
         {:error,
