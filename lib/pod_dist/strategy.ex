@@ -87,7 +87,7 @@ defmodule PodDist.Strategy do
   # Loads the NIF and checks the config (once), then starts the watch. A config error
   # is a mistake to fix before deploying: said at once, by stopping.
   defp start(%{start: {:config, config}} = s) do
-    with :ok <- PodDist.Native.load(),
+    with :ok <- PodDist.Epmd.load_nif(),
          {:ok, config} <- Config.validate(config.()) do
       options = Config.watch_options(config)
       own_host = config[:own_pod] || PodDist.NodeName.host(Node.self())
@@ -95,9 +95,8 @@ defmodule PodDist.Strategy do
       core = Core.configure(s.core, Keyword.delete(config, :token), own_host)
       start(%{s | core: core, start: {:watch, fn -> Watch.start(options) end}})
     else
-      {:error, {path, text}} ->
-        fix = PodDist.Epmd.Fallback.nif(path, text, File.exists?("#{path}.so")).fix
-        {:ok, run(s, {:nif_unavailable, "#{path}.so: #{text}", fix})}
+      {:error, %{detail: detail, fix: fix}} ->
+        {:ok, run(s, {:nif_unavailable, detail, fix})}
 
       {:error, reason} ->
         {:stop, {:invalid_config, reason}}

@@ -56,7 +56,10 @@ defmodule PodDist.Strategy.CoreTest do
     defp logs(effects), do: for({:log, level, message} <- effects, do: {level, message})
 
     test "a NIF that cannot load: said once, retried with backoff up to 30 s" do
-      failure = {:nif_unavailable, "priv/pod_dist_nif.so: not found", "run `mix compile`"}
+      failure =
+        {:nif_unavailable, "cannot load its NIF priv/pod_dist_nif.so: not found",
+         "run `mix compile`"}
+
       {core, effects} = feed(Core.new(:k8s), List.duplicate(failure, 7))
 
       assert starts(effects) == [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
@@ -70,8 +73,8 @@ defmodule PodDist.Strategy.CoreTest do
     test "a watch that cannot start: said again only when the reason changes; a new backoff" do
       {core, effects} =
         feed(Core.new(:k8s), [
-          {:nif_unavailable, "x.so: missing", "build it"},
-          {:nif_unavailable, "x.so: missing", "build it"},
+          {:nif_unavailable, "cannot load its NIF x.so: missing", "build it"},
+          {:nif_unavailable, "cannot load its NIF x.so: missing", "build it"},
           {:watch_unavailable, "no token"},
           {:watch_unavailable, "no token"},
           {:watch_unavailable, "no CA file"}

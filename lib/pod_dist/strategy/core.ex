@@ -160,7 +160,7 @@ defmodule PodDist.Strategy.Core do
 
   @typedoc "What the core hears."
   @type event ::
-          {:nif_unavailable, reason :: String.t(), fix :: String.t()}
+          {:nif_unavailable, detail :: String.t(), fix :: String.t()}
           | {:watch_unavailable, reason :: String.t()}
           | :started
           | :synced
@@ -293,7 +293,7 @@ defmodule PodDist.Strategy.Core do
     start_failed(
       core,
       {:nif, reason},
-      "PodDist.Strategy: cannot load its NIF #{reason}; #{@retrying}. Fix: #{fix}"
+      "PodDist.Strategy: #{reason}; #{@retrying}. Fix: #{fix}"
     )
   end
 
